@@ -1,0 +1,1 @@
+"""ReLLa for the Hugging Face ecosystem."""
