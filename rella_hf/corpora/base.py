@@ -1,0 +1,302 @@
+"""Shared machinery of the corpus readers: the three tables, strict file parsing, downloads.
+
+Every corpus module defines one :class:`Corpus` subclass that knows its release files, how to
+read them into :class:`CorpusTables`, where the official archive lives and under which licence
+it may (or may not) be redistributed. Parsing is vectorised (pyarrow's CSV reader); only when a
+file fails to parse is it walked line by line, to name the first offending line in the error.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..errors import DataFormatError, DownloadError
+
+# Kinds a column can be parsed as; the diagnostic pass checks the same kinds.
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+_FIELD_SEPARATOR_STANDIN = "\x1f"  # replaces multi-character separators such as "::"
+
+
+@dataclass
+class CorpusTables:
+    """The three tables every corpus reader returns.
+
+    Attributes:
+        users: one row per user: ``user_id`` plus profile columns (may have no profile columns).
+        items: one row per item: ``item_id`` plus the text fields prompts and embeddings use.
+        interactions: ``user_id``, ``item_id``, ``rating``, ``timestamp`` (``-1`` when the corpus has
+            no timestamps), in file order.
+    """
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+
+
+def cache_root() -> Path:
+    """Root folder of rella-hf's caches: ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``."""
+    return Path(os.environ.get("RELLA_HF_CACHE", Path.home() / ".cache" / "rella_hf"))
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head == b"\x1f\x8b":
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    return path.read_bytes()
+
+
+def resolve_file(data_dir: Path, name: str) -> Path:
+    """Return ``data_dir/name``, or ``data_dir/name.gz`` when only the gzipped file is there.
+
+    Raises:
+        DataFormatError: when neither exists.
+    """
+    path = Path(data_dir) / name
+    if path.exists():
+        return path
+    gz_path = path.with_name(path.name + ".gz")
+    if gz_path.exists():
+        return gz_path
+    raise DataFormatError(path, f"file not found; expected the original release file {name!r} in {data_dir}")
+
+
+def _convert(value: str, kind: str):
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def _first_bad_record(text: str, sep: str, columns: dict[str, str], header: bool, quoted: bool, escapechar):
+    """Walk the decoded file and return ``(line_number, message)`` for its first malformed record."""
+    names = list(columns)
+    kinds = list(columns.values())
+    if quoted:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', escapechar=escapechar,
+                            doublequote=escapechar is None, strict=True)
+        start_line = 1
+        records = []
+        try:
+            for fields in reader:
+                records.append((start_line, fields))
+                start_line = reader.line_num + 1
+        except csv.Error as error:
+            return start_line, f"malformed quoting ({error})"
+    else:
+        records = [(number, line.rstrip("\r").split(sep)) for number, line in enumerate(text.split("\n"), start=1)]
+        if records and records[-1][1] == [""]:
+            records.pop()
+    for number, fields in records[1:] if header else records:
+        if len(fields) != len(names):
+            shown = sep.join(fields)[:80]
+            return number, f"expected {len(names)} fields ({', '.join(names)}) separated by {sep!r}, found {len(fields)}: {shown!r}"
+        for name, kind, value in zip(names, kinds, fields):
+            try:
+                _convert(value, kind)
+            except ValueError:
+                return number, f"expected {'an integer' if kind == 'int' else 'a number'} in column {name!r}, found {value!r}"
+    return None
+
+
+def read_delimited(
+    path: Path,
+    *,
+    sep: str,
+    columns: dict[str, str],
+    encoding: str = "utf-8",
+    header: list[str] | None = None,
+    quoted: bool = False,
+    escapechar: str | None = None,
+    null_values: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Parse a delimited release file strictly into a DataFrame.
+
+    Args:
+        path: the file (gzip is detected from its magic bytes).
+        sep: field separator; may be several characters (ML-1M's ``"::"``).
+        columns: column name -> ``"int"``, ``"float"`` or ``"str"``, in file order.
+        encoding: the release's text encoding; undecodable bytes are an error.
+        header: the expected header line fields, or None for files without a header.
+        quoted: whether fields may be enclosed in double quotes.
+        escapechar: escape character inside quoted fields (BookCrossing uses backslash).
+        null_values: strings that mean "missing" (only allowed in ``"str"`` columns, kept as None).
+
+    Raises:
+        DataFormatError: naming the file, the line and what was expected, for a missing or empty
+            file, undecodable bytes, a wrong header, a wrong field count or a non-numeric value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, "file not found")
+    raw = _read_bytes(path)
+    if not raw.strip():
+        raise DataFormatError(path, f"file is empty; expected records of {len(columns)} fields ({', '.join(columns)})")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DataFormatError(
+            path, f"byte 0x{raw[error.start]:02x} is not valid {encoding}; expected {encoding}-encoded text", line
+        ) from None
+    if header is not None:
+        first_line = text.split("\n", 1)[0].rstrip("\r")
+        found = [field.strip('"') for field in first_line.split(sep)]
+        if found != list(header):
+            raise DataFormatError(path, f"expected the header {sep.join(header)!r}, found {first_line[:80]!r}", 1)
+    parse_sep = sep
+    if len(sep) > 1:
+        if _FIELD_SEPARATOR_STANDIN in text:
+            raise DataFormatError(path, "contains the control character 0x1f, which no release file has")
+        text = text.replace(sep, _FIELD_SEPARATOR_STANDIN)
+        parse_sep = _FIELD_SEPARATOR_STANDIN
+    names = list(columns)
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header is not None else 0),
+            parse_options=pacsv.ParseOptions(
+                delimiter=parse_sep,
+                quote_char='"' if quoted else False,
+                escape_char=escapechar or False,
+                double_quote=escapechar is None,
+                newlines_in_values=quoted,
+                ignore_empty_lines=False,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: _ARROW_TYPES[kind] for name, kind in columns.items()},
+                null_values=list(null_values),
+                strings_can_be_null=bool(null_values),
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        original = text.replace(parse_sep, sep) if parse_sep != sep else text
+        found = _first_bad_record(original, sep, columns, header is not None, quoted, escapechar)
+        if found is None:
+            raise DataFormatError(path, f"could not be parsed as {sep!r}-separated {', '.join(names)} ({error})") from None
+        line, message = found
+        raise DataFormatError(path, message, line) from None
+    return table.to_pandas()
+
+
+def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header: bool) -> None:
+    """Raise :class:`DataFormatError` at the first row that repeats an earlier ``keys`` combination.
+
+    The line number assumes one record per line, which holds for every rating file we read.
+    """
+    duplicated = frame.duplicated(subset=keys, keep="first").to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        values = ", ".join(f"{key}={frame[key].iat[row]}" for key in keys)
+        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair once", row + 1 + int(header))
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Corpus:
+    """A raw recommendation corpus: its release files, reader, download source and licence.
+
+    Subclasses set the class attributes and implement :meth:`read_tables`.
+    """
+
+    name: ClassVar[str]
+    domain: ClassVar[str]  # "movie" or "book": picks the item-text template
+    prompt_template: ClassVar[str]  # "ml-1m", "ml-latest" or "book-crossing"
+    rating_format: ClassVar[str]  # "int" or "float1": how ratings are printed in prompts
+    required_files: ClassVar[tuple[str, ...]]
+    protocol: ClassVar[str]  # "chronological" or "shuffled_user"
+    label_threshold: ClassVar[float]  # label = rating > label_threshold
+    profile_columns: ClassVar[tuple[str, ...]] = ()
+    download_url: ClassVar[str | None] = None
+    download_md5: ClassVar[str | None] = None  # GroupLens publishes MD5 (no SHA-256) beside each archive
+    archive_folder: ClassVar[str | None] = None
+    licence: ClassVar[str]
+    redistributable: ClassVar[bool] = False
+    citation: ClassVar[str] = ""
+
+    def read_tables(self, data_dir: Path) -> CorpusTables:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, data_dir: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> CorpusTables:
+        """Read the release files into :class:`CorpusTables`.
+
+        Args:
+            data_dir: folder with the original release files (original names, optionally
+                gzipped). When None, the corpus is downloaded into the cache first.
+            cache_dir: where downloads go (default ``cache_root()/corpora``).
+        """
+        folder = Path(data_dir) if data_dir is not None else self.download(cache_dir)
+        if not folder.is_dir():
+            raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(self.required_files)}")
+        return self.read_tables(folder)
+
+    def download(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        """Download and unpack the official archive once, verify it, and return the data folder.
+
+        Raises:
+            DownloadError: when there is no official source, the download fails (e.g. offline) or
+                the archive does not match its published checksum; the message says to pass
+                ``data_dir`` instead.
+        """
+        target = Path(cache_dir or cache_root() / "corpora") / self.name
+        if all((target / name).exists() for name in self.required_files):
+            return target
+        if self.download_url is None:
+            raise DownloadError(
+                f"{self.name} has no reachable official download; pass data_dir= pointing at a folder "
+                f"with {', '.join(self.required_files)}"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            archive = Path(scratch) / Path(self.download_url).name
+            try:
+                with urllib.request.urlopen(self.download_url, timeout=60) as response, open(archive, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as error:
+                raise DownloadError(
+                    f"could not download {self.name} from {self.download_url} ({error}); "
+                    f"download it yourself and pass data_dir= pointing at the unpacked folder"
+                ) from None
+            if self.download_md5 is not None and _md5(archive) != self.download_md5:
+                raise DownloadError(
+                    f"{archive.name} from {self.download_url} does not match its published MD5 {self.download_md5}; "
+                    "the download is corrupt or the release changed"
+                )
+            unpacked = Path(scratch) / "unpacked"
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(unpacked)
+            source = unpacked / (self.archive_folder or "")
+            missing = [name for name in self.required_files if not (source / name).exists()]
+            if missing:
+                raise DownloadError(f"{archive.name} lacks {', '.join(missing)}; expected the official {self.name} release")
+            staged = Path(scratch) / "staged"
+            shutil.copytree(source, staged)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staged, target)
+        return target

@@ -1,0 +1,81 @@
+"""MovieLens-100K: ``u.data`` (tab-separated), ``u.user`` and ``u.item`` (``|``-separated, ISO-8859-1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
+from .movielens_1m import GENDERS, map_codes
+
+#: The 19 genre flags of u.item, in file order (u.genre).
+GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+
+# Raw ages -> ML-1M buckets: (upper bound exclusive, bucket).
+_AGE_EDGES = np.array([18, 25, 35, 45, 50, 56])
+_AGE_NAMES = np.array(["under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "above 56"])
+
+
+def age_bucket(ages: pd.Series) -> pd.Series:
+    """Map raw ages to ML-1M's age buckets ("under 18", ..., "above 56")."""
+    return pd.Series(_AGE_NAMES[np.searchsorted(_AGE_EDGES, ages.to_numpy(), side="right")], index=ages.index)
+
+
+class MovieLens100K(Corpus):
+    """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), read with the ML-1M protocol."""
+
+    name = "ml-100k"
+    domain = "movie"
+    prompt_template = "ml-1m"
+    rating_format = "int"
+    required_files = ("u.data", "u.user", "u.item")
+    protocol = "chronological"
+    label_threshold = 3
+    profile_columns = ("gender", "age", "job")
+    download_url = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+    download_md5 = "0e33842e24a9c977be4e0107933c0723"
+    archive_folder = "ml-100k"
+    licence = "The user may not redistribute the data without separate permission."
+    citation = (
+        "@article{harper2015movielens, title={The MovieLens Datasets: History and Context}, "
+        "author={Harper, F. Maxwell and Konstan, Joseph A.}, journal={ACM Transactions on Interactive "
+        "Intelligent Systems}, volume={5}, number={4}, year={2015}}"
+    )
+
+    def read_tables(self, data_dir: Path) -> CorpusTables:
+        users_path = resolve_file(data_dir, "u.user")
+        users = read_delimited(
+            users_path, sep="|", encoding="iso-8859-1",
+            columns={"user_id": "int", "age": "int", "gender": "str", "occupation": "str", "zip_code": "str"},
+        )
+        check_unique_pairs(users_path, users, ["user_id"], header=False)
+        users = pd.DataFrame({
+            "user_id": users["user_id"],
+            "gender": map_codes(users_path, users["gender"], GENDERS, "gender"),
+            "age": age_bucket(users["age"]),
+            "job": users["occupation"],
+        })
+
+        items_path = resolve_file(data_dir, "u.item")
+        item_columns = {"item_id": "int", "title": "str", "release_date": "str", "video_release_date": "str", "imdb_url": "str"}
+        item_columns.update({f"genre_{index}": "int" for index in range(len(GENRES))})
+        movies = read_delimited(items_path, sep="|", encoding="iso-8859-1", columns=item_columns)
+        check_unique_pairs(items_path, movies, ["item_id"], header=False)
+        flags = movies[[f"genre_{index}" for index in range(len(GENRES))]].to_numpy() != 0
+        # argmax finds the first set flag; a movie without any flag is "unknown" like genre 0.
+        genre = np.where(flags.any(axis=1), np.asarray(GENRES)[flags.argmax(axis=1)], "unknown")
+        items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": genre})
+
+        ratings_path = resolve_file(data_dir, "u.data")
+        ratings = read_delimited(
+            ratings_path, sep="\t",
+            columns={"user_id": "int", "item_id": "int", "rating": "int", "timestamp": "int"},
+        )
+        check_unique_pairs(ratings_path, ratings, ["user_id", "item_id"], header=False)
+        ratings["rating"] = ratings["rating"].astype(np.float32)
+        return CorpusTables(users=users, items=items, interactions=ratings)
