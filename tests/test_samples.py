@@ -1,0 +1,124 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from rella_hf.corpora import get_corpus
+from rella_hf.errors import ConfigError
+from rella_hf.samples import SampleProtocol, build_samples, load_samples
+
+from corpus_fixtures import write_book_crossing, write_ml100k, write_ml1m, write_ml_latest
+
+
+def _all_samples(samples):
+    return pd.concat(list(samples.splits.values()), ignore_index=True)
+
+
+def test_ml1m_count_order_and_split(tmp_path):
+    samples = load_samples("ml-1m", data_dir=write_ml1m(tmp_path))
+    frame = _all_samples(samples)
+    # every user has >= 5 ratings: n = ratings - 5 * users
+    assert len(frame) == 21 - 5 * 3
+    n = len(frame)
+    assert [len(samples.splits[s]) for s in ("train", "validation", "test")] == [int(0.8 * n), int(0.1 * n), n - int(0.8 * n) - int(0.1 * n)]
+    # global order (timestamp, user, item): user 1's (6 @104) comes after (5 @104); user 1 @200 before user 2 @200
+    assert list(zip(frame["user_id"], frame["item_id"], frame["timestamp"])) == [
+        (1, 6, 104), (1, 7, 200), (2, 3, 200), (3, 6, 305), (3, 7, 306), (3, 8, 307)
+    ]
+    assert frame["sample_id"].tolist() == list(range(n))
+    assert frame["label"].tolist() == [0, 1, 1, 1, 0, 1]  # rating > 3
+
+
+def test_history_strictly_precedes_its_sample(tmp_path):
+    samples = load_samples("ml-1m", data_dir=write_ml1m(tmp_path))
+    log = samples.log
+    for frame in samples.splits.values():
+        for offset, length, ts, row in frame[["history_offset", "history_length", "timestamp", "item_row"]].itertuples(index=False):
+            history = log.iloc[offset: offset + length]
+            assert (history["timestamp"] <= ts).all()
+            assert row not in set(history["item_row"])
+            # the sample's own interaction sits right after its history
+            assert log["item_row"].iat[offset + length] == row and log["timestamp"].iat[offset + length] == ts
+    # user 1's 6th sample (item 6 @104) has history items 1,2,3,4 then 5 (the tie at 104 broken by item id)
+    offset, length = samples.splits["train"].loc[0, ["history_offset", "history_length"]].astype(int)
+    history_items = samples.items["item_id"].to_numpy()[log["item_row"].to_numpy()[offset: offset + length]]
+    assert history_items.tolist() == [1, 2, 3, 4, 5]
+
+
+def test_min_history_filter_is_a_field(tmp_path):
+    folder = write_ml1m(tmp_path)
+    assert len(_all_samples(load_samples("ml-1m", data_dir=folder, protocol=SampleProtocol(min_history=2)))) == 21 - 2 * 3
+    short = load_samples("ml-1m", data_dir=folder, protocol=SampleProtocol(min_history=6))
+    assert set(_all_samples(short)["user_id"]) == {1, 3}  # user 2 has only 6 ratings, so at most 5 earlier
+
+
+def test_ml_latest_half_star_labels(tmp_path):
+    samples = load_samples("ml-25m", data_dir=write_ml_latest(tmp_path), protocol=SampleProtocol(min_history=1))
+    frame = _all_samples(samples).set_index(["user_id", "item_id"])
+    assert frame.loc[(1, 11), "label"] == 1  # 3.5 stars is positive
+    assert frame.loc[(1, 21), "label"] == 0  # 3.0 is not
+    assert frame.loc[(1, 31), "label"] == 0
+
+
+def test_sample_sizes_are_seeded_subsets(tmp_path):
+    folder = write_ml100k(tmp_path)
+    protocol = SampleProtocol(min_history=0, train_sample_size=5, test_sample_size=2)
+    first = load_samples("ml-100k", data_dir=folder, protocol=protocol)
+    second = load_samples("ml-100k", data_dir=folder, protocol=protocol)
+    assert len(first.splits["train"]) == 5 and len(first.splits["test"]) == 2
+    pd.testing.assert_frame_equal(first.splits["train"], second.splits["train"])
+    full = load_samples("ml-100k", data_dir=folder, protocol=SampleProtocol(min_history=0))
+    assert set(first.splits["train"]["sample_id"]) <= set(full.splits["train"]["sample_id"])
+
+
+def test_ml100k_uses_ml1m_protocol(tmp_path):
+    samples = load_samples("ml-100k", data_dir=write_ml100k(tmp_path))
+    assert len(_all_samples(samples)) == 18 - 5 * 3
+
+
+def test_book_crossing_protocol(tmp_path):
+    folder = write_book_crossing(tmp_path)
+    samples = load_samples("BookCrossing", data_dir=folder)
+    assert set(samples.splits) == {"train", "test"}
+    frame = _all_samples(samples)
+    # users with more than 5 ratings: 1 (7), 2 (6), 4 (8); user 3 (5) and user 5 (bad ISBN only) are gone
+    assert sorted(frame["user_id"]) == [1, 2, 4]
+    counts = {1: 7, 2: 6, 4: 8}
+    for row in frame.itertuples():
+        assert row.history_length == counts[row.user_id] - 1
+        assert row.label == int(row.rating >= 5)
+    assert len(samples.splits["train"]) == int(0.9 * 3)
+    # deterministic with the seed, different with another seed
+    again = load_samples("BookCrossing", data_dir=folder)
+    pd.testing.assert_frame_equal(frame, _all_samples(again))
+    # history + target = all the user's ratings
+    tables = get_corpus("BookCrossing").read(folder)
+    for row in frame.itertuples():
+        rows = samples.log["item_row"].to_numpy()[row.history_offset: row.history_offset + row.history_length + 1]
+        mine = tables.interactions[tables.interactions.user_id == row.user_id]["item_id"]
+        assert sorted(samples.items["item_id"].to_numpy()[rows]) == sorted(mine)
+
+
+def test_book_crossing_shuffle_depends_on_seed(tmp_path):
+    folder = write_book_crossing(tmp_path)
+    targets = {seed: _all_samples(load_samples("BookCrossing", data_dir=folder, protocol=SampleProtocol(seed=seed)))
+               .sort_values("user_id")["item_id"].tolist() for seed in range(6)}
+    assert len({tuple(value) for value in targets.values()}) > 1
+
+
+def test_bundled_counts():
+    samples = load_samples("ml-latest-small")
+    n = 100_836 - 5 * 610
+    assert n == 97_786
+    sizes = {name: len(frame) for name, frame in samples.splits.items()}
+    assert sizes == {"train": int(0.8 * n), "validation": int(0.1 * n), "test": n - int(0.8 * n) - int(0.1 * n)}
+    # memory: the log holds each interaction once
+    assert len(samples.log) == 100_836
+    test = samples.splits["test"]
+    assert test["timestamp"].min() >= samples.splits["validation"]["timestamp"].max()
+
+
+def test_bad_protocol_values():
+    with pytest.raises(ConfigError, match="train_sample_size=0"):
+        SampleProtocol(train_sample_size=0)
+    with pytest.raises(ConfigError, match="min_history"):
+        SampleProtocol(min_history=-1)
