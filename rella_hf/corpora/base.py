@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..errors import DataFormatError, DownloadError
+from ..utils import cache_root
 
 # Kinds a column can be parsed as; the diagnostic pass checks the same kinds.
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
@@ -47,11 +48,6 @@ class CorpusTables:
     users: pd.DataFrame
     items: pd.DataFrame
     interactions: pd.DataFrame
-
-
-def cache_root() -> Path:
-    """Root folder of rella-hf's caches: ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``."""
-    return Path(os.environ.get("RELLA_HF_CACHE", Path.home() / ".cache" / "rella_hf"))
 
 
 def _read_bytes(path: Path) -> bytes:
