@@ -1,0 +1,293 @@
+"""The shared ``datasets`` builder of ReLLa prompt datasets; one thin subclass per corpus.
+
+A build reads the corpus, makes the lifelong samples (:mod:`rella_hf.samples`), selects K
+history items per sample (:mod:`rella_hf.retrieval`, with item embeddings from
+:mod:`rella_hf.embeddings` for SUBR) and renders the prompts (:mod:`rella_hf.prompts`). Every
+setting is a scalar field of :class:`ReLLaConfig`, so ``datasets`` fingerprints it: a changed
+config is a new Arrow cache entry, an unchanged one is reused without rebuilding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Optional
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+from ..corpora import Corpus, get_corpus
+from ..errors import ConfigError
+from ..retrieval import ORDERS, RETRIEVALS, HistorySelection, SemanticRetriever, recent_history
+from ..samples import LifelongSamples, SampleProtocol, build_samples
+
+HISTORY_FORMATS = ("list", "lines")
+_ROWS_PER_TABLE = 20_000
+
+
+@dataclass
+class ReLLaConfig(datasets.BuilderConfig):
+    """Settings of a ReLLa prompt dataset (every field is part of the cache fingerprint).
+
+    Args:
+        K: how many history items each prompt shows.
+        retrieval: ``"recent"`` (the K most recent) or ``"semantic"`` (SUBR: the K most similar to
+            the target item).
+        order: for ``"semantic"``: ``"chronological"`` (ReLLa's default) or ``"similarity"`` (most
+            similar last). ``"recent"`` is always chronological.
+        history_format: ``"list"`` (the paper's Python-list rendering) or ``"lines"`` (one item per line).
+        embedder: item-text embedder for SUBR: ``"minilm"`` (offline all-MiniLM-L6-v2),
+            ``"smollm2"`` (the paper's LLM pooling route, offline SmolLM2-135M) or a model name/path.
+        pooling: ``"average"`` or ``"last"`` for LM embedders.
+        pca_dim: reduce embeddings to this many dimensions with PCA (paper: 512); None keeps them.
+        chat_model: model whose tokenizer chat template wraps the prompts (default the offline
+            SmolLM2-135M-Instruct); None uses the Vicuna v1.1 wrapper.
+        max_prompt_tokens: drop the least relevant history items until the wrapped prompt fits
+            (tokenised with ``chat_model``'s tokenizer); None keeps all K.
+        label_threshold, min_history, min_user_ratings, train_fraction, validation_fraction, seed,
+        train_sample_size, validation_sample_size, test_sample_size, sample_seed: the sample
+            protocol (:class:`rella_hf.samples.SampleProtocol`); defaults reproduce the paper.
+    """
+
+    K: int = 5
+    retrieval: str = "recent"
+    order: str = "chronological"
+    history_format: str = "list"
+    embedder: str = "minilm"
+    pooling: str = "average"
+    pca_dim: Optional[int] = None
+    chat_model: Optional[str] = "smollm2-135m-instruct"
+    max_prompt_tokens: Optional[int] = None
+    label_threshold: Optional[float] = None
+    min_history: int = 5
+    min_user_ratings: int = 6
+    train_fraction: Optional[float] = None
+    validation_fraction: Optional[float] = None
+    seed: int = 42
+    train_sample_size: Optional[int] = None
+    validation_sample_size: Optional[int] = None
+    test_sample_size: Optional[int] = None
+    sample_seed: int = 42
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.K, int) or isinstance(self.K, bool) or self.K <= 0:
+            raise ConfigError(f"K={self.K!r} must be a positive integer number of history items")
+        if self.retrieval not in RETRIEVALS:
+            raise ConfigError(f"retrieval={self.retrieval!r} is not one of {', '.join(RETRIEVALS)}")
+        if self.order not in ORDERS:
+            raise ConfigError(f"order={self.order!r} is not one of {', '.join(ORDERS)}")
+        if self.retrieval == "recent" and self.order != "chronological":
+            raise ConfigError("order='similarity' needs retrieval='semantic'; recent histories are chronological")
+        if self.history_format not in HISTORY_FORMATS:
+            raise ConfigError(f"history_format={self.history_format!r} is not one of {', '.join(HISTORY_FORMATS)}")
+        if self.pooling not in ("average", "last"):
+            raise ConfigError(f"pooling={self.pooling!r} is not one of average, last")
+        if self.pca_dim is not None and self.pca_dim <= 0:
+            raise ConfigError(f"pca_dim={self.pca_dim} must be a positive number of dimensions or None")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens <= 0:
+            raise ConfigError(f"max_prompt_tokens={self.max_prompt_tokens} must be positive or None")
+        self.protocol()  # validates the protocol fields
+
+    def protocol(self) -> SampleProtocol:
+        """The :class:`SampleProtocol` these fields describe."""
+        names = {field.name for field in fields(SampleProtocol)}
+        return SampleProtocol(**{name: value for name, value in asdict(self).items() if name in names})
+
+    def build_settings(self) -> dict:
+        """The ReLLa fields as a plain dict (for dataset cards and exports)."""
+        base = {field.name for field in fields(datasets.BuilderConfig)}
+        return {name: value for name, value in asdict(self).items() if name not in base}
+
+
+def item_embeddings(samples: LifelongSamples, config: ReLLaConfig) -> np.ndarray:
+    """Embeddings of every item row of ``samples.items`` (cached on disk by content fingerprint)."""
+    from ..embeddings import embed_items, get_embedder
+    from ..prompts import item_texts
+
+    texts = item_texts(samples.items, samples.corpus.domain)
+    return embed_items(texts, get_embedder(config.embedder, pooling=config.pooling), pca_dim=config.pca_dim,
+                       seed=config.seed)
+
+
+def select_history(samples: LifelongSamples, frame, config: ReLLaConfig,
+                   retriever: SemanticRetriever | None) -> HistorySelection:
+    """The K history items of each sample of ``frame`` under ``config``'s retrieval."""
+    offsets = frame["history_offset"].to_numpy()
+    lengths = frame["history_length"].to_numpy()
+    if config.retrieval == "recent":
+        return recent_history(offsets, lengths, config.K)
+    return retriever.select(samples.log["item_row"].to_numpy(), frame["item_row"].to_numpy(), offsets, lengths,
+                            config.K, config.order)
+
+
+def _split_lists(values: np.ndarray, offsets: np.ndarray) -> list[list]:
+    return [values[start:stop].tolist() for start, stop in zip(offsets[:-1], offsets[1:])]
+
+
+def _drop_orders(samples: LifelongSamples, frame, selection: HistorySelection, config: ReLLaConfig,
+                 retriever: SemanticRetriever | None) -> list[list[int]] | None:
+    """Per sample, shown positions in the order the token budget drops them (None: first shown first).
+
+    Recent and similarity-ordered histories show their least relevant item first already; a
+    chronological SUBR history drops its least similar item first (ties: the older one).
+    """
+    if config.retrieval == "recent" or config.order == "similarity":
+        return None
+    flat_positions, list_offsets = selection.flat()
+    shown_rows = samples.log["item_row"].to_numpy()[flat_positions]
+    targets = np.repeat(frame["item_row"].to_numpy(), np.diff(list_offsets))
+    scores = np.einsum("ij,ij->i", retriever.vectors[shown_rows], retriever.vectors[targets])
+    orders = []
+    for start, stop in zip(list_offsets[:-1], list_offsets[1:]):
+        orders.append(np.argsort(scores[start:stop], kind="stable").tolist())
+    return orders
+
+
+def render_table(samples: LifelongSamples, frame, selection: HistorySelection, config: ReLLaConfig,
+                 tokenizer=None, retriever: SemanticRetriever | None = None) -> pa.Table:
+    """Render the prompts of the samples in ``frame`` into an Arrow table of the dataset's features.
+
+    Args:
+        samples: the corpus's samples (log, items, users).
+        frame: the rows of one split to render.
+        selection: their shown history (see :func:`select_history`).
+        config: the build settings.
+        tokenizer: chat template and token counter (None: Vicuna v1.1 wrapper, no budget).
+        retriever: the SUBR retriever, needed for the token budget of chronological SUBR prompts.
+    """
+    from ..prompts import answer_completion, fit_prompt_budgets, render_prompts, wrap_prompts
+
+    corpus = samples.corpus
+    titles = samples.items["title"].to_numpy()
+    item_ids = samples.items["item_id"].to_numpy()
+    profiles = None
+    if corpus.profile_columns:
+        user_rows = samples.users.set_index("user_id").reindex(frame["user_id"].to_numpy())
+        profiles = {column: user_rows[column].tolist() for column in corpus.profile_columns}
+    target_titles = titles[frame["item_row"].to_numpy()].tolist()
+
+    def shown_lists(selection_):
+        flat_positions, list_offsets = selection_.flat()
+        rows = samples.log["item_row"].to_numpy()[flat_positions]
+        ratings = samples.log["rating"].to_numpy()[flat_positions]
+        return rows, ratings, list_offsets
+
+    shown_rows, shown_ratings, list_offsets = shown_lists(selection)
+    history_titles = _split_lists(titles[shown_rows], list_offsets)
+    history_ratings = _split_lists(shown_ratings, list_offsets)
+    if config.max_prompt_tokens is None:
+        raw_prompts = render_prompts(corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
+                                     rating_format=corpus.rating_format, history_format=config.history_format)
+        prompts = wrap_prompts(raw_prompts, tokenizer)
+    else:
+        if tokenizer is None:
+            raise ConfigError("max_prompt_tokens needs chat_model: its tokenizer counts the prompt tokens")
+        fitted = fit_prompt_budgets(
+            corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
+            tokenizer=tokenizer, max_prompt_tokens=config.max_prompt_tokens, rating_format=corpus.rating_format,
+            history_format=config.history_format, drop_orders=_drop_orders(samples, frame, selection, config, retriever),
+        )
+        raw_prompts = [fit.raw_prompt for fit in fitted]
+        prompts = [fit.wrapped_prompt for fit in fitted]
+        kept_positions = np.full_like(selection.positions, -1)
+        for row, fit in enumerate(fitted):
+            kept_positions[row, : len(fit.kept)] = selection.positions[row, fit.kept]
+        selection = HistorySelection(kept_positions, np.array([len(fit.kept) for fit in fitted], dtype=np.int64))
+        shown_rows, shown_ratings, list_offsets = shown_lists(selection)
+    labels = frame["label"].to_numpy()
+    completions = [answer_completion(prompt, bool(label)) for prompt, label in zip(prompts, labels)]
+    id_type = pa.string() if item_ids.dtype == object else pa.int64()
+    list_offsets = pa.array(list_offsets.astype(np.int32))
+    return pa.table({
+        "sample_id": pa.array(frame["sample_id"].to_numpy(), pa.int64()),
+        "user_id": pa.array(frame["user_id"].to_numpy(), pa.int64()),
+        "item_id": pa.array(frame["item_id"].to_numpy(), id_type),
+        "rating": pa.array(frame["rating"].to_numpy(), pa.float32()),
+        "label": pa.array(labels.astype(np.int64), pa.int64()),
+        "timestamp": pa.array(frame["timestamp"].to_numpy(), pa.int64()),
+        "history_length": pa.array(frame["history_length"].to_numpy(), pa.int32()),
+        "history_item_ids": pa.ListArray.from_arrays(list_offsets, pa.array(item_ids[shown_rows], id_type)),
+        "history_ratings": pa.ListArray.from_arrays(list_offsets, pa.array(shown_ratings, pa.float32())),
+        "raw_prompt": pa.array(raw_prompts, pa.string()),
+        "prompt": pa.array(prompts, pa.string()),
+        "completion": pa.array(completions, pa.string()),
+    })
+
+
+def features_for(corpus: Corpus) -> datasets.Features:
+    """The features of a ReLLa prompt dataset of ``corpus`` (item ids are ISBN strings for books)."""
+    item_id = datasets.Value("string") if corpus.domain == "book" else datasets.Value("int64")
+    return datasets.Features({
+        "sample_id": datasets.Value("int64"),
+        "user_id": datasets.Value("int64"),
+        "item_id": item_id,
+        "rating": datasets.Value("float32"),
+        "label": datasets.Value("int64"),
+        "timestamp": datasets.Value("int64"),
+        "history_length": datasets.Value("int32"),
+        "history_item_ids": datasets.List(item_id),
+        "history_ratings": datasets.List(datasets.Value("float32")),
+        "raw_prompt": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "completion": datasets.Value("string"),
+    })
+
+
+SETTINGS_PREFIX = "rella-hf build settings: "
+
+
+def dataset_settings(dataset) -> dict:
+    """The :class:`ReLLaConfig` settings a dataset built by rella-hf was made with ({} if unknown)."""
+    import json
+
+    description = dataset.info.description or ""
+    if SETTINGS_PREFIX not in description:
+        return {}
+    return json.loads(description.split(SETTINGS_PREFIX, 1)[1])
+
+
+class ReLLaBuilder(datasets.ArrowBasedBuilder):
+    """Builds the train / validation / test prompt splits of one corpus (set ``CORPUS``)."""
+
+    BUILDER_CONFIG_CLASS = ReLLaConfig
+    VERSION = datasets.Version("1.0.0")
+    CORPUS: ClassVar[str]
+
+    def _info(self) -> datasets.DatasetInfo:
+        import json
+
+        corpus = get_corpus(self.CORPUS)
+        settings = dict(self.config.build_settings(), corpus=corpus.name)
+        return datasets.DatasetInfo(
+            description=f"ReLLa CTR prompts of {corpus.name}. {SETTINGS_PREFIX}{json.dumps(settings, sort_keys=True)}",
+            features=features_for(corpus),
+            citation=corpus.citation,
+            license=corpus.licence,
+        )
+
+    def _split_generators(self, dl_manager):
+        corpus = get_corpus(self.CORPUS)
+        samples = build_samples(corpus, corpus.read(self.config.data_dir), self.config.protocol())
+        retriever = None
+        if self.config.retrieval == "semantic":
+            retriever = SemanticRetriever(item_embeddings(samples, self.config), samples.items["item_id"].tolist())
+        tokenizer = None
+        if self.config.chat_model is not None:
+            from ..models import load_tokenizer
+
+            tokenizer = load_tokenizer(self.config.chat_model)
+        self._prepared = (samples, retriever, tokenizer)
+        # `datasets` cannot serve a split without rows, so a tiny corpus may lack validation.
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name})
+                for name, frame in samples.splits.items() if len(frame)]
+
+    def _generate_tables(self, split: str):
+        from datasets.builder import Key
+
+        samples, retriever, tokenizer = self._prepared
+        frame = samples.splits[split]
+        for batch, start in enumerate(range(0, len(frame), _ROWS_PER_TABLE)):
+            chunk = frame.iloc[start:start + _ROWS_PER_TABLE]
+            selection = select_history(samples, chunk, self.config, retriever)
+            yield Key(0, batch), render_table(samples, chunk, selection, self.config, tokenizer, retriever)

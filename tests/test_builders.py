@@ -1,0 +1,148 @@
+import numpy as np
+import pytest
+
+import rella_hf
+from rella_hf.builders import ReLLaConfig, dataset_settings, get_builder_class
+from rella_hf.embeddings import ItemEmbedder
+from rella_hf.errors import ConfigError, RellaError
+
+from corpus_fixtures import write_book_crossing, write_ml1m
+
+VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the user's questions. USER: ")
+
+
+class CountingEmbedder(ItemEmbedder):
+    """Deterministic embeddings from the text's characters; counts how often it is asked."""
+
+    calls = 0
+    identity = "test:counting"
+    pooling = "model"
+
+    def encode(self, texts, batch_size=32, progress=True):
+        type(self).calls += 1
+        vectors = np.zeros((len(texts), 16), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for position, char in enumerate(text.encode()):
+                vectors[row, (char + position) % 16] += 1.0
+        return vectors
+
+
+@pytest.fixture
+def counting_embedder(monkeypatch, tmp_path):
+    CountingEmbedder.calls = 0
+    monkeypatch.setenv("RELLA_HF_CACHE", str(tmp_path / "rella-cache"))
+    monkeypatch.setattr("rella_hf.embeddings.get_embedder", lambda name, **kwargs: CountingEmbedder())
+    return CountingEmbedder
+
+
+def test_ml1m_prompt_matches_the_template_exactly(tmp_path):
+    ds = rella_hf.load_dataset("ml-1m", K=3, data_dir=write_ml1m(tmp_path / "data"), chat_model=None,
+                               cache_dir=tmp_path / "cache")
+    assert set(ds) == {"train", "test"}  # 6 samples: int(0.1 * 6) = 0 in validation, an empty split is left out
+    first = ds["train"][0]  # user 1 (female, K-12 student, under 18), target Heat, history items 3, 4, 5
+    raw = (
+        "The user is a female. Her job is K-12 student. Her age is under 18.\n"
+        "She watched the following movies in order in the past, and rated them:\n"
+        "['0. Grumpier Old Men (1995) (4 stars)', '1. Waiting to Exhale (1995) (1 star)', "
+        "'2. Father of the Bride Part II (1995) (4 stars)']\n"
+        "Based on the movies she has watched, deduce if she will like the movie ***Heat (1995)***.\n"
+        "Note that more stars the user rated the movie, the user liked the movie more.\n"
+        "You should ONLY tell me yes or no."
+    )
+    assert first["raw_prompt"] == raw
+    assert first["prompt"] == VICUNA + raw + " ASSISTANT:"
+    assert first["completion"] == " No." and first["label"] == 0
+    assert first["history_item_ids"] == [3, 4, 5] and first["history_ratings"] == [4.0, 1.0, 4.0]
+
+
+def test_book_crossing_splits_and_string_ids(tmp_path):
+    ds = rella_hf.load_dataset("BookCrossing", K=2, data_dir=write_book_crossing(tmp_path / "data"), chat_model=None,
+                               cache_dir=tmp_path / "cache")
+    assert set(ds) == {"train", "test"}
+    row = ds["train"][0]
+    assert isinstance(row["item_id"], str) and all(isinstance(item, str) for item in row["history_item_ids"])
+    assert row["raw_prompt"].startswith("The user's location is ")
+
+
+def test_bundled_default_config_builds_offline(tmp_path):
+    # the default chat_model is the offline SmolLM2: its template wraps the prompt
+    ds = rella_hf.load_dataset("ml-latest-small", K=5, cache_dir=tmp_path / "cache", split="test")
+    assert len(ds) == 9_780
+    row = ds[0]
+    assert row["prompt"].startswith("<|im_start|>") and row["prompt"].endswith("<|im_start|>assistant\n")
+    assert row["raw_prompt"] in row["prompt"]
+    assert row["completion"] in ("Yes.", "No.")
+    assert len(row["history_item_ids"]) == 5
+    assert dataset_settings(ds)["K"] == 5 and dataset_settings(ds)["corpus"] == "ml-latest-small"
+
+
+def test_semantic_build_and_cache_reuse(tmp_path, counting_embedder):
+    data = write_ml1m(tmp_path / "data")
+    kwargs = dict(data_dir=data, chat_model=None, cache_dir=tmp_path / "cache")
+    semantic = rella_hf.load_dataset("ml-1m", K=2, retrieval="semantic", **kwargs)
+    assert counting_embedder.calls == 1
+    recent = rella_hf.load_dataset("ml-1m", K=2, retrieval="recent", **kwargs)
+    # same samples, same ids, only the history differs
+    assert semantic["train"]["sample_id"] == recent["train"]["sample_id"]
+    assert semantic["train"]["label"] == recent["train"]["label"]
+    # an unchanged config is reused from the Arrow cache: the embedder is not called again
+    again = rella_hf.load_dataset("ml-1m", K=2, retrieval="semantic", **kwargs)
+    assert counting_embedder.calls == 1
+    assert again["test"]["prompt"] == semantic["test"]["prompt"]
+    # a changed config is a new dataset, but the item embeddings come from the embedding cache
+    wider = rella_hf.load_dataset("ml-1m", K=4, retrieval="semantic", **kwargs)
+    assert counting_embedder.calls == 1
+    assert all(len(ids) == 4 for ids in wider["train"]["history_item_ids"])
+
+
+def test_semantic_history_is_the_most_similar_chronologically(tmp_path, counting_embedder):
+    from rella_hf.builders.base import item_embeddings, select_history
+    from rella_hf.retrieval import SemanticRetriever
+    from rella_hf.samples import load_samples
+
+    data = write_ml1m(tmp_path / "data")
+    ds = rella_hf.load_dataset("ml-1m", K=2, retrieval="semantic", data_dir=data, chat_model=None,
+                               cache_dir=tmp_path / "cache", split="test")
+    samples = load_samples("ml-1m", data_dir=data)
+    config = ReLLaConfig(name="check", K=2, retrieval="semantic")
+    vectors = item_embeddings(samples, config)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    frame = samples.splits["test"]
+    for row, shown in zip(frame.itertuples(), ds["history_item_ids"]):
+        history = samples.log.iloc[row.history_offset: row.history_offset + row.history_length]
+        scores = unit[history["item_row"].to_numpy()] @ unit[row.item_row]
+        positions = np.arange(len(history))
+        best = sorted(positions[np.lexsort((-positions, -scores))][:2])
+        assert shown == samples.items["item_id"].to_numpy()[history["item_row"].to_numpy()[best]].tolist()
+
+
+def test_token_budget_keeps_the_question(tmp_path):
+    from rella_hf.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    data = write_ml1m(tmp_path / "data")
+    full = rella_hf.load_dataset("ml-1m", K=5, data_dir=data, cache_dir=tmp_path / "cache", split="train")
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in full["prompt"]]
+    budget = min(lengths) - 8
+    fitted = rella_hf.load_dataset("ml-1m", K=5, data_dir=data, cache_dir=tmp_path / "cache", split="train",
+                                   max_prompt_tokens=budget)
+    for prompt, raw, ids, full_raw, full_ids in zip(fitted["prompt"], fitted["raw_prompt"], fitted["history_item_ids"],
+                                                    full["raw_prompt"], full["history_item_ids"]):
+        assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget
+        # profile and question are intact; only history items went
+        assert raw.split("\n", 2)[0] == full_raw.split("\n", 2)[0]
+        assert raw.split("\nBased on", 1)[1] == full_raw.split("\nBased on", 1)[1]
+        assert len(ids) < len(full_ids) and ids == full_ids[len(full_ids) - len(ids):]  # oldest dropped first
+
+
+def test_bad_configs():
+    with pytest.raises(ConfigError, match="K=0"):
+        ReLLaConfig(name="x", K=0)
+    with pytest.raises(ConfigError, match="retrieval='newest'"):
+        ReLLaConfig(name="x", retrieval="newest")
+    with pytest.raises(ConfigError, match="order='similarity' needs retrieval='semantic'"):
+        ReLLaConfig(name="x", order="similarity")
+    with pytest.raises(RellaError, match="unknown dataset 'ml-3m'"):
+        get_builder_class("ml-3m")
+    assert get_builder_class("rella/ml-1m").CORPUS == "ml-1m"
