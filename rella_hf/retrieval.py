@@ -22,7 +22,8 @@ RETRIEVALS = ("recent", "semantic")
 ORDERS = ("chronological", "similarity")
 
 # Bounds one FAISS call's padded (samples x history) block, hence peak memory.
-_MAX_BLOCK_PAIRS = 4_000_000
+_MAX_BLOCK_PAIRS = 2_000_000
+_MAX_HISTORY = 1 << 21  # a history's column index must fit the 21 low bits of the ranking key
 
 
 @dataclass
@@ -67,6 +68,24 @@ def recent_history(offsets: np.ndarray, lengths: np.ndarray, K: int) -> HistoryS
     columns = np.arange(K)[None, :]
     positions = (offsets + lengths - shown)[:, None] + columns
     return HistorySelection(np.where(columns < shown[:, None], positions, -1), shown)
+
+
+def _top_k_recent_first(scores: np.ndarray, K: int) -> np.ndarray:
+    """Column indices of each row's K largest scores, best first; ties go to the smaller column.
+
+    Scores are mapped to order-preserving integers and packed with the column into one int64 key,
+    so a linear-time partition finds the exact top K and only those K are sorted.
+    """
+    width = scores.shape[1]
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32).astype(np.int64)
+    ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float value
+    keys = (ordered << 21) + ((1 << 21) - 1 - np.arange(width, dtype=np.int64))[None, :]
+    if width > K:
+        candidates = np.argpartition(-keys, K - 1, axis=1)[:, :K]
+    else:
+        candidates = np.broadcast_to(np.arange(width), keys.shape).copy()
+    best_first = np.argsort(-np.take_along_axis(keys, candidates, axis=1), axis=1)
+    return np.take_along_axis(candidates, best_first, axis=1)
 
 
 class SemanticRetriever:
@@ -140,6 +159,8 @@ class SemanticRetriever:
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
         target_rows = np.asarray(target_rows, dtype=np.int64)
+        if len(lengths) and lengths.max() >= _MAX_HISTORY:
+            raise ConfigError(f"a history of {lengths.max():,} items exceeds SUBR's limit of {_MAX_HISTORY - 1:,}")
         n = len(offsets)
         positions = np.full((n, K), -1, dtype=np.int64)
         shown = np.minimum(lengths, K)
@@ -161,7 +182,7 @@ class SemanticRetriever:
             candidates = np.where(valid, log_item_rows[np.where(valid, log_positions, 0)], target_rows[block][:, None])
             scores = self.similarities(target_rows[block], candidates)
             scores[~valid] = -np.inf
-            ranked = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            ranked = _top_k_recent_first(scores, K)
             chosen = np.take_along_axis(log_positions, ranked, axis=1)
             keep = np.arange(chosen.shape[1])[None, :] < shown[block][:, None]
             if order == "chronological":
