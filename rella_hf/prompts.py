@@ -1,0 +1,646 @@
+"""ReLLa prompt templates, history formats, chat wrapping, token budgets and the answer completions.
+
+The wording of every template is ReLLa's (arXiv 2308.11131 and its released code) character for
+character: it is the evaluation protocol, and published adapters were trained on exactly it.
+
+A prompt is built in three steps:
+
+1. :func:`render_prompts` fills a domain template (``"ml-1m"``, ``"ml-latest"`` or
+   ``"book-crossing"``) with the user profile, the shown history and the target title. The history
+   is ``"{i}. {title} ({rating} stars)"`` items (``i`` from 0, ``"star"`` when the rating is 1 or
+   less), either as the paper's Python list repr (``history_format="list"``) or one item per line
+   (``"lines"``).
+2. :func:`wrap_prompt` puts the raw prompt into the model's chat template, or into Vicuna v1.1 when
+   the tokenizer has none.
+3. :func:`answer_completion` gives the completion ("Yes." / "No.") that follows the wrapped prompt.
+
+:func:`fit_prompt_budget` / :func:`fit_prompt_budgets` drop history items (in a drop order the
+caller chooses: least relevant or oldest first) until the wrapped prompt fits a token budget; the
+profile, the question and the answer are never truncated.
+
+Ratings are printed in the corpus's own convention, ``rating_format``:
+
+- ``"int"``: integer ratings as the files write them, ``4`` (ML-1M, ML-100K, Book-Crossing 0-10);
+  a non-integral rating is an error.
+- ``"float1"``: one decimal as the ml-latest CSV files write them, ``4.0``, ``3.5``, ``0.5``.
+
+``item_texts`` / ``ITEM_TEXT_TEMPLATES`` (the item descriptions that are embedded) live in
+:mod:`rella_hf.embeddings` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from .embeddings import ITEM_TEXT_TEMPLATES, item_texts
+from .errors import ConfigError
+
+__all__ = [
+    "YES_ANSWER",
+    "NO_ANSWER",
+    "VICUNA_SYSTEM",
+    "PROMPT_TEMPLATES",
+    "PROFILE_FIELDS",
+    "RATING_FORMATS",
+    "HISTORY_FORMATS",
+    "ITEM_TEXT_TEMPLATES",
+    "item_texts",
+    "answer_completion",
+    "format_rating",
+    "history_item_text",
+    "format_history",
+    "render_prompt",
+    "render_prompts",
+    "has_chat_template",
+    "wrap_prompt",
+    "wrap_prompts",
+    "special_prefix_ids",
+    "prompt_token_counts",
+    "FittedPrompt",
+    "fit_prompt_budget",
+    "fit_prompt_budgets",
+]
+
+YES_ANSWER = "Yes."
+NO_ANSWER = "No."
+
+#: Vicuna v1.1's system line; the wrapped prompt is ``f"{VICUNA_SYSTEM} USER: {prompt} ASSISTANT:"``.
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+#: The paper's prompt per domain template. ``{history}`` is the formatted history; ML-1M's
+#: ``{Possessive}``, ``{Subject}`` and ``{subject}`` are the pronouns of the user's gender.
+PROMPT_TEMPLATES: dict[str, str] = {
+    "ml-1m": (
+        "The user is a {gender}. {Possessive} job is {job}. {Possessive} age is {age}.\n"
+        "{Subject} watched the following movies in order in the past, and rated them:\n"
+        "{history}\n"
+        "Based on the movies {subject} has watched, deduce if {subject} will like the movie ***{title}***.\n"
+        "Note that more stars the user rated the movie, the user liked the movie more.\n"
+        "You should ONLY tell me yes or no."
+    ),
+    "ml-latest": (
+        "The user watched the following movies in the past, and rated them:\n"
+        "{history}\n"
+        "Based on the movies the user has watched, deduce if the user will like the movie ***{title}***.\n"
+        "Note that more stars the user rated the movie, the user liked the movie more.\n"
+        "You should ONLY tell me yes or no."
+    ),
+    "book-crossing": (
+        "The user's location is {location}. The user's age is {age}.\n"
+        "The user read the following books in the past and rated them:\n"
+        "{history}\n"
+        "Based on the books the user has read, deduce if the user will like the book ***{title}***.\n"
+        "Note that more stars the user rated the book, the user liked the book more.\n"
+        "You should ONLY tell me yes or no."
+    ),
+}
+
+#: Profile columns each template needs (``render_prompts``'s ``profiles`` keys).
+PROFILE_FIELDS: dict[str, tuple[str, ...]] = {
+    "ml-1m": ("gender", "job", "age"),
+    "ml-latest": (),
+    "book-crossing": ("location", "age"),
+}
+
+# Corpora whose prompt is another corpus's template (ML-100K has ML-1M's profile fields).
+_TEMPLATE_ALIASES = {"ml-100k": "ml-1m", "ml-25m": "ml-latest", "ml-latest-small": "ml-latest"}
+
+# gender -> (Possessive, Subject, subject)
+_PRONOUNS = {"male": ("His", "He", "he"), "female": ("Her", "She", "she")}
+
+RATING_FORMATS = ("int", "float1")
+HISTORY_FORMATS = ("list", "lines")
+
+
+def answer_completion(wrapped_prompt: str, positive: bool) -> str:
+    """Return the completion text that follows ``wrapped_prompt`` for a positive or negative label.
+
+    Chat templates end the prompt with a newline after the assistant header, so the answer follows
+    directly; the Vicuna wrapper ends with ``"ASSISTANT:"`` and the answer needs a separating space.
+    Scoring reads the first token of exactly this string, so training and scoring agree.
+
+    Args:
+        wrapped_prompt: the prompt as the model sees it (chat-wrapped).
+        positive: True for "Yes.", False for "No.".
+    """
+    answer = YES_ANSWER if positive else NO_ANSWER
+    if wrapped_prompt and not wrapped_prompt[-1].isspace():
+        return " " + answer
+    return answer
+
+
+# --------------------------------------------------------------------------------------------
+# History formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not supported; expected one of {', '.join(map(repr, choices))}")
+
+
+def format_rating(rating: float | int, rating_format: str) -> str:
+    """Print one rating in the corpus's convention.
+
+    Args:
+        rating: the rating value (int, float or numpy scalar).
+        rating_format: ``"int"`` (``4``; ML-1M, ML-100K, Book-Crossing) or ``"float1"`` (``4.0``,
+            ``3.5``; the ml-latest family).
+    """
+    if rating_format == "int":
+        value = float(rating)
+        if not value.is_integer():
+            raise ConfigError(
+                f"rating {rating!r} is not an integer but rating_format='int'; use rating_format='float1' "
+                "for half-star corpora such as ml-latest"
+            )
+        return str(int(value))
+    if rating_format == "float1":
+        return f"{float(rating):.1f}"
+    _check_choice("rating_format", rating_format, RATING_FORMATS)
+    raise AssertionError("unreachable")
+
+
+def history_item_text(title: str, rating: float | int, rating_format: str) -> str:
+    """Return one history item without its index: ``"{title} ({rating} stars)"``.
+
+    ``"star"`` replaces ``"stars"`` when the rating is 1 or less (so ``"1 star"``, ``"0 star"``,
+    ``"0.5 star"``), as in ReLLa's code.
+
+    Args:
+        title: the item title.
+        rating: the user's rating of it.
+        rating_format: see :func:`format_rating`.
+    """
+    unit = "star" if float(rating) <= 1 else "stars"
+    return f"{title} ({format_rating(rating, rating_format)} {unit})"
+
+
+def format_history(items: Sequence[str], history_format: str = "list") -> str:
+    """Number history items from 0 and join them.
+
+    Args:
+        items: item texts from :func:`history_item_text`, in the order they are shown.
+        history_format: ``"list"``, the paper's Python list repr
+            (``['0. Heat (5 stars)', "1. Schindler's List (4 stars)"]``, quotes chosen by ``repr``),
+            or ``"lines"``, the same numbered items one per line.
+    """
+    numbered = [f"{index}. {item}" for index, item in enumerate(items)]
+    if history_format == "list":
+        return str(numbered)
+    if history_format == "lines":
+        return "\n".join(numbered)
+    _check_choice("history_format", history_format, HISTORY_FORMATS)
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_template(domain_template: str) -> str:
+    key = _TEMPLATE_ALIASES.get(domain_template, domain_template)
+    _check_choice("domain_template", key, tuple(PROMPT_TEMPLATES))
+    return key
+
+
+def _split_templates(
+    domain_template: str, profiles: dict[str, Sequence] | None, target_titles: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Return each sample's prompt text before and after ``{history}``.
+
+    Splitting once lets the token budget re-render a prompt for many history subsets by plain
+    concatenation.
+    """
+    key = _resolve_template(domain_template)
+    needed = PROFILE_FIELDS[key]
+    count = len(target_titles)
+    profiles = profiles or {}
+    missing = [name for name in needed if name not in profiles]
+    if missing:
+        raise ConfigError(
+            f"profiles lack {', '.join(missing)} needed by the {key!r} template; pass a dict with the "
+            f"columns {', '.join(needed)}, one value per sample"
+        )
+    for name in needed:
+        if len(profiles[name]) != count:
+            raise ConfigError(f"profiles[{name!r}] has {len(profiles[name])} values but there are {count} samples")
+    head, tail = PROMPT_TEMPLATES[key].split("{history}")
+    heads: list[str] = []
+    tails: list[str] = []
+    for index, title in enumerate(target_titles):
+        fields = {name: profiles[name][index] for name in needed}
+        if key == "ml-1m":
+            gender = str(fields["gender"])
+            if gender not in _PRONOUNS:
+                raise ConfigError(f"sample {index} has gender {gender!r}; expected 'male' or 'female'")
+            fields["Possessive"], fields["Subject"], fields["subject"] = _PRONOUNS[gender]
+        fields["title"] = title
+        heads.append(head.format(**fields))
+        tails.append(tail.format(**fields))
+    return heads, tails
+
+
+def _history_items(
+    history_titles: Sequence[Sequence[str]], history_ratings: Sequence[Sequence[float]], rating_format: str
+) -> list[list[str]]:
+    if len(history_titles) != len(history_ratings):
+        raise ConfigError(
+            f"history_titles has {len(history_titles)} samples but history_ratings has {len(history_ratings)}"
+        )
+    _check_choice("rating_format", rating_format, RATING_FORMATS)
+    items = []
+    for index, (titles, ratings) in enumerate(zip(history_titles, history_ratings)):
+        if len(titles) != len(ratings):
+            raise ConfigError(f"sample {index} has {len(titles)} history titles but {len(ratings)} ratings")
+        items.append([history_item_text(title, rating, rating_format) for title, rating in zip(titles, ratings)])
+    return items
+
+
+def render_prompts(
+    domain_template: str,
+    profiles: dict[str, Sequence] | None,
+    history_titles: Sequence[Sequence[str]],
+    history_ratings: Sequence[Sequence[float | int]],
+    target_titles: Sequence[str],
+    rating_format: str,
+    history_format: str = "list",
+) -> list[str]:
+    """Fill the paper's template for many samples (the raw prompts, before chat wrapping).
+
+    Args:
+        domain_template: ``"ml-1m"`` (also ML-100K), ``"ml-latest"`` (the ml-latest / ML-25M family)
+            or ``"book-crossing"``.
+        profiles: column -> one value per sample: ``gender`` ("male"/"female"), ``job``, ``age``
+            for ``"ml-1m"``; ``location``, ``age`` for ``"book-crossing"``; None for ``"ml-latest"``.
+        history_titles: per sample, the titles of the shown history, in shown order.
+        history_ratings: per sample, the matching ratings.
+        target_titles: per sample, the title of the item to predict.
+        rating_format: ``"int"`` or ``"float1"``, see :func:`format_rating`.
+        history_format: ``"list"`` (the paper's) or ``"lines"``, see :func:`format_history`.
+    """
+    _check_choice("history_format", history_format, HISTORY_FORMATS)
+    if len(history_titles) != len(target_titles):
+        raise ConfigError(f"history_titles has {len(history_titles)} samples but target_titles has {len(target_titles)}")
+    heads, tails = _split_templates(domain_template, profiles, target_titles)
+    items = _history_items(history_titles, history_ratings, rating_format)
+    return [head + format_history(shown, history_format) + tail for head, shown, tail in zip(heads, items, tails)]
+
+
+def render_prompt(
+    domain_template: str,
+    profile: dict | None,
+    history_titles: Sequence[str],
+    history_ratings: Sequence[float | int],
+    target_title: str,
+    rating_format: str,
+    history_format: str = "list",
+) -> str:
+    """Fill the paper's template for one sample; see :func:`render_prompts`.
+
+    Args:
+        domain_template: ``"ml-1m"``, ``"ml-latest"`` or ``"book-crossing"``.
+        profile: field -> value for this user (None for ``"ml-latest"``).
+        history_titles: titles of the shown history, in shown order.
+        history_ratings: the matching ratings.
+        target_title: title of the item to predict.
+        rating_format: ``"int"`` or ``"float1"``.
+        history_format: ``"list"`` or ``"lines"``.
+    """
+    profiles = None if profile is None else {name: [value] for name, value in profile.items()}
+    return render_prompts(
+        domain_template, profiles, [history_titles], [history_ratings], [target_title], rating_format, history_format
+    )[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Chat wrapping
+# --------------------------------------------------------------------------------------------
+
+
+def has_chat_template(tokenizer) -> bool:
+    """True when ``tokenizer`` carries a chat template (then it wraps prompts, else Vicuna v1.1 does).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer or None.
+    """
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def wrap_prompts(raw_prompts: Sequence[str], tokenizer=None) -> list[str]:
+    """Wrap many raw prompts as single user turns awaiting the assistant's answer.
+
+    Uses the tokenizer's chat template (``add_generation_prompt=True``) when it has one, rendered
+    in one batched call; otherwise Vicuna v1.1:
+    ``"A chat between ... questions. USER: {prompt} ASSISTANT:"``.
+
+    Args:
+        raw_prompts: prompts from :func:`render_prompts`.
+        tokenizer: the model's tokenizer, or None for Vicuna v1.1.
+    """
+    if not has_chat_template(tokenizer):
+        return [f"{VICUNA_SYSTEM} USER: {prompt} ASSISTANT:" for prompt in raw_prompts]
+    if not raw_prompts:
+        return []
+    conversations = [[{"role": "user", "content": prompt}] for prompt in raw_prompts]
+    wrapped = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+    return list(wrapped)
+
+
+def wrap_prompt(raw_prompt: str, tokenizer=None) -> str:
+    """Wrap one raw prompt as a user turn awaiting the assistant's answer; see :func:`wrap_prompts`.
+
+    Args:
+        raw_prompt: a prompt from :func:`render_prompt`.
+        tokenizer: the model's tokenizer, or None for Vicuna v1.1.
+    """
+    return wrap_prompts([raw_prompt], tokenizer)[0]
+
+
+def special_prefix_ids(tokenizer) -> list[int]:
+    """Ids the tokenizer puts before a text (e.g. BOS); empty when it adds none.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+    """
+    probe = "Hello"
+    with_special = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start : start + len(plain)] == plain:
+            return with_special[:start]
+    return []
+
+
+def prompt_token_counts(wrapped_prompts: Sequence[str], tokenizer, prefix: list[int] | None = None) -> list[int]:
+    """Number of tokens of each wrapped prompt, tokenized the way the model will see it.
+
+    The rule is the one :func:`rella_hf.scoring.encode_prompts` applies: the text is tokenized
+    without added special tokens (a chat template writes its own), the tokenizer's prefix (BOS)
+    is prepended unless the text already starts with it, and no EOS is appended (the answer follows).
+
+    Args:
+        wrapped_prompts: prompts from :func:`wrap_prompts`.
+        tokenizer: the same tokenizer that wrapped them.
+        prefix: precomputed :func:`special_prefix_ids` (computed when None).
+    """
+    if not wrapped_prompts:
+        return []
+    if prefix is None:
+        prefix = special_prefix_ids(tokenizer)
+    encoded = tokenizer(
+        list(wrapped_prompts), add_special_tokens=False, return_attention_mask=False,
+        return_token_type_ids=False, verbose=False,
+    )["input_ids"]
+    width = len(prefix)
+    return [len(ids) + (width if width and list(ids[:width]) != prefix else 0) for ids in encoded]
+
+
+# --------------------------------------------------------------------------------------------
+# Token budget
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Search:
+    """One sample's search for the largest fitting number of kept items.
+
+    ``low`` items are known to fit and ``high`` known not to (``n + 1`` stands for "more than
+    there are"). Probes gallop away from the first guess with doubling steps until a result flips,
+    then bisect the bracket.
+    """
+
+    low: int
+    high: int
+    step: int = 1
+    direction: int = 0
+    galloping: bool = True
+
+    def next_probe(self, probe: int, fit: bool) -> int | None:
+        """Record that ``probe`` items fit (or not) and return the next size to try, None when found."""
+        if fit:
+            self.low = probe
+        else:
+            self.high = probe
+        if self.high - self.low <= 1:
+            return None
+        direction = 1 if fit else -1
+        if self.direction and direction != self.direction:
+            self.galloping = False
+        self.direction = direction
+        if self.galloping:
+            target = probe + direction * self.step
+            self.step *= 2
+        else:
+            target = (self.low + self.high) // 2
+        return min(max(target, self.low + 1), self.high - 1)
+
+
+@dataclass
+class FittedPrompt:
+    """A prompt that fits the token budget.
+
+    Attributes:
+        kept: positions (into the given shown history, ascending) of the items kept.
+        raw_prompt: the filled template with only the kept items.
+        wrapped_prompt: ``raw_prompt`` chat-wrapped.
+        num_tokens: tokens of ``wrapped_prompt`` as the model sees it (see :func:`prompt_token_counts`).
+    """
+
+    kept: list[int]
+    raw_prompt: str
+    wrapped_prompt: str
+    num_tokens: int
+
+
+def fit_prompt_budgets(
+    domain_template: str,
+    profiles: dict[str, Sequence] | None,
+    history_titles: Sequence[Sequence[str]],
+    history_ratings: Sequence[Sequence[float | int]],
+    target_titles: Sequence[str],
+    *,
+    tokenizer,
+    max_prompt_tokens: int,
+    rating_format: str,
+    history_format: str = "list",
+    drop_orders: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> list[FittedPrompt]:
+    """Keep, per sample, the most history items whose wrapped prompt fits ``max_prompt_tokens``.
+
+    Items are dropped in ``drop_orders`` order (e.g. least similar first for SUBR, oldest first
+    for recent-K); the kept ones stay in shown order and are renumbered from 0. Only history is
+    ever dropped: profile, question and answer are never truncated. Keeping ``k`` items means
+    dropping the first ``n - k`` of the drop order, and the prompt grows with ``k``.
+
+    The search is exact: the result keeps ``k`` items whose whole wrapped prompt, tokenized, fits,
+    and ``k + 1`` items (when there are more) do not. To tokenize little, the first guess comes
+    from token counts of the individual items (each distinct item text is tokenized once), then an
+    exponential search from that guess brackets the answer and a binary search closes it; with a
+    good guess that is two or three tokenizations of whole prompts per sample. The searches of
+    ``batch_size`` samples advance in lockstep, so each step is one batched tokenizer call.
+
+    Args:
+        domain_template: ``"ml-1m"``, ``"ml-latest"`` or ``"book-crossing"``.
+        profiles: see :func:`render_prompts`.
+        history_titles: per sample, the shown history titles, in shown order.
+        history_ratings: per sample, the matching ratings.
+        target_titles: per sample, the target title.
+        tokenizer: the model's tokenizer (its chat template wraps the prompt; Vicuna v1.1 without one).
+        max_prompt_tokens: budget for the wrapped prompt, answer excluded.
+        rating_format: ``"int"`` or ``"float1"``.
+        history_format: ``"list"`` or ``"lines"``.
+        drop_orders: per sample, a permutation of ``range(len(history))`` listing positions in the
+            order they are dropped. None drops the first shown (oldest) items first.
+        batch_size: samples whose searches share tokenizer calls.
+        progress: show a progress bar.
+
+    Raises:
+        ConfigError: when a prompt does not fit even with no history item.
+    """
+    if max_prompt_tokens <= 0:
+        raise ConfigError(f"max_prompt_tokens={max_prompt_tokens} must be a positive number of tokens")
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size} must be positive")
+    _check_choice("history_format", history_format, HISTORY_FORMATS)
+    if len(history_titles) != len(target_titles):
+        raise ConfigError(f"history_titles has {len(history_titles)} samples but target_titles has {len(target_titles)}")
+    heads, tails = _split_templates(domain_template, profiles, target_titles)
+    items = _history_items(history_titles, history_ratings, rating_format)
+    if drop_orders is None:
+        drop_orders = [range(len(shown)) for shown in items]
+    elif len(drop_orders) != len(items):
+        raise ConfigError(f"drop_orders has {len(drop_orders)} entries but there are {len(items)} samples")
+
+    # Per sample, positions ordered from most to least worth keeping: keeping k items keeps the
+    # first k of this list.
+    keep_orders: list[list[int]] = []
+    for index, (order, shown) in enumerate(zip(drop_orders, items)):
+        order = [int(position) for position in order]
+        if sorted(order) != list(range(len(shown))):
+            raise ConfigError(
+                f"drop_orders[{index}] must be a permutation of range({len(shown)}) (the shown history positions)"
+            )
+        keep_orders.append(order[::-1])
+
+    def render(sample: int, keep: int) -> tuple[list[int], str]:
+        kept = sorted(keep_orders[sample][:keep])
+        shown = [items[sample][position] for position in kept]
+        return kept, heads[sample] + format_history(shown, history_format) + tails[sample]
+
+    def count_plain(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = tokenizer(
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    prefix = special_prefix_ids(tokenizer)
+    # Token counts of distinct item texts; histories share items, so each is tokenized once.
+    item_tokens: dict[str, int] = {}
+
+    results: list[FittedPrompt | None] = [None] * len(items)
+    bar = tqdm(total=len(items), desc="Fitting prompts to the token budget", unit="prompt", disable=not progress)
+    for start in range(0, len(items), batch_size):
+        samples = list(range(start, min(start + batch_size, len(items))))
+        best: dict[int, FittedPrompt] = {}
+
+        def evaluate(requests: list[tuple[int, int]]) -> list[bool]:
+            rendered = [render(sample, keep) for sample, keep in requests]
+            wrapped = wrap_prompts([raw for _, raw in rendered], tokenizer)
+            counts = prompt_token_counts(wrapped, tokenizer, prefix)
+            fits = []
+            for (sample, _), (kept, raw), text, count in zip(requests, rendered, wrapped, counts):
+                fit = count <= max_prompt_tokens
+                # Every probe lies above the largest fitting size known, so a fit is the new best.
+                if fit:
+                    best[sample] = FittedPrompt(kept, raw, text, count)
+                fits.append(fit)
+            return fits
+
+        # Exact counts without history: the floor of every prompt, and the impossible case.
+        for sample, fit in zip(samples, evaluate([(sample, 0) for sample in samples])):
+            if not fit:
+                raise ConfigError(
+                    f"sample {sample}'s prompt does not fit max_prompt_tokens={max_prompt_tokens} even with no "
+                    "history item; raise max_prompt_tokens or use a model with a longer context"
+                )
+        searching = [sample for sample in samples if items[sample]]
+        new_texts = list({text for sample in searching for text in items[sample] if text not in item_tokens})
+        item_tokens.update(zip(new_texts, count_plain(new_texts)))
+        if searching:
+            # Tokens each item adds beyond its own text (index, quotes, separators), measured on one
+            # history per chunk; it only steers the first guess.
+            shown = items[searching[0]]
+            empty, full = count_plain([format_history([], history_format), format_history(shown, history_format)])
+            overhead = max(0.0, (full - empty - sum(item_tokens[text] for text in shown)) / len(shown))
+        searches: dict[int, _Search] = {}
+        requests: list[tuple[int, int]] = []
+        for sample in searching:
+            room = max_prompt_tokens - best[sample].num_tokens
+            guess = 0
+            for position in keep_orders[sample]:
+                room -= item_tokens[items[sample][position]] + overhead
+                if room < 0:
+                    break
+                guess += 1
+            searches[sample] = _Search(low=0, high=len(items[sample]) + 1)
+            requests.append((sample, min(max(guess, 1), len(items[sample]))))
+        while requests:
+            fits = evaluate(requests)
+            requests = [
+                (sample, following)
+                for (sample, probe), fit in zip(requests, fits)
+                if (following := searches[sample].next_probe(probe, fit)) is not None
+            ]
+        for sample in samples:
+            results[sample] = best[sample]
+        bar.update(len(samples))
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def fit_prompt_budget(
+    domain_template: str,
+    profile: dict | None,
+    history_titles: Sequence[str],
+    history_ratings: Sequence[float | int],
+    target_title: str,
+    *,
+    tokenizer,
+    max_prompt_tokens: int,
+    rating_format: str,
+    history_format: str = "list",
+    drop_order: Sequence[int] | None = None,
+) -> FittedPrompt:
+    """Keep the most history items of one sample whose wrapped prompt fits; see :func:`fit_prompt_budgets`.
+
+    Args:
+        domain_template: ``"ml-1m"``, ``"ml-latest"`` or ``"book-crossing"``.
+        profile: field -> value for this user (None for ``"ml-latest"``).
+        history_titles: shown history titles, in shown order.
+        history_ratings: the matching ratings.
+        target_title: the target title.
+        tokenizer: the model's tokenizer.
+        max_prompt_tokens: budget for the wrapped prompt, answer excluded.
+        rating_format: ``"int"`` or ``"float1"``.
+        history_format: ``"list"`` or ``"lines"``.
+        drop_order: positions of the shown history in the order they are dropped (None: oldest first).
+    """
+    profiles = None if profile is None else {name: [value] for name, value in profile.items()}
+    return fit_prompt_budgets(
+        domain_template, profiles, [history_titles], [history_ratings], [target_title],
+        tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens, rating_format=rating_format,
+        history_format=history_format, drop_orders=None if drop_order is None else [drop_order],
+        progress=False,
+    )[0]

@@ -1,0 +1,230 @@
+"""Markdown reports with plots from a run folder: the demo's and the experiments'.
+
+A run folder holds:
+
+- ``run.json``: ``{"title": ..., "config": {...}, "dataset": {statistics}}`` (all optional);
+- ``scores/<setting>.jsonl``: one JSON object per scored sample with at least ``label`` and
+  ``score`` (P(yes)), optionally ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
+  setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
+- ``train/**/trainer_state.json``: Hugging Face Trainer states whose ``log_history`` has losses.
+
+:func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws ROC
+curves, a reliability diagram, the training loss and AUC against K, and writes ``report.md``,
+``metrics.json`` and the PNGs into the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import ctr_metrics
+from .utils import atomic_write_text
+
+
+def load_settings(run_dir: str | Path) -> dict[str, dict]:
+    """Read every ``scores/<setting>.jsonl`` of a run: setting -> {labels, scores, meta, prompts}."""
+    settings = {}
+    for path in sorted(Path(run_dir, "scores").glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        meta_path = path.with_name(path.stem + ".meta.json")
+        settings[path.stem] = {
+            "labels": np.array([row["label"] for row in rows], dtype=np.int64),
+            "scores": np.array([row["score"] for row in rows], dtype=np.float64),
+            "prompts": [row.get("raw_prompt") for row in rows],
+            "meta": json.loads(meta_path.read_text()) if meta_path.exists() else {},
+        }
+    return settings
+
+
+def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
+    """Write one setting's scores (and what it is) where :func:`write_report` finds them."""
+    folder = Path(run_dir, "scores")
+    folder.mkdir(parents=True, exist_ok=True)
+    prompts = raw_prompts if raw_prompts is not None else [None] * len(labels)
+    lines = [
+        json.dumps({"label": int(label), "score": float(score), **({"raw_prompt": prompt} if prompt else {})})
+        for label, score, prompt in zip(labels, scores, prompts)
+    ]
+    atomic_write_text(folder / f"{setting}.meta.json", json.dumps(meta, indent=2, sort_keys=True))
+    return atomic_write_text(folder / f"{setting}.jsonl", "\n".join(lines) + "\n")
+
+
+def _training_losses(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
+    curves = {}
+    for state_path in sorted(run_dir.glob("train/**/trainer_state.json")):
+        if "checkpoint-" in str(state_path.parent.name):
+            continue
+        history = json.loads(state_path.read_text()).get("log_history", [])
+        steps = [entry["step"] for entry in history if "loss" in entry]
+        losses = [entry["loss"] for entry in history if "loss" in entry]
+        if steps:
+            curves[str(state_path.parent.relative_to(run_dir / "train"))] = (steps, losses)
+    return curves
+
+
+def _plot_roc(settings, path):
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    figure, axis = plt.subplots(figsize=(6, 5))
+    for name, data in settings.items():
+        if len(set(data["labels"].tolist())) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(data["labels"], data["scores"])
+        axis.plot(fpr, tpr, label=f"{name} (AUC {data['metrics']['auc']:.3f})")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    axis.set(title="ROC curves", xlabel="False positive rate", ylabel="True positive rate")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_calibration(settings, path, bins: int = 10):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 5))
+    edges = np.linspace(0, 1, bins + 1)
+    for name, data in settings.items():
+        which = np.clip(np.digitize(data["scores"], edges) - 1, 0, bins - 1)
+        counts = np.bincount(which, minlength=bins)
+        used = counts > 0
+        mean_score = np.bincount(which, weights=data["scores"], minlength=bins)[used] / counts[used]
+        positive_rate = np.bincount(which, weights=data["labels"], minlength=bins)[used] / counts[used]
+        axis.plot(mean_score, positive_rate, marker="o", label=name)
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    axis.set(title="Reliability diagram", xlabel="Mean predicted P(yes) in bin", ylabel="Observed positive rate",
+             xlim=(0, 1), ylim=(0, 1))
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_losses(curves, path):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, (steps, losses) in curves.items():
+        axis.plot(steps, losses, marker=".", label=name)
+    axis.set(title="Training loss", xlabel="Optimizer step", ylabel="Loss (answer tokens)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_auc_vs_k(settings, path) -> bool:
+    import matplotlib.pyplot as plt
+
+    lines: dict[tuple, list[tuple[int, float, float, float]]] = {}
+    for data in settings.values():
+        meta = data["meta"]
+        if "K" not in meta or "retrieval" not in meta:
+            continue
+        key = (meta.get("stage", ""), meta.get("dataset", ""), meta["retrieval"])
+        low, high = data["metrics"].get("auc_ci", (np.nan, np.nan))
+        lines.setdefault(key, []).append((int(meta["K"]), data["metrics"]["auc"], low, high))
+    if not any(len({k for k, *_ in points}) > 1 for points in lines.values()):
+        return False
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (stage, dataset, retrieval), points in sorted(lines.items()):
+        points.sort()
+        ks, aucs, lows, highs = map(np.array, zip(*points))
+        label = " ".join(part for part in (dataset, stage, retrieval) if part)
+        axis.errorbar(ks, aucs, yerr=[aucs - lows, highs - aucs], marker="o", capsize=3, label=label)
+    axis.set(title="AUC vs K (95% bootstrap intervals)", xlabel="K (history items in the prompt)", ylabel="AUC")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def bootstrap_interval(labels, scores, n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % percentile bootstrap intervals of AUC, LogLoss and ACC over the samples.
+
+    Args:
+        labels: 0/1 labels.
+        scores: P(yes) per sample.
+        n_resamples: bootstrap resamples.
+        seed: resampling seed (the same seed resamples the same indices for every setting).
+    """
+    from .metrics import paired_bootstrap_samples
+
+    draws = paired_bootstrap_samples(labels, {"s": scores}, n_resamples=n_resamples, seed=seed)["s"]
+    return {name: tuple(np.nanpercentile(values, [2.5, 97.5]).tolist()) for name, values in draws.items()}
+
+
+def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int = 1000,
+                 examples: int = 3) -> Path:
+    """Compute metrics and plots of a run folder and write ``report.md`` and ``metrics.json`` into it.
+
+    Args:
+        run_dir: the run folder (layout in the module docstring).
+        title: report title (default: ``run.json``'s title or the folder name).
+        n_resamples: bootstrap resamples for the 95 % intervals (0 skips them).
+        examples: how many example prompts with their P(yes) to show.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    settings = load_settings(run_dir)
+    for data in settings.values():
+        data["metrics"] = ctr_metrics(data["labels"], data["scores"])
+        if n_resamples:
+            for name, interval in bootstrap_interval(data["labels"], data["scores"], n_resamples).items():
+                data["metrics"][f"{name}_ci"] = interval
+    title = title or info.get("title") or run_dir.name
+    lines = [f"# {title}", ""]
+    if info.get("config"):
+        lines += ["## Configuration", "", "```json", json.dumps(info["config"], indent=2, sort_keys=True), "```", ""]
+    stats = info.get("dataset")
+    if stats:
+        lines += ["## Dataset", "", "| statistic | value |", "|---|---|"]
+        lines += [f"| users | {stats.get('users', '')} |", f"| items | {stats.get('items', '')} |"]
+        lines += [f"| {split} samples | {count:,} |" for split, count in stats.get("samples", {}).items()]
+        lengths = stats.get("history_length", {})
+        if lengths:
+            lines.append("| history length (min / p25 / median / p75 / p90 / max) | "
+                         + " / ".join(f"{lengths[key]:.0f}" for key in ("min", "p25", "median", "p75", "p90", "max")) + " |")
+        lines.append("")
+    if settings:
+        lines += ["## Metrics", "", "95 % bootstrap intervals over the scored samples in brackets.", "",
+                  "| setting | n | positives | AUC | LogLoss | ACC |", "|---|---|---|---|---|---|"]
+        for name, data in settings.items():
+            metric = data["metrics"]
+
+            def cell(key):
+                interval = metric.get(f"{key}_ci")
+                suffix = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+                return f"{metric[key]:.4f}{suffix}"
+
+            lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | {cell('acc')} |")
+        lines.append("")
+        _plot_roc(settings, run_dir / "roc.png")
+        _plot_calibration(settings, run_dir / "calibration.png")
+        lines += ["## ROC curves", "", "![ROC curves](roc.png)", "", "## Calibration", "",
+                  "![Reliability diagram](calibration.png)", ""]
+        if _plot_auc_vs_k(settings, run_dir / "auc_vs_k.png"):
+            lines += ["## AUC vs K", "", "![AUC vs K](auc_vs_k.png)", ""]
+    curves = _training_losses(run_dir)
+    if curves:
+        _plot_losses(curves, run_dir / "loss.png")
+        lines += ["## Training loss", "", "![Training loss](loss.png)", ""]
+    shown = [(name, data) for name, data in settings.items() if any(data["prompts"])]
+    if shown and examples:
+        lines += ["## Example prompts", ""]
+        name, data = shown[0]
+        for index in range(min(examples, len(data["prompts"]))):
+            lines += [f"**{name}**, sample {index}: label {data['labels'][index]}, P(yes) = {data['scores'][index]:.3f}",
+                      "", "```text", data["prompts"][index] or "", "```", ""]
+    metrics = {name: {key: value for key, value in data["metrics"].items()} | {"meta": data["meta"]}
+               for name, data in settings.items()}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines))

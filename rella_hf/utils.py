@@ -1,0 +1,77 @@
+"""Small helpers shared by every layer: the cache folder, content fingerprints and atomic writes.
+
+This module imports only the standard library and numpy so that any layer may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def cache_root() -> Path:
+    """Root folder of rella-hf's caches: ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``.
+
+    Read on every call, so setting the environment variable at run time (as tests do) takes effect.
+    """
+    configured = os.environ.get("RELLA_HF_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "rella_hf"
+
+
+def fingerprint(*parts: Any) -> str:
+    """Return the sha256 hex digest of JSON-serialisable ``parts``.
+
+    JSON with sorted keys is unambiguous (strings are quoted and escaped), so two different
+    argument lists never serialise to the same bytes.
+
+    Args:
+        parts: values made of str, int, float, bool, None, lists and dicts.
+    """
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path`` and move it into place.
+
+    The temporary file lives in the same folder so ``os.replace`` is an atomic rename: readers see
+    either the old file or the complete new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save ``array`` as a ``.npy`` file atomically (temporary file, then ``os.replace``).
+
+    Args:
+        path: destination file, ``.npy`` included; parent folders are created.
+        array: the array to save (object arrays are refused, as ``np.load`` would need pickle).
+    """
+    return _atomic_write(Path(path), lambda handle: np.save(handle, np.asarray(array), allow_pickle=False))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, then ``os.replace``).
+
+    Args:
+        path: destination file; parent folders are created.
+        text: the content.
+    """
+    return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
