@@ -349,9 +349,36 @@ def wrap_prompts(raw_prompts: Sequence[str], tokenizer=None) -> list[str]:
         return [f"{VICUNA_SYSTEM} USER: {prompt} ASSISTANT:" for prompt in raw_prompts]
     if not raw_prompts:
         return []
+    frame = _chat_frame(tokenizer, raw_prompts[0])
+    if frame is not None:
+        head, tail = frame
+        return [head + prompt + tail for prompt in raw_prompts]
     conversations = [[{"role": "user", "content": prompt}] for prompt in raw_prompts]
     wrapped = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
     return list(wrapped)
+
+
+def _chat_frame(tokenizer, example: str) -> tuple[str, str] | None:
+    """The text a chat template puts before and after a user message, when it leaves the message as is.
+
+    Rendering the template (Jinja) per prompt dominates building large datasets; most templates
+    only frame the message, so it is rendered for probes and the example, and reused when all
+    agree. Returns None when the template rewrites the message, and then every prompt is rendered.
+    """
+
+    def render(content: str) -> str:
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True)
+
+    probe = "\x00rella-probe\x00"
+    framed = render(probe)
+    if framed.count(probe) != 1:
+        return None
+    head, tail = framed.split(probe)
+    for content in ("\x00other probe, with words\x00", example):
+        if render(content) != head + content + tail:
+            return None
+    return head, tail
 
 
 def wrap_prompt(raw_prompt: str, tokenizer=None) -> str:
