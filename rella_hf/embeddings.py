@@ -291,18 +291,22 @@ class SentenceTransformerEmbedder(ItemEmbedder):
     """
 
     def __init__(self, model: Any, *, device: str | None = None, identity: str | None = None):
-        if isinstance(model, (str, os.PathLike)):
+        self._model = None if isinstance(model, (str, os.PathLike)) else model
+        self._name = str(model) if self._model is None else type(model).__name__
+        self._device = device
+        self.pooling = "model"
+        # With a known identity the model loads only when something must be encoded, so a
+        # cache hit never pays for loading it.
+        self.identity = identity if identity is not None else f"st:{self._name}|weights={_weights_digest(self.model)}"
+
+    @property
+    def model(self):
+        """The ``SentenceTransformer``, loaded on first use."""
+        if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            name = str(model)
-            model = SentenceTransformer(name, device=device)
-        else:
-            name = type(model).__name__
-        self.model = model
-        self.pooling = "model"
-        if identity is None:
-            identity = f"st:{name}|weights={_weights_digest(model)}"
-        self.identity = identity
+            self._model = SentenceTransformer(self._name, device=self._device)
+        return self._model
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
         """Embed ``texts`` (see :meth:`ItemEmbedder.encode`); sentence-transformers sorts by length itself."""

@@ -22,8 +22,7 @@ RETRIEVALS = ("recent", "semantic")
 ORDERS = ("chronological", "similarity")
 
 # Bounds one FAISS call's padded (samples x history) block, hence peak memory.
-_MAX_BLOCK_PAIRS = 2_000_000
-_MAX_HISTORY = 1 << 21  # a history's column index must fit the 21 low bits of the ranking key
+_MAX_BLOCK_PAIRS = 4_000_000
 
 
 @dataclass
@@ -73,19 +72,28 @@ def recent_history(offsets: np.ndarray, lengths: np.ndarray, K: int) -> HistoryS
 def _top_k_recent_first(scores: np.ndarray, K: int) -> np.ndarray:
     """Column indices of each row's K largest scores, best first; ties go to the smaller column.
 
-    Scores are mapped to order-preserving integers and packed with the column into one int64 key,
-    so a linear-time partition finds the exact top K and only those K are sorted.
+    A linear-time partition finds each row's K-th largest score; everything above it is kept,
+    and of the scores equal to it, the leftmost columns fill the remaining places. Only the K
+    kept columns are then sorted.
     """
-    width = scores.shape[1]
-    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32).astype(np.int64)
-    ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float value
-    keys = (ordered << 21) + ((1 << 21) - 1 - np.arange(width, dtype=np.int64))[None, :]
-    if width > K:
-        candidates = np.argpartition(-keys, K - 1, axis=1)[:, :K]
+    n, width = scores.shape
+    if width <= K:
+        columns = np.broadcast_to(np.arange(width), (n, width))
     else:
-        candidates = np.broadcast_to(np.arange(width), keys.shape).copy()
-    best_first = np.argsort(-np.take_along_axis(keys, candidates, axis=1), axis=1)
-    return np.take_along_axis(candidates, best_first, axis=1)
+        kth = np.partition(scores, width - K, axis=1)[:, width - K][:, None]
+        chosen = scores > kth
+        equal = scores == kth
+        places_left = K - chosen.sum(axis=1)
+        crowded = equal.sum(axis=1) > places_left  # rows where the tie at the threshold must be broken
+        chosen |= equal
+        if crowded.any():
+            rows = np.flatnonzero(crowded)
+            ranks = np.cumsum(equal[rows], axis=1, dtype=np.int32)
+            chosen[rows] = (scores[rows] > kth[rows]) | (equal[rows] & (ranks <= places_left[rows][:, None]))
+        columns = np.nonzero(chosen)[1].reshape(n, K)
+    picked = np.take_along_axis(scores, columns, axis=1)
+    best_first = np.argsort(-picked, axis=1, kind="stable")  # columns ascend within a row: ties keep the left one
+    return np.take_along_axis(columns, best_first, axis=1)
 
 
 class SemanticRetriever:
@@ -159,8 +167,6 @@ class SemanticRetriever:
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
         target_rows = np.asarray(target_rows, dtype=np.int64)
-        if len(lengths) and lengths.max() >= _MAX_HISTORY:
-            raise ConfigError(f"a history of {lengths.max():,} items exceeds SUBR's limit of {_MAX_HISTORY - 1:,}")
         n = len(offsets)
         positions = np.full((n, K), -1, dtype=np.int64)
         shown = np.minimum(lengths, K)
