@@ -34,3 +34,15 @@ class ConfigError(RellaError):
 
 class ModelError(RellaError):
     """A model or tokenizer cannot be used the way rella-hf needs (e.g. ambiguous yes/no tokens)."""
+
+
+class PublishError(RellaError):
+    """A dataset or adapter cannot be exported or uploaded as asked (missing files, mixed corpora, a token in a file)."""
+
+
+class RedistributionError(PublishError):
+    """The source corpus's licence does not allow redistribution and no permission was asserted."""
+
+
+class MetricError(RellaError):
+    """Labels or scores cannot be evaluated (wrong shape, values out of range, a single class for AUC)."""

@@ -67,9 +67,17 @@ def load_dataset(
 
     is_local_corpus = "/" not in path or path.lower().startswith("rella/")
     if not is_local_corpus or os.path.isdir(path):
+        from ..errors import ConfigError
         from ..hub import load_published
 
-        return load_published(path, K=K, retrieval=retrieval, split=split, **config_kwargs)
+        order = config_kwargs.pop("order", "chronological")
+        if config_kwargs:
+            raise ConfigError(
+                f"{path!r} is a published dataset whose configs fix every other setting; "
+                f"drop {', '.join(sorted(config_kwargs))} or build from the corpus instead"
+            )
+        extra = {} if cache_dir is None else {"cache_dir": str(cache_dir)}
+        return load_published(path, K=K, retrieval=retrieval, order=order, split=split, **extra)
     builder_class = get_builder_class(path)
     from .. import __version__
 
