@@ -6,7 +6,7 @@ A run folder holds:
 - ``scores/<setting>.jsonl``: one JSON object per scored sample with at least ``label`` and
   ``score`` (P(yes)), optionally ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
   setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
-- ``train/**/trainer_state.json``: Hugging Face Trainer states whose ``log_history`` has losses.
+- ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses.
 
 :func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws ROC
 curves, a reliability diagram, the training loss and AUC against K, and writes ``report.md``,
@@ -53,15 +53,19 @@ def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, 
 
 
 def _training_losses(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Loss curves of the trainings under ``run_dir/train``: a run's ``metrics.json`` (its
+    ``log_history``) or a Trainer's ``trainer_state.json``, checkpoints skipped."""
     curves = {}
-    for state_path in sorted(run_dir.glob("train/**/trainer_state.json")):
-        if "checkpoint-" in str(state_path.parent.name):
+    for path in sorted(run_dir.glob("train/**/*.json")):
+        if path.name not in ("metrics.json", "trainer_state.json") or path.parent.name.startswith("checkpoint-"):
             continue
-        history = json.loads(state_path.read_text()).get("log_history", [])
-        steps = [entry["step"] for entry in history if "loss" in entry]
-        losses = [entry["loss"] for entry in history if "loss" in entry]
-        if steps:
-            curves[str(state_path.parent.relative_to(run_dir / "train"))] = (steps, losses)
+        name = str(path.parent.relative_to(run_dir / "train"))
+        if name in curves:
+            continue
+        history = json.loads(path.read_text()).get("log_history", [])
+        points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+        if points:
+            curves[name] = ([step for step, _ in points], [loss for _, loss in points])
     return curves
 
 
