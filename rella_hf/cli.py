@@ -104,7 +104,7 @@ class EvaluateArguments:
     """rella-hf evaluate: AUC / LogLoss / ACC (with bootstrap intervals) of saved scores."""
 
     scores: str = field(metadata={"help": "A scores/<setting>.jsonl file, a scores.parquet, or a run folder (all its settings)."})
-    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% intervals (0: none)."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95 percent intervals (0: none)."})
 
 
 @dataclass
@@ -132,7 +132,10 @@ def _parse(dataclass_types, argv, prog):
 
     parser = HfArgumentParser(dataclass_types, prog=prog)
     parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if parsed[-1]:
+        raise UsageError(f"unknown option(s) {' '.join(parsed[-1])}; see {prog} --help")
+    return parsed[:-1]
 
 
 def _print_json(payload) -> None:

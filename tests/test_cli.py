@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from rella_hf.cli import COMMANDS, main
+
+from corpus_fixtures import write_ml1m
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage" in out.lower() and "--" in out
+
+
+def test_top_level_usage(capsys):
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    assert "commands:" in capsys.readouterr().out
+
+
+def _one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path):
+    assert "unknown dataset 'ml-3m'" in _one_line_error(capsys, ["build", "--dataset", "ml-3m"])
+    assert "K must be a positive" in _one_line_error(capsys, ["build", "--K", "0"])
+    assert "no such folder" in _one_line_error(capsys, ["build", "--dataset", "ml-1m", "--data_dir", str(tmp_path / "missing")])
+    unreadable = tmp_path / "model"
+    unreadable.mkdir()
+    assert "--model" in _one_line_error(capsys, ["score", "--model", str(unreadable), "--chat_model", "none"])
+    assert "unknown command" in _one_line_error(capsys, ["bulid"])
+    # a corpus file that is broken names the file and line
+    folder = write_ml1m(tmp_path / "data", ratings=["1::1::5::100", "1::2::x::101"])
+    assert "ratings.dat, line 2" in _one_line_error(capsys, ["build", "--dataset", "ml-1m", "--data_dir", str(folder), "--chat_model", "none"])
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert main(["build", "--no_such_option", "1"]) == 2
+
+
+def test_build_score_evaluate_report_end_to_end(tmp_path, capsys, smollm2_cache_root, smollm2_dir, monkeypatch):
+    from rella_hf.training.tiny import build_tiny_random_llama
+
+    monkeypatch.setenv("RELLA_HF_CACHE", str(smollm2_cache_root))
+    model_dir = build_tiny_random_llama(tmp_path / "tiny")
+    data = write_ml1m(tmp_path / "data")
+    common = ["--dataset", "ml-1m", "--data_dir", str(data), "--K", "3", "--cache_dir", str(tmp_path / "cache")]
+    assert main(["build", *common, "--output_dir", str(tmp_path / "built")]) == 0
+    assert (tmp_path / "built" / "dataset_dict.json").exists()
+    run = tmp_path / "run"
+    assert main(["score", *common, "--model", str(model_dir), "--split", "train", "--output_dir", str(run)]) == 0
+    lines = (run / "scores" / "K3-recent.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(0.0 <= json.loads(line)["score"] <= 1.0 for line in lines)
+    capsys.readouterr()
+    assert main(["evaluate", "--scores", str(run / "scores" / "K3-recent.jsonl"), "--bootstrap", "0"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["K3-recent"]["n"] == 4
+    assert main(["report", "--run_dir", str(run), "--bootstrap", "50"]) == 0
+    assert (run / "report.md").exists() and (run / "roc.png").exists() and (run / "calibration.png").exists()
+
+
+def test_bootstrap_matches_the_plain_metrics():
+    import numpy as np
+
+    from rella_hf.metrics import ctr_metrics, paired_bootstrap_samples, paired_difference
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    good = np.clip(labels * 0.3 + rng.random(400) * 0.7, 0, 1)
+    noise = rng.random(400)
+    draws = paired_bootstrap_samples(labels, {"good": good}, n_resamples=1, seed=0)
+    index = np.random.default_rng(0).integers(0, 400, size=(1, 400))[0]
+    expected = ctr_metrics(labels[index], good[index])
+    for key in ("auc", "logloss", "acc"):
+        assert abs(draws["good"][key][0] - expected[key]) < 1e-9
+    verdict = paired_difference(labels, good, noise, n_resamples=300)
+    assert verdict["win"] == "a" and verdict["ci"][0] > 0
+    assert paired_difference(labels, noise, noise, n_resamples=300)["win"] is None
