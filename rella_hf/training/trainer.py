@@ -1,0 +1,388 @@
+"""ReiT training: TRL's ``SFTTrainer`` with a LoRA adapter, completion-only loss and CTR evaluation.
+
+:func:`run_training` is the whole pipeline (what ``train.py`` and a notebook call):
+
+1. build or load the prompt datasets (recent-K and/or SUBR) with :func:`rella_hf.load_dataset`;
+2. take the N-shot training rows and the validation subset (:mod:`rella_hf.training.data`);
+3. load the base model, wrap it with LoRA, train with ``SFTTrainer`` (checkpoints every
+   ``save_steps``, ``resume=True`` continues from the last one);
+4. write the adapter (safetensors), the tokenizer, ``training_config.json`` and ``metrics.json``
+   into ``output_dir``.
+
+:func:`train_on_data` runs steps 3-4 on rows you built yourself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
+
+if TYPE_CHECKING:
+    from trl import SFTTrainer
+
+    from .data import TrainingData
+
+logger = logging.getLogger(__name__)
+
+TRAINING_CONFIG_FILE = "training_config.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainingResult:
+    """What a run produced.
+
+    Attributes:
+        output_dir: folder with the adapter, tokenizer, ``training_config.json`` and ``metrics.json``.
+        metrics: the content of ``metrics.json``.
+        config: the configuration the run used (gradient accumulation resolved).
+    """
+
+    output_dir: Path
+    metrics: dict = field(default_factory=dict)
+    config: ReiTConfig | None = None
+
+
+def _main_process_first():
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def resolve_model_source(config: ReiTConfig) -> tuple[str, str | None]:
+    """The model folder/id to load and the ``chat_model`` that wraps the prompts.
+
+    ``tiny-random-llama`` is built on first use; ``chat_model="auto"`` becomes the model's own
+    name (for the tiny model, the SmolLM2 tokenizer it was built with, so its prompt datasets
+    are the SmolLM2 ones and share their cache).
+
+    Args:
+        config: the run configuration.
+    """
+    from .tiny import TINY_TOKENIZER_SOURCE, build_tiny_random_llama
+
+    name = config.model_name_or_path
+    if name == TINY_RANDOM_LLAMA:
+        with _main_process_first():
+            path = str(build_tiny_random_llama())
+        tokenizer_source = TINY_TOKENIZER_SOURCE
+    else:
+        path = name
+        tokenizer_source = name
+    chat_model = tokenizer_source if config.chat_model == "auto" else config.chat_model
+    return path, chat_model
+
+
+def _model_dtype(config: ReiTConfig) -> str:
+    if config.model_dtype is not None:
+        return config.model_dtype
+    if config.bf16:
+        return "bfloat16"
+    if config.fp16:
+        return "float16"
+    return "float32"
+
+
+def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
+    """Load the base model (train mode) and its tokenizer for a run.
+
+    Args:
+        config: the run configuration (``model_name_or_path``, ``model_dtype``, precision flags).
+        model_path: an already resolved folder/id (default: from :func:`resolve_model_source`).
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from ..models import load_model
+
+    if model_path is None:
+        model_path, _ = resolve_model_source(config)
+    with _main_process_first():  # the first SmolLM2 use converts the GGUF once
+        model, tokenizer = load_model(model_path, dtype=_model_dtype(config),
+                                      trust_remote_code=config.trust_remote_code)
+    model.train()
+    return model, tokenizer
+
+
+def check_prompt_wrapping(tokenizer, chat_model: str | None) -> None:
+    """Refuse a run whose prompts were wrapped for another chat template than the model's.
+
+    Args:
+        tokenizer: the trained model's tokenizer.
+        chat_model: the tokenizer name/path that wrapped the prompts (None: Vicuna v1.1).
+
+    Raises:
+        ConfigError: when the two wrappers render a prompt differently.
+    """
+    from ..prompts import wrap_prompt
+
+    probe = "Will the user like the movie?"
+    wrapper = None
+    if chat_model is not None:
+        from ..models import load_tokenizer
+
+        wrapper = load_tokenizer(chat_model)
+    if wrap_prompt(probe, wrapper) != wrap_prompt(probe, tokenizer):
+        raise ConfigError(
+            f"chat_model={chat_model!r} wraps prompts differently from the tokenizer of the trained model; "
+            "set chat_model to 'auto' (the model's own template) or to a model with the same template."
+        )
+
+
+def effective_total_batch_size(config: ReiTConfig, num_rows: int, world_size: int) -> int | None:
+    """Samples per optimizer step: ``total_batch_size`` capped at the training rows.
+
+    The paper's script uses ``min(total_batch_size, rows)`` so a few-shot set smaller than one
+    batch still takes one step per epoch; the cap is rounded down to a multiple of
+    ``per_device_train_batch_size * world_size`` (at least one such step).
+
+    Args:
+        config: the run configuration.
+        num_rows: training rows (2N for ``mixed``).
+        world_size: number of training processes.
+    """
+    if config.total_batch_size is None:
+        return None
+    per_step = config.per_device_train_batch_size * world_size
+    capped = min(config.total_batch_size, num_rows)
+    return max(per_step, capped // per_step * per_step)
+
+
+def check_evaluation_setup(config: ReiTConfig, data: TrainingData) -> None:
+    """Refuse periodic evaluation or best-checkpoint selection without an evaluation subset.
+
+    Args:
+        config: the run configuration.
+        data: the run's rows.
+    """
+    if data.eval is not None:
+        return
+    if config.eval_strategy != "no" or config.load_best_model_at_end:
+        raise ConfigError(
+            f"eval_strategy={str(config.eval_strategy.value)!r} / load_best_model_at_end={config.load_best_model_at_end} "
+            "need an evaluation subset, but eval_size=0; set eval_size or eval_strategy='no' and "
+            "load_best_model_at_end=false."
+        )
+
+
+def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> SFTTrainer:
+    """An ``SFTTrainer`` for ``data`` with LoRA, completion-only loss and the CTR evaluation callback.
+
+    Args:
+        config: the run configuration; ``gradient_accumulation_steps`` is recomputed from
+            :func:`effective_total_batch_size` when ``total_batch_size`` is set.
+        data: training rows and the evaluation subset (:class:`~rella_hf.training.data.TrainingData`).
+        model: the base model (not yet wrapped with LoRA).
+        tokenizer: its tokenizer.
+        callbacks: extra ``TrainerCallback`` objects.
+    """
+    from trl import SFTTrainer
+
+    from .callbacks import CTREvalCallback
+    from .data import tokenize_rows
+
+    check_evaluation_setup(config, data)
+    total = effective_total_batch_size(config, len(data.train), config.world_size)
+    if total is not None and total != config.total_batch_size:
+        logger.warning("total_batch_size %d capped at %d (the training set has %d rows).",
+                       config.total_batch_size, total, len(data.train))
+        config = dataclasses.replace(config, total_batch_size=total)
+
+    with _main_process_first():
+        train_dataset = tokenize_rows(data.train, tokenizer, config.max_length)
+        eval_dataset = None if data.eval is None else tokenize_rows(data.eval, tokenizer, config.max_length)
+    all_callbacks = list(callbacks or [])
+    ctr_callback = None
+    if data.eval is not None:
+        ctr_callback = CTREvalCallback(data.eval["prompt"], data.eval["label"], tokenizer,
+                                       batch_size=config.per_device_eval_batch_size)
+        all_callbacks.insert(0, ctr_callback)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=all_callbacks,
+    )
+    if ctr_callback is not None:
+        ctr_callback.attach(trainer)
+    return trainer
+
+
+def find_resume_checkpoint(config: ReiTConfig) -> str | None:
+    """The checkpoint to resume from: ``resume_from_checkpoint``, else the last one when ``resume``.
+
+    Args:
+        config: the run configuration.
+    """
+    if config.resume_from_checkpoint:
+        return config.resume_from_checkpoint
+    if not config.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    if last is None:
+        logger.warning("resume=True but %s holds no checkpoint; training from the start.", config.output_dir)
+    return last
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    from ..utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_json_ready(payload), indent=2, sort_keys=True) + "\n")
+
+
+def final_evaluation(trainer) -> dict:
+    """Evaluation metrics of the model the trainer ends with.
+
+    When that model was already evaluated (the best checkpoint restored by
+    ``load_best_model_at_end``, or an evaluation at the last step), its logged metrics are
+    returned instead of scoring the same model on the same subset again.
+
+    Args:
+        trainer: a trainer after ``train()``.
+    """
+    state, args = trainer.state, trainer.args
+    step = None
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    else:
+        evaluated = [entry["step"] for entry in state.log_history if "eval_auc" in entry]
+        if evaluated and evaluated[-1] == state.global_step:
+            step = state.global_step
+    if step is not None:
+        logged = {}
+        for entry in state.log_history:
+            if entry.get("step") == step:
+                logged.update({key: value for key, value in entry.items() if key.startswith("eval_")})
+        if "eval_auc" in logged:
+            return logged
+    return trainer.evaluate()
+
+
+def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=None, callbacks=None,
+                  extra_metrics: dict | None = None) -> TrainingResult:
+    """Train a LoRA adapter on prepared rows and write the outputs into ``config.output_dir``.
+
+    Args:
+        config: the run configuration.
+        data: training rows and evaluation subset.
+        model: the base model (default: loaded from ``config.model_name_or_path``).
+        tokenizer: its tokenizer (loaded with the model when None).
+        callbacks: extra ``TrainerCallback`` objects.
+        extra_metrics: entries added to ``metrics.json`` (e.g. data sizes).
+
+    Returns:
+        A :class:`TrainingResult`.
+    """
+    check_evaluation_setup(config, data)
+    if model is None:
+        model, tokenizer = load_model_for_training(config)
+    elif tokenizer is None:
+        raise ConfigError("a model was given without its tokenizer; pass both or neither.")
+    trainer = build_trainer(config, data, model, tokenizer, callbacks)
+    config = trainer.args
+    checkpoint = find_resume_checkpoint(config)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    state = trainer.state
+    # Read before the final evaluation, which logs its metrics too; log_history survives resuming.
+    eval_history = [
+        {key: value for key, value in entry.items() if key in ("step", "epoch") or key.startswith("eval_")}
+        for entry in state.log_history if "eval_auc" in entry
+    ]
+    final_eval = final_evaluation(trainer) if data.eval is not None else {}
+    output_dir = Path(config.output_dir)
+    trainer.save_model(str(output_dir))  # adapter (safetensors) + tokenizer
+    metrics = {
+        "train": dict(train_output.metrics),
+        "final_eval": {key: value for key, value in final_eval.items() if key.startswith("eval_")},
+        "eval_history": eval_history,
+        "best_checkpoint": state.best_model_checkpoint,
+        "best_metric": state.best_metric,
+        "global_step": state.global_step,
+        "resumed_from": checkpoint,
+        "train_rows": len(data.train),
+        "eval_rows": 0 if data.eval is None else len(data.eval),
+        "eval_split": data.eval_split,
+        "total_batch_size": config.total_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "world_size": config.world_size,
+        **(extra_metrics or {}),
+    }
+    if trainer.is_world_process_zero():
+        settings = {"reit": config.reit_settings(), "training_arguments": config.to_dict()}
+        _write_json(output_dir / TRAINING_CONFIG_FILE, settings)
+        _write_json(output_dir / METRICS_FILE, metrics)
+    trainer.accelerator.wait_for_everyone()
+    if hasattr(trainer, "end"):  # transformers >= 5.18: close trackers and the process group
+        trainer.end()
+    return TrainingResult(output_dir=output_dir, metrics=_json_ready(metrics), config=config)
+
+
+def prepare_training_data(config: ReiTConfig, chat_model: str | None) -> TrainingData:
+    """Build (or load from cache) the prompt datasets and take the run's rows from them.
+
+    The main process builds the datasets first; the others then read them from the cache.
+
+    Args:
+        config: the run configuration.
+        chat_model: tokenizer that wraps the prompts (see :func:`resolve_model_source`).
+    """
+    from .data import build_training_data, load_prompt_datasets
+
+    with _main_process_first():
+        prompt_datasets = load_prompt_datasets(config, chat_model)
+    return build_training_data(config, prompt_datasets)
+
+
+def run_training(config: ReiTConfig, callbacks=None) -> TrainingResult:
+    """Run one ReiT training end to end (data, model, LoRA training, outputs).
+
+    Args:
+        config: the run configuration (see :class:`~rella_hf.training.ReiTConfig`).
+        callbacks: extra ``TrainerCallback`` objects.
+
+    Returns:
+        A :class:`TrainingResult` whose ``output_dir`` holds ``adapter_model.safetensors``,
+        ``adapter_config.json``, the tokenizer files, ``training_config.json`` and ``metrics.json``.
+    """
+    model_path, chat_model = resolve_model_source(config)
+    model, tokenizer = load_model_for_training(config, model_path)
+    if config.chat_model != "auto":
+        check_prompt_wrapping(tokenizer, chat_model)
+    data = prepare_training_data(config, chat_model)
+    extra = {"dataset": config.dataset, "K": config.K, "train_type": config.train_type,
+             "test_type": config.test_type, "shots": config.shots}
+    return train_on_data(config, data, model, tokenizer, callbacks, extra_metrics=extra)

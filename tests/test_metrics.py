@@ -1,0 +1,99 @@
+"""Tests of rella_hf.metrics: AUC / LogLoss / ACC against sklearn and by hand, errors, evaluate module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rella_hf.errors import MetricError, RellaError
+from rella_hf.metrics import EVALUATE_METRIC_PATH, accuracy, ctr_metrics, log_loss, roc_auc
+
+
+def test_small_example_by_hand():
+    labels = [1, 0, 0, 1]
+    scores = [0.9, 0.2, 0.6, 0.4]
+    result = ctr_metrics(labels, scores)
+    # Positive/negative pairs ranked right: (0.9>0.2), (0.9>0.6), (0.4>0.2); wrong: (0.4<0.6) -> 3/4.
+    assert result["auc"] == pytest.approx(0.75)
+    expected_logloss = -np.mean(np.log([0.9, 0.8, 0.4, 0.4]))
+    assert result["logloss"] == pytest.approx(expected_logloss)
+    assert result["acc"] == pytest.approx(0.5)  # 0.9 and 0.2 right; 0.6 and 0.4 wrong
+    assert result["n"] == 4 and result["positives"] == 2
+    assert isinstance(result["n"], int) and isinstance(result["positives"], int)
+
+
+def test_matches_sklearn_on_random_data():
+    from sklearn.metrics import accuracy_score, log_loss as sk_log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    scores = np.clip(0.3 * labels + rng.random(500) * 0.7, 0, 1)
+    scores[:10] = np.round(scores[:10], 1)  # some ties
+    result = ctr_metrics(labels, scores)
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert result["logloss"] == pytest.approx(sk_log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)))
+    assert result["acc"] == pytest.approx(accuracy_score(labels, scores > 0.5))
+
+
+def test_logloss_clips_certain_mistakes_and_accuracy_threshold():
+    assert np.isfinite(log_loss([1, 0], [0.0, 1.0]))
+    assert log_loss([1, 0], [0.0, 1.0]) == pytest.approx(-np.log(1e-7))
+    assert log_loss([1, 0], [0.0, 1.0], eps=1e-3) == pytest.approx(-np.log(1e-3))
+    assert accuracy([1, 0], [0.5, 0.5]) == 0.5  # exactly 0.5 predicts "no"
+    assert accuracy([True, False], [0.51, 0.49]) == 1.0  # bool labels are accepted
+
+
+def test_single_class_is_a_clear_error_not_nan():
+    with pytest.raises(MetricError, match="AUC needs both classes"):
+        roc_auc([1, 1, 1], [0.2, 0.5, 0.9])
+    with pytest.raises(MetricError, match="AUC needs both classes"):
+        ctr_metrics([0, 0], [0.2, 0.5])
+
+
+@pytest.mark.parametrize(
+    "labels, scores, message",
+    [
+        ([1, 0, 2], [0.1, 0.2, 0.3], "labels must be 0 or 1"),
+        ([1, 0], [0.1, 0.2, 0.3], r"expected \(2,\)"),
+        ([1, 0], [0.1, float("nan")], "without NaN"),
+        ([1, 0], [1.5, -2.0], "not logits"),
+        ([[1, 0]], [[0.1, 0.2]], "1-D"),
+    ],
+)
+def test_bad_inputs_raise_metric_errors(labels, scores, message):
+    with pytest.raises(MetricError, match=message):
+        ctr_metrics(labels, scores)
+    assert issubclass(MetricError, RellaError) and issubclass(MetricError, ValueError)
+
+
+def test_evaluate_module_loads_offline_by_path_and_agrees():
+    import evaluate
+
+    metric = evaluate.load(EVALUATE_METRIC_PATH)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 64)
+    scores = rng.random(64)
+    computed = metric.compute(predictions=scores.tolist(), references=labels.tolist())
+    assert computed == pytest.approx(ctr_metrics(labels, scores))
+    # Incremental use as in evaluation loops.
+    for start in range(0, 64, 16):
+        metric.add_batch(predictions=scores[start : start + 16], references=labels[start : start + 16])
+    assert metric.compute() == pytest.approx(ctr_metrics(labels, scores))
+    with pytest.raises(MetricError):
+        metric.compute(predictions=[0.2, 0.4], references=[1, 1])
+
+
+def test_evaluate_module_is_shipped_with_the_package():
+    import configparser
+    from pathlib import Path
+
+    import rella_hf
+
+    package_dir = Path(rella_hf.__file__).parent
+    module_file = Path(EVALUATE_METRIC_PATH) / "ctr_metrics.py"
+    assert module_file.is_file()
+    config = configparser.ConfigParser()
+    config.read(package_dir.parent / "setup.cfg")
+    patterns = config["options.package_data"]["rella_hf"].split()
+    relative = module_file.relative_to(package_dir)
+    assert any(relative.match(pattern) for pattern in patterns)

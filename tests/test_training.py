@@ -1,0 +1,360 @@
+"""Tests of rella_hf.training: few-shot sets, config parsing, tokenization vs scoring, training, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+datasets = pytest.importorskip("datasets")
+torch = pytest.importorskip("torch")
+
+from rella_hf.errors import ConfigError  # noqa: E402
+from rella_hf.training import (  # noqa: E402
+    ReiTConfig,
+    build_eval_rows,
+    build_train_rows,
+    build_training_data,
+    lora_config,
+    parse_config,
+    sample_pool,
+    shot_positions,
+    tokenize_rows,
+    train_on_data,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------
+# Models: the session's converted SmolLM2 and one tiny random Llama, linked into each test's
+# isolated rella-hf cache (conftest's ``isolated_caches``) so nothing is converted twice.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_dir, tmp_path_factory):
+    from rella_hf.training import build_tiny_random_llama
+
+    return build_tiny_random_llama(tmp_path_factory.mktemp("tiny_model") / "tiny-random-llama-seed0",
+                                   tokenizer_source=str(smollm2_dir))
+
+
+@pytest.fixture(autouse=True)
+def models_in_isolated_cache(isolated_caches, smollm2_dir, tiny_model_dir):
+    models = Path(os.environ["RELLA_HF_CACHE"]) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "smollm2-135m-instruct").symlink_to(smollm2_dir, target_is_directory=True)
+    (models / "tiny-random-llama-seed0").symlink_to(tiny_model_dir, target_is_directory=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures: hand-made prompt datasets with the load_dataset columns
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
+
+
+def _prompt_split(tokenizer, n: int, kind: str, seed: int, shuffle: bool = False) -> datasets.Dataset:
+    """A split whose ``sample_id`` i has label ``labels[i]``; ``kind`` marks the prompt flavour."""
+    from rella_hf.prompts import answer_completion, wrap_prompts
+
+    labels = np.random.default_rng(seed).integers(0, 2, n)
+    sample_ids = np.arange(n) * 3 + 1000 * seed
+    raw = [f"[{kind}] The user watched movies {i}, {i + 1}, {i + 2}. Will the user like movie {i}? "
+           "You should ONLY tell me yes or no." for i in range(n)]
+    prompts = wrap_prompts(raw, tokenizer)
+    order = np.random.default_rng(seed + 99).permutation(n) if shuffle else np.arange(n)
+    return datasets.Dataset.from_dict({
+        "sample_id": sample_ids[order],
+        "raw_prompt": [raw[i] for i in order],
+        "prompt": [prompts[i] for i in order],
+        "completion": [answer_completion(prompts[i], bool(labels[i])) for i in order],
+        "label": labels[order],
+    })
+
+
+@pytest.fixture(scope="module")
+def prompt_datasets(tokenizer):
+    # The SUBR dataset lists its samples in another order: rows must be joined on sample_id.
+    simple = datasets.DatasetDict(train=_prompt_split(tokenizer, 120, "recent", 1),
+                                  validation=_prompt_split(tokenizer, 48, "recent", 2))
+    sequential = datasets.DatasetDict(train=_prompt_split(tokenizer, 120, "semantic", 1, shuffle=True),
+                                      validation=_prompt_split(tokenizer, 48, "semantic", 2, shuffle=True))
+    return {"simple": simple, "sequential": sequential}
+
+
+def _config(tmp_path, **overrides) -> ReiTConfig:
+    settings = dict(
+        output_dir=str(tmp_path / "run"), model_name_or_path="tiny-random-llama", shots=8, pool_size=60,
+        train_type="mixed", test_type="sequential", eval_size=0, per_device_train_batch_size=2,
+        per_device_eval_batch_size=8, total_batch_size=4, num_train_epochs=1, logging_steps=1,
+        save_strategy="no", eval_strategy="no", seed=7, disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return ReiTConfig(**settings)
+
+
+# ------------------------------------------------------------------------------------------
+# Few-shot sets
+# ------------------------------------------------------------------------------------------
+
+
+def test_sample_pool_is_the_papers_draw_and_shots_nest():
+    pool = sample_pool(5000, pool_size=700, seed=42)
+    assert pool.tolist() == random.Random(42).sample(range(5000), 700)
+    small, large = shot_positions(5000, 64, 700, 42), shot_positions(5000, 256, 700, 42)
+    assert large[:64].tolist() == small.tolist()
+    assert len(set(large.tolist())) == 256
+    # A pool larger than the split is the whole split, shuffled.
+    assert sorted(sample_pool(30, pool_size=100, seed=1).tolist()) == list(range(30))
+
+
+def test_shot_count_beyond_the_split_is_refused():
+    with pytest.raises(ConfigError, match="shots=40"):
+        shot_positions(30, 40, 100, 42)
+
+
+@pytest.mark.parametrize("train_type", ["simple", "sequential", "mixed"])
+def test_train_rows_pair_the_same_samples_across_prompt_kinds(prompt_datasets, train_type):
+    simple, sequential = prompt_datasets["simple"]["train"], prompt_datasets["sequential"]["train"]
+    rows = build_train_rows(simple, sequential, train_type, shots=10, pool_size=60, seed=42)
+    expected_ids = np.asarray(simple["sample_id"])[shot_positions(len(simple), 10, 60, 42)].tolist()
+    if train_type == "mixed":
+        assert len(rows) == 20
+        assert rows["prompt_kind"] == ["simple", "sequential"] * 10
+        assert rows["sample_id"][0::2] == expected_ids and rows["sample_id"][1::2] == expected_ids
+    else:
+        assert len(rows) == 10 and set(rows["prompt_kind"]) == {train_type}
+        assert rows["sample_id"] == expected_ids
+    # Every row carries its own sample's prompt kind and label.
+    label_of = dict(zip(simple["sample_id"], simple["label"]))
+    assert all(label_of[sid] == label for sid, label in zip(rows["sample_id"], rows["label"]))
+    for kind, prompt in zip(rows["prompt_kind"], rows["prompt"]):
+        assert ("[recent]" if kind == "simple" else "[semantic]") in prompt
+    assert set(rows.column_names) == {"sample_id", "prompt", "completion", "label", "prompt_kind"}
+
+
+def test_smaller_shot_sets_nest_inside_larger_ones(prompt_datasets):
+    simple, sequential = prompt_datasets["simple"]["train"], prompt_datasets["sequential"]["train"]
+    small = build_train_rows(simple, sequential, "mixed", shots=8, pool_size=60, seed=42)
+    large = build_train_rows(simple, sequential, "mixed", shots=32, pool_size=60, seed=42)
+    assert large["prompt"][:16] == small["prompt"]
+
+
+def test_missing_samples_in_the_other_prompt_dataset_are_refused(prompt_datasets):
+    simple = prompt_datasets["simple"]["train"]
+    truncated = prompt_datasets["sequential"]["train"].select(range(5))
+    with pytest.raises(ConfigError, match="missing from the sequential prompts"):
+        build_train_rows(simple, truncated, "mixed", shots=20, pool_size=60, seed=42)
+    with pytest.raises(ConfigError, match="needs the sequential prompt dataset"):
+        build_train_rows(simple, None, "mixed", shots=5)
+
+
+def test_eval_rows_are_a_seeded_subset_with_the_test_type(tmp_path, prompt_datasets):
+    config = _config(tmp_path, eval_size=20, test_type="sequential")
+    data = build_training_data(config, prompt_datasets)
+    assert data.eval_split == "validation" and len(data.eval) == 20
+    assert set(data.eval["prompt_kind"]) == {"sequential"}
+    again = build_eval_rows(prompt_datasets["sequential"]["validation"], 20, "sequential", seed=config.sample_seed)
+    assert again["sample_id"] == data.eval["sample_id"]
+    no_validation = {kind: datasets.DatasetDict(train=d["train"], test=d["validation"])
+                     for kind, d in prompt_datasets.items()}
+    assert build_training_data(config, no_validation).eval_split == "test"
+
+
+# ------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------
+
+
+def test_total_batch_size_sets_gradient_accumulation(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = _config(tmp_path, per_device_train_batch_size=4, total_batch_size=256)
+    assert config.gradient_accumulation_steps == 64
+    assert config.bf16 is False and config.learning_rate == pytest.approx(1e-3)
+    assert config.accumulation_steps_for(256, world_size=2) == 32
+    with pytest.raises(ConfigError, match="not a multiple"):
+        _config(tmp_path, per_device_train_batch_size=3, total_batch_size=256)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"train_type": "both"}, "train_type='both'"),
+    ({"test_type": "mixed"}, "test_type='mixed'"),
+    ({"shots": 100, "pool_size": 50}, "exceeds pool_size"),
+    ({"lora_dropout": 1.5}, "lora_dropout"),
+])
+def test_bad_config_values_are_refused(tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        _config(tmp_path, **bad)
+
+
+def test_lora_config_follows_the_fields(tmp_path):
+    peft_config = lora_config(_config(tmp_path, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj"]))
+    assert (peft_config.r, peft_config.lora_alpha, set(peft_config.target_modules)) == (4, 8, {"q_proj"})
+    assert peft_config.task_type == "CAUSAL_LM"
+
+
+def test_every_shipped_trainer_config_parses_with_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    names = sorted(path.name for path in (REPO / "trainer_configs").glob("*.yaml"))
+    for dataset in ("ml-1m", "ml-25m", "BookCrossing"):
+        for K in (5, 10, 30):
+            for train_type in ("simple", "mixed"):
+                assert f"{dataset}_K{K}_{train_type}.yaml" in names
+    for name in names:
+        config = parse_config(["--config", str(REPO / "trainer_configs" / name), "--output_dir", str(tmp_path / name),
+                               "--shots", "64", "--per_device_train_batch_size", "4", "--bf16", "false"])
+        assert config.shots == 64 and config.output_dir == str(tmp_path / name)
+        if name.startswith(("ml-1m", "ml-25m", "BookCrossing")):
+            assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.05)
+            assert config.total_batch_size == 256 and config.gradient_accumulation_steps == 64
+            assert config.metric_for_best_model == "auc" and config.load_best_model_at_end
+
+
+# ------------------------------------------------------------------------------------------
+# Tokenization agrees with scoring
+# ------------------------------------------------------------------------------------------
+
+
+def test_first_completion_token_is_the_token_scoring_reads(tokenizer, prompt_datasets):
+    from rella_hf.scoring import answer_token_ids, encode_prompts
+
+    rows = build_train_rows(prompt_datasets["simple"]["train"], prompt_datasets["sequential"]["train"], "mixed",
+                            shots=12, pool_size=60, seed=42)
+    tokenized = tokenize_rows(rows, tokenizer)
+    yes_ids, no_ids = answer_token_ids(tokenizer, rows[0]["prompt"])
+    for row in tokenized:
+        prompt_ids = encode_prompts(tokenizer, [row["prompt"]])[0]
+        start = row["completion_mask"].index(1)
+        # The model is trained on exactly the ids scoring feeds, then the answer token it compares.
+        assert row["input_ids"][:start] == prompt_ids
+        assert row["input_ids"][start] == (yes_ids[0] if row["label"] else no_ids[0])
+        assert row["input_ids"][-1] == tokenizer.eos_token_id
+        assert sum(row["completion_mask"]) == len(row["input_ids"]) - len(prompt_ids)
+
+
+def test_rows_longer_than_max_length_are_refused(tokenizer, prompt_datasets):
+    rows = build_eval_rows(prompt_datasets["simple"]["validation"], 4, "simple")
+    with pytest.raises(ConfigError, match="longer than max_length=16"):
+        tokenize_rows(rows, tokenizer, max_length=16)
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------
+
+
+def test_training_writes_an_adapter_that_scores_and_ctr_metrics(tmp_path, prompt_datasets):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from rella_hf.models import load_model
+    from rella_hf.scoring import CTRScorer
+    from rella_hf.training import CTREvalCallback, load_model_for_training
+
+    config = _config(tmp_path, eval_size=24, eval_strategy="steps", eval_steps=2, save_strategy="steps",
+                     save_steps=2, load_best_model_at_end=True, metric_for_best_model="auc")
+    data = build_training_data(config, prompt_datasets)
+    model, tokenizer = load_model_for_training(config)
+    base_before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    result = train_on_data(config, data, model, tokenizer)
+    out = result.output_dir
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_config.json",
+                 "metrics.json"):
+        assert (out / name).is_file(), name
+
+    # The base weights were never trained (LoRA wraps the same modules in place).
+    trained_base = {name.replace(".base_layer", ""): tensor for name, tensor in model.state_dict().items()
+                    if "lora_" not in name}
+    assert trained_base.keys() == base_before.keys()
+    assert all(torch.equal(trained_base[name], base_before[name]) for name in base_before)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_rows"] == 16 and metrics["eval_rows"] == 24
+    assert metrics["gradient_accumulation_steps"] == 2 and metrics["global_step"] == 4
+    assert [entry["step"] for entry in metrics["eval_history"]] == [2, 4]
+    for entry in metrics["eval_history"]:
+        assert 0.0 <= entry["eval_auc"] <= 1.0 and entry["eval_logloss"] > 0 and 0.0 <= entry["eval_acc"] <= 1.0
+    best = max(metrics["eval_history"], key=lambda entry: entry["eval_auc"])
+    assert metrics["best_metric"] == pytest.approx(best["eval_auc"])
+    assert metrics["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    # The final metrics are those of the best checkpoint, which load_best_model_at_end restored.
+    assert metrics["final_eval"]["eval_auc"] == pytest.approx(best["eval_auc"])
+    settings = json.loads((out / "training_config.json").read_text())
+    assert settings["reit"]["train_type"] == "mixed" and settings["training_arguments"]["learning_rate"] == 1e-3
+
+    # LoRA B starts at zero: training moved it. The adapter touches q_proj/v_proj only.
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert {key.split(".")[-3] for key in adapter} == {"q_proj", "v_proj"}
+    assert any(tensor.abs().sum() > 0 for key, tensor in adapter.items() if "lora_B" in key)
+
+    # The saved adapter loads onto a fresh base model and scores validation prompts.
+    base_path = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base, saved_tokenizer = load_model(base_path, dtype="float32", device="cpu")
+    reloaded = PeftModel.from_pretrained(base, str(out))
+    scores = CTRScorer(reloaded, saved_tokenizer, batch_size=2).score(data.eval["prompt"][:4], progress=False)
+    assert scores.shape == (4,) and np.all((scores > 0) & (scores < 1))
+    # Reloaded, it reproduces the final evaluation's AUC.
+    callback = CTREvalCallback(data.eval["prompt"], data.eval["label"], saved_tokenizer, batch_size=8)
+    assert callback.compute(reloaded)["eval_auc"] == pytest.approx(metrics["final_eval"]["eval_auc"], abs=1e-6)
+
+
+class _Killed(RuntimeError):
+    """Raised by the test callback to stop a run right after a checkpoint, like a kill would."""
+
+
+def test_kill_and_resume_reaches_the_same_adapter_as_one_run(tmp_path, prompt_datasets):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise _Killed(f"killed after checkpoint-{state.global_step}")
+
+    # 4 shots = 8 rows, 4 per optimizer step, 2 epochs: 4 steps; the kill lands mid-way through
+    # the second epoch (step 3), so resuming must skip into the reshuffled epoch.
+    common = dict(shots=4, num_train_epochs=2, save_strategy="steps", save_steps=3, lora_dropout=0.1)
+    data = build_training_data(_config(tmp_path, **common), prompt_datasets)
+
+    whole = train_on_data(_config(tmp_path, output_dir=str(tmp_path / "whole"), **common), data)
+    assert whole.metrics["global_step"] == 4
+
+    interrupted_dir = str(tmp_path / "interrupted")
+    with pytest.raises(_Killed):
+        train_on_data(_config(tmp_path, output_dir=interrupted_dir, **common), data, callbacks=[KillAfterSave()])
+    assert (Path(interrupted_dir) / "checkpoint-3").is_dir()
+    assert not (Path(interrupted_dir) / "adapter_model.safetensors").exists()
+    resumed = train_on_data(_config(tmp_path, output_dir=interrupted_dir, resume=True, **common), data)
+    assert resumed.metrics["resumed_from"].endswith("checkpoint-3") and resumed.metrics["global_step"] == 4
+
+    expected = load_file(str(whole.output_dir / "adapter_model.safetensors"))
+    got = load_file(str(resumed.output_dir / "adapter_model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-6), key
+    # And the run really trained: a run stopped at step 3 differs from the final adapter.
+    at_kill = load_file(str(Path(interrupted_dir) / "checkpoint-3" / "adapter_model.safetensors"))
+    assert any(not torch.allclose(at_kill[key], got[key]) for key in got)
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, prompt_datasets):
+    config = _config(tmp_path, resume=True, max_steps=1)
+    result = train_on_data(config, build_training_data(config, prompt_datasets))
+    assert result.metrics["resumed_from"] is None and result.metrics["global_step"] == 1
+
+
+def test_eval_strategy_without_an_eval_subset_is_refused(tmp_path, prompt_datasets):
+    config = _config(tmp_path, eval_size=0, eval_strategy="steps", eval_steps=1)
+    data = build_training_data(config, prompt_datasets)
+    assert data.eval is None
+    with pytest.raises(ConfigError, match="eval_size=0"):
+        train_on_data(config, data)
