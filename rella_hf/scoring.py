@@ -517,11 +517,12 @@ def score_dataset(
             _atomic_write_bytes(manifest_path, lambda out: out.write(json.dumps(manifest, indent=2).encode()))
         _wait_for_everyone()
 
+    prompt_view = dataset.select_columns([prompt_column])  # slices read the prompts only
     shard_starts = range(0, total, shard_size)
     pieces: list[np.ndarray] = []
     pending: list[tuple[int, int, str]] = []  # shards still to score: (index, start, digest)
     for index, start in enumerate(shard_starts):
-        prompts = dataset[start : start + shard_size][prompt_column]
+        prompts = prompt_view[start : start + shard_size][prompt_column]
         digest = _prompts_digest(prompts)
         saved = folder / f"scores-{index:05d}.npz" if folder is not None else None
         if saved is not None and saved.is_file():
@@ -540,7 +541,7 @@ def score_dataset(
     share = math.ceil(total / count)
     with scorer._progress_bar(share, progress, initial=math.ceil(done / count)) as bar:
         for index, start, digest in pending:
-            prompts = dataset[start : start + shard_size][prompt_column]
+            prompts = prompt_view[start : start + shard_size][prompt_column]
             scores = scorer._score(prompts, bar)
             pieces[index] = scores
             if folder is not None and is_main:

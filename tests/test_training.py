@@ -307,6 +307,18 @@ def test_training_writes_an_adapter_that_scores_and_ctr_metrics(tmp_path, prompt
     assert callback.compute(reloaded)["eval_auc"] == pytest.approx(metrics["final_eval"]["eval_auc"], abs=1e-6)
 
 
+def test_ctr_only_evaluation_skips_the_loss_loop_and_still_selects_the_best(tmp_path, prompt_datasets):
+    config = _config(tmp_path, eval_size=24, compute_eval_loss=False, max_steps=3, eval_strategy="steps",
+                     eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+                     metric_for_best_model="auc")
+    metrics = train_on_data(config, build_training_data(config, prompt_datasets)).metrics
+    assert [entry["step"] for entry in metrics["eval_history"]] == [1, 2, 3]
+    assert all("eval_loss" not in entry for entry in metrics["eval_history"])
+    best = max(metrics["eval_history"], key=lambda entry: entry["eval_auc"])  # first of equal maxima
+    assert metrics["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert metrics["final_eval"]["eval_auc"] == pytest.approx(best["eval_auc"])
+
+
 class _Killed(RuntimeError):
     """Raised by the test callback to stop a run right after a checkpoint, like a kill would."""
 

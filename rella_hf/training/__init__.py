@@ -38,6 +38,7 @@ _EXPORTS = {
     "tokenize_rows": "data",
     "CTREvalCallback": "callbacks",
     "TrainingResult": "trainer",
+    "ReiTTrainer": "trainer",
     "run_training": "trainer",
     "train_on_data": "trainer",
     "build_trainer": "trainer",

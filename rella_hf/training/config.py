@@ -93,6 +93,8 @@ class ReiTConfig(SFTConfig):
         chat_model (`str` or `None`, defaults to `"auto"`): tokenizer whose chat template wraps
             the prompts; ``"auto"`` uses the trained model's own, None the Vicuna v1.1 wrapper.
         max_prompt_tokens (`int` or `None`): drop history items until the wrapped prompt fits.
+        compute_eval_loss (`bool`, defaults to `True`): also compute ``eval_loss`` with the
+            Trainer's evaluation loop; False reports only the CTR metrics (faster on CPU).
 
     Parameters that control the model:
         model_name_or_path (`str`, defaults to `"smollm2-135m-instruct"`): Hub id, local folder,
@@ -156,6 +158,12 @@ class ReiTConfig(SFTConfig):
     )
     max_prompt_tokens: Optional[int] = field(
         default=None, metadata={"help": "Drop history items until the wrapped prompt fits this many tokens."}
+    )
+
+    compute_eval_loss: bool = field(
+        default=True,
+        metadata={"help": "Also run the Trainer's loss loop over the evaluation subset (eval_loss); false "
+                          "reports the CTR metrics only, skipping a second pass with full-vocabulary logits."},
     )
 
     # Model.
@@ -256,7 +264,8 @@ class ReiTConfig(SFTConfig):
         """The ReLLa-specific fields (data, model, LoRA, batching) as a plain JSON-ready dict."""
         names = (
             "dataset", "data_dir", "K", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
-            "eval_split", "embedder", "chat_model", "max_prompt_tokens", "model_name_or_path", "model_dtype",
+            "eval_split", "embedder", "chat_model", "max_prompt_tokens", "compute_eval_loss", "model_name_or_path",
+            "model_dtype",
             "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "resume",
         )
         return {name: getattr(self, name) for name in names}

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trl import SFTTrainer
+
 from ..errors import ConfigError
 from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
 
 if TYPE_CHECKING:
-    from trl import SFTTrainer
-
     from .data import TrainingData
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,27 @@ def check_evaluation_setup(config: ReiTConfig, data: TrainingData) -> None:
         )
 
 
-def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> SFTTrainer:
+class ReiTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose evaluation can skip the loss loop and report the CTR metrics only.
+
+    With ``compute_eval_loss=False`` in the config, :meth:`evaluate` runs no evaluation loop: the
+    :class:`~rella_hf.training.CTREvalCallback` fills in (and logs) AUC / LogLoss / ACC, which
+    best-checkpoint selection then reads.
+    """
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        if getattr(self.args, "compute_eval_loss", True) or eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics: dict[str, float] = {}
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> ReiTTrainer:
     """An ``SFTTrainer`` for ``data`` with LoRA, completion-only loss and the CTR evaluation callback.
+
+    With ``compute_eval_loss=False`` evaluation skips the Trainer's loss loop and reports only
+    the callback's AUC / LogLoss / ACC.
 
     Args:
         config: the run configuration; ``gradient_accumulation_steps`` is recomputed from
@@ -191,8 +210,6 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         tokenizer: its tokenizer.
         callbacks: extra ``TrainerCallback`` objects.
     """
-    from trl import SFTTrainer
-
     from .callbacks import CTREvalCallback
     from .data import tokenize_rows
 
@@ -212,7 +229,7 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         ctr_callback = CTREvalCallback(data.eval["prompt"], data.eval["label"], tokenizer,
                                        batch_size=config.per_device_eval_batch_size)
         all_callbacks.insert(0, ctr_callback)
-    trainer = SFTTrainer(
+    trainer = ReiTTrainer(
         model=model,
         args=config,
         train_dataset=train_dataset,
