@@ -65,21 +65,3 @@ def test_build_score_evaluate_report_end_to_end(tmp_path, capsys, smollm2_cache_
     assert main(["report", "--run_dir", str(run), "--bootstrap", "50"]) == 0
     assert (run / "report.md").exists() and (run / "roc.png").exists() and (run / "calibration.png").exists()
 
-
-def test_bootstrap_matches_the_plain_metrics():
-    import numpy as np
-
-    from rella_hf.metrics import ctr_metrics, paired_bootstrap_samples, paired_difference
-
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 400)
-    good = np.clip(labels * 0.3 + rng.random(400) * 0.7, 0, 1)
-    noise = rng.random(400)
-    draws = paired_bootstrap_samples(labels, {"good": good}, n_resamples=1, seed=0)
-    index = np.random.default_rng(0).integers(0, 400, size=(1, 400))[0]
-    expected = ctr_metrics(labels[index], good[index])
-    for key in ("auc", "logloss", "acc"):
-        assert abs(draws["good"][key][0] - expected[key]) < 1e-9
-    verdict = paired_difference(labels, good, noise, n_resamples=300)
-    assert verdict["win"] == "a" and verdict["ci"][0] > 0
-    assert paired_difference(labels, noise, noise, n_resamples=300)["win"] is None

@@ -1,0 +1,104 @@
+"""Tables, paired bootstrap comparisons and plots of the experiments, into experiments/RESULTS.md.
+
+    python experiments/analyze.py
+
+Per dataset it renders ``runs/<dataset>/report.md`` with :func:`rella_hf.report.write_report`
+(metrics with 95 % bootstrap intervals, ROC, reliability, AUC vs K), then compares settings on
+the same test samples with a paired bootstrap (1,000 resamples): a difference is called a win
+only when its 95 % interval excludes zero. ``reading.md`` (written by hand after looking at the
+numbers) is appended as the plain reading.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from common import EXPERIMENTS, RESULTS, RUNS, machine
+
+RESAMPLES = 1000
+
+
+def _rows(name):
+    path = RESULTS / f"{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _comparisons(dataset, settings):
+    from rella_hf.metrics import paired_difference
+
+    pairs = []
+    names = set(settings)
+    for name in sorted(names):
+        if name.startswith("zero-shot-") and name.endswith("-semantic"):
+            other = name.replace("-semantic", "-recent")
+            if other in names:
+                pairs.append((name, other, "SUBR vs recent-K, zero-shot"))
+        if name.startswith("mixed-"):
+            other = name.replace("mixed-", "simple-", 1)
+            if other in names:
+                pairs.append((name, other, "ReiT mixed vs simple tuning"))
+    baseline = next((name for name in names if name.startswith("lightgbm")), None)
+    if baseline:
+        for name in sorted(names):
+            if name.startswith(("mixed-", "simple-", "zero-shot-")):
+                pairs.append((name, baseline, "LLM vs full-shot LightGBM"))
+    lines = []
+    for a, b, what in pairs:
+        labels = settings[a]["labels"]
+        if (labels != settings[b]["labels"]).any():
+            lines.append(f"| {what} | {a} | {b} | not paired: the label vectors differ | | |")
+            continue
+        verdict = paired_difference(labels, settings[a]["scores"], settings[b]["scores"], "auc", RESAMPLES)
+        winner = {"a": a, "b": b, None: "no significant difference"}[verdict["win"]]
+        lines.append(f"| {what} | {a} | {b} | {verdict['difference']:+.4f} | "
+                     f"[{verdict['ci'][0]:+.4f}, {verdict['ci'][1]:+.4f}] | {winner} |")
+    return lines
+
+
+def main() -> None:
+    from rella_hf.report import load_settings, write_report
+
+    out = ["# Experiments: SUBR, ReiT and a classical baseline on CPU with SmolLM2-135M-Instruct", "",
+           f"Generated {time.strftime('%Y-%m-%d %H:%M')} on {machine()} by `python experiments/analyze.py`.", ""]
+    for dataset_dir in sorted(path for path in RUNS.iterdir() if (path / "scores").is_dir()):
+        dataset = dataset_dir.name
+        settings = load_settings(dataset_dir)
+        if not settings:
+            continue
+        (dataset_dir / "run.json").write_text(json.dumps({"title": f"Experiments on {dataset}"}))
+        write_report(dataset_dir, n_resamples=RESAMPLES, examples=0 if dataset == "ml-1m" else 2)
+        metrics = json.loads((dataset_dir / "metrics.json").read_text())
+        out += [f"## {dataset}", "", f"Full report with plots: [runs/{dataset}/report.md](runs/{dataset}/report.md)", "",
+                "| setting | n | AUC [95 % CI] | LogLoss [95 % CI] | ACC [95 % CI] |", "|---|---|---|---|---|"]
+        for name, values in metrics.items():
+            def cell(key):
+                low, high = values.get(f"{key}_ci", (float("nan"), float("nan")))
+                return f"{values[key]:.4f} [{low:.4f}, {high:.4f}]"
+            out.append(f"| {name} | {values['n']} | {cell('auc')} | {cell('logloss')} | {cell('acc')} |")
+        out += ["", "Paired bootstrap of the AUC difference (a - b) on the same test samples:", "",
+                "| comparison | a | b | AUC(a) - AUC(b) | 95 % CI | win |", "|---|---|---|---|---|---|"]
+        out += _comparisons(dataset, settings) + [""]
+        for plot in ("auc_vs_k.png", "roc.png", "calibration.png", "loss.png"):
+            if (dataset_dir / plot).exists():
+                out += [f"![{dataset} {plot}](runs/{dataset}/{plot})", ""]
+    timings = []
+    for name in ("zero_shot", "few_shot", "baseline"):
+        for row in _rows(name):
+            seconds = {key: row[key] for key in row if key.endswith("seconds")}
+            timings.append(f"| {row['setting']} | {json.dumps(seconds)} | {row.get('finished', '')} | {row.get('machine', '')} |")
+    out += ["## Wall times", "", "| setting | seconds | finished | machine |", "|---|---|---|---|", *timings, ""]
+    out += ["## Commands", "", "```bash",
+            "python experiments/zero_shot.py          # K in {5,10,20,30} x {recent, semantic}, both datasets",
+            "python experiments/few_shot.py           # ML-1M copy, K=10, N=512, simple vs mixed",
+            "python experiments/baseline_gbdt.py      # LightGBM, whole train split",
+            "python experiments/analyze.py            # this file", "```", ""]
+    reading = EXPERIMENTS / "reading.md"
+    if reading.exists():
+        out += [reading.read_text()]
+    (EXPERIMENTS / "RESULTS.md").write_text("\n".join(out))
+    print(EXPERIMENTS / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
