@@ -28,6 +28,7 @@ Usage: python benchmarks/synth_corpus.py --percent 1 [--out /tmp/rella-synth/1pc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -504,7 +505,9 @@ def generate(fraction: float, out_dir: str | os.PathLike, seed: int = 0, progres
     folder = Path(out_dir)
     shape = shape_for(fraction)
     meta_path = folder / "SYNTHETIC.json"
-    wanted = {"generator": "rella-hf benchmarks/synth_corpus.py v1", "fraction": fraction, "seed": seed,
+    # The generator's own source is part of the key, so an edited generator never reuses old files.
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    wanted = {"generator": f"rella-hf benchmarks/synth_corpus.py@{source}", "fraction": fraction, "seed": seed,
               "shape": asdict(shape)}
     if meta_path.exists() and all((folder / name).exists() for name in ("movies.csv", "ratings.csv")):
         meta = json.loads(meta_path.read_text())

@@ -219,16 +219,32 @@ def test_every_shipped_trainer_config_parses_with_overrides(tmp_path, monkeypatc
             assert config.metric_for_best_model == "auc" and config.load_best_model_at_end
 
 
+def test_model_source_and_prompt_wrapper_resolution(tmp_path, smollm2_dir, tokenizer):
+    from rella_hf.training.trainer import check_prompt_wrapping, resolve_model_source
+
+    path, chat_model = resolve_model_source(_config(tmp_path))
+    assert Path(path).name == "tiny-random-llama-seed0" and chat_model == "smollm2-135m-instruct"
+    assert resolve_model_source(_config(tmp_path, model_name_or_path="org/model"))[1] == "org/model"
+    assert resolve_model_source(_config(tmp_path, chat_model=None))[1] is None
+    check_prompt_wrapping(tokenizer, str(smollm2_dir))  # same template: accepted
+    with pytest.raises(ConfigError, match="wraps prompts differently"):
+        check_prompt_wrapping(tokenizer, None)  # Vicuna-wrapped prompts for a chat-template model
+
+
 # ------------------------------------------------------------------------------------------
 # Tokenization agrees with scoring
 # ------------------------------------------------------------------------------------------
 
 
-def test_first_completion_token_is_the_token_scoring_reads(tokenizer, prompt_datasets):
+@pytest.mark.parametrize("tokenizer_name", ["smollm2", "sentencepiece_bpe"])
+def test_first_completion_token_is_the_token_scoring_reads(request, tokenizer_name):
     from rella_hf.scoring import answer_token_ids, encode_prompts
 
-    rows = build_train_rows(prompt_datasets["simple"]["train"], prompt_datasets["sequential"]["train"], "mixed",
-                            shots=12, pool_size=60, seed=42)
+    # SmolLM2: byte-level BPE with a chat template; the other: Metaspace BPE adding BOS, Vicuna wrapper.
+    tokenizer = request.getfixturevalue("smollm2_tokenizer" if tokenizer_name == "smollm2" else "tiny_bpe_tokenizer")
+    splits = {kind: _prompt_split(tokenizer, 40, name, 1, shuffle=kind == "sequential")
+              for kind, name in (("simple", "recent"), ("sequential", "semantic"))}
+    rows = build_train_rows(splits["simple"], splits["sequential"], "mixed", shots=12, pool_size=40, seed=42)
     tokenized = tokenize_rows(rows, tokenizer)
     yes_ids, no_ids = answer_token_ids(tokenizer, rows[0]["prompt"])
     for row in tokenized:
@@ -370,3 +386,16 @@ def test_eval_strategy_without_an_eval_subset_is_refused(tmp_path, prompt_datase
     assert data.eval is None
     with pytest.raises(ConfigError, match="eval_size=0"):
         train_on_data(config, data)
+
+
+def test_train_script_help_lists_the_reit_fields(capsys):
+    import runpy
+
+    main = runpy.run_path(str(REPO / "train.py"), run_name="train_script")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in ("--train_type", "--test_type", "--shots", "--pool_size", "--total_batch_size", "--resume",
+                 "--lora_r", "--model_name_or_path", "--save_steps"):
+        assert flag in shown

@@ -173,13 +173,14 @@ def build_eval_rows(dataset: datasets.Dataset, eval_size: int | None, prompt_kin
 
 
 def tokenize_rows(rows: datasets.Dataset, tokenizer, max_length: int | None = None) -> datasets.Dataset:
-    """Add ``input_ids`` and ``completion_mask`` the way scoring tokenizes prompts.
+    """Add ``input_ids`` and ``completion_mask`` exactly as scoring tokenizes a prompt and its answer.
 
-    The prompt is tokenized alone, exactly as :mod:`rella_hf.scoring` feeds it (special tokens
-    only when no chat template wrote them into the text), and the completion plus EOS is
-    tokenized separately and appended. Tokenizing the two separately keeps the first completion
-    token equal to the answer token scoring reads, whatever the tokenizer would merge across the
-    boundary. ``SFTTrainer`` then trains on the completion tokens only.
+    The prompt ids are :func:`rella_hf.scoring.encode_prompts` of the prompt (what the scorer
+    feeds the model); the completion ids are what follows them in the encoding of prompt +
+    completion + EOS, the same encoding :func:`rella_hf.scoring.answer_token_ids` reads the yes/no
+    token from. So the first completion token the model is trained on is the token scoring
+    compares, whatever the tokenizer (byte-level BPE, SentencePiece with its leading-space marker,
+    BOS or not). ``SFTTrainer`` then trains on the completion tokens only.
 
     Args:
         rows: prompt/completion rows from :func:`build_train_rows` or :func:`build_eval_rows`.
@@ -188,19 +189,27 @@ def tokenize_rows(rows: datasets.Dataset, tokenizer, max_length: int | None = No
 
     Raises:
         ConfigError: when a row exceeds ``max_length``.
+        ModelError: when the completion merges into the prompt's last token.
     """
-    from ..prompts import has_chat_template
+    from ..errors import ModelError
+    from ..scoring import encode_prompts
 
-    add_special = not has_chat_template(tokenizer)
     eos = tokenizer.eos_token or ""
 
     def encode(batch):
-        prompt_ids = tokenizer(batch["prompt"], add_special_tokens=add_special)["input_ids"]
-        completions = [text if text.endswith(eos) else text + eos for text in batch["completion"]]
-        completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+        texts = [prompt + (text if text.endswith(eos) else text + eos)
+                 for prompt, text in zip(batch["prompt"], batch["completion"])]
+        prompt_ids = encode_prompts(tokenizer, batch["prompt"])
+        full_ids = encode_prompts(tokenizer, texts)
+        for prompt, full, text in zip(prompt_ids, full_ids, batch["prompt"]):
+            if full[: len(prompt)] != prompt or len(full) == len(prompt):
+                raise ModelError(
+                    f"the completion merges into the last token of the prompt ending {text[-30:]!r}, so the answer "
+                    "token cannot be trained separately; end the wrapped prompt with a separator (space, newline, ':')."
+                )
         return {
-            "input_ids": [p + c for p, c in zip(prompt_ids, completion_ids)],
-            "completion_mask": [[0] * len(p) + [1] * len(c) for p, c in zip(prompt_ids, completion_ids)],
+            "input_ids": full_ids,
+            "completion_mask": [[0] * len(p) + [1] * (len(f) - len(p)) for p, f in zip(prompt_ids, full_ids)],
         }
 
     tokenized = rows.map(encode, batched=True, desc="Tokenizing prompt/completion rows")

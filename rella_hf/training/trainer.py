@@ -58,12 +58,6 @@ def _main_process_first():
     return PartialState().main_process_first()
 
 
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def resolve_model_source(config: ReiTConfig) -> tuple[str, str | None]:
     """The model folder/id to load and the ``chat_model`` that wraps the prompts.
 
