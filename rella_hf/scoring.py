@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rella_hf.errors import ConfigError, ModelError
-from rella_hf.prompts import answer_completion
+from rella_hf.prompts import answer_completion, special_prefix_ids
 
 if TYPE_CHECKING:  # torch stays out of `import rella_hf`
     import datasets
@@ -43,20 +43,6 @@ _ANSWER_WORDS = {True: ("Yes", "yes", "YES"), False: ("No", "no", "NO")}
 # --------------------------------------------------------------------------------------------
 
 
-def _special_prefix(tokenizer) -> list[int]:
-    """Ids the tokenizer puts before the text (e.g. BOS); suffix specials (EOS) are never added.
-
-    A prompt must not end with EOS: the next token after it is the answer being scored.
-    """
-    probe = "Hello"
-    with_special = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
-    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-    for start in range(len(with_special) - len(plain) + 1):
-        if with_special[start : start + len(plain)] == plain:
-            return with_special[:start]
-    return []
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str], prefix: list[int] | None = None) -> list[list[int]]:
     """Tokenize prompts the way the model sees them at scoring time.
 
@@ -66,10 +52,10 @@ def encode_prompts(tokenizer, prompts: Sequence[str], prefix: list[int] | None =
     Args:
         tokenizer: a Hugging Face tokenizer.
         prompts: wrapped prompt strings.
-        prefix: precomputed :func:`_special_prefix` (computed when None).
+        prefix: precomputed :func:`rella_hf.prompts.special_prefix_ids` (computed when None).
     """
     if prefix is None:
-        prefix = _special_prefix(tokenizer)
+        prefix = special_prefix_ids(tokenizer)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     if not prefix:
         return [list(ids) for ids in encoded]
@@ -107,7 +93,7 @@ def answer_token_ids(tokenizer, example_prompt: str) -> tuple[list[int], list[in
         ModelError: when the answer merges with the prompt's last token, or "Yes" and "No" start
             with the same token, so the two answers cannot be told apart.
     """
-    prefix = _special_prefix(tokenizer)
+    prefix = special_prefix_ids(tokenizer)
     prompt_ids = encode_prompts(tokenizer, [example_prompt], prefix)[0]
 
     def first_completion_token(completion: str) -> int | None:
@@ -230,7 +216,7 @@ class CTRScorer:
         self.sort_window = sort_window or 64 * batch_size
         self.yes_ids = list(yes_ids) if yes_ids is not None else None
         self.no_ids = list(no_ids) if no_ids is not None else None
-        self._prefix = _special_prefix(tokenizer)
+        self._prefix = special_prefix_ids(tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = pad if pad is not None else 0  # padded positions are masked out anyway
         names, takes_kwargs = _forward_parameters(model)
