@@ -20,7 +20,7 @@ Sci-Fi), some movies are sequels of another's title; every user has a taste over
 user's affinity to the movie's topic, the movie's quality and the user's bias). Timestamps are not
 tied to release years and tastes do not drift.
 
-Everything is vectorised numpy; the 100 % corpus takes about a minute and a half on two cores.
+Everything is vectorised numpy; the 100 % corpus takes about a minute on two shared cores (2 GB peak RSS).
 
 Usage: python benchmarks/synth_corpus.py --percent 1 [--out /tmp/rella-synth/1pct] [--seed 0]
 """

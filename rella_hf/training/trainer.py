@@ -340,6 +340,7 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
         "train": dict(train_output.metrics),
         "final_eval": {key: value for key, value in final_eval.items() if key.startswith("eval_")},
         "eval_history": eval_history,
+        "log_history": [entry for entry in state.log_history if "loss" in entry],
         "best_checkpoint": state.best_model_checkpoint,
         "best_metric": state.best_metric,
         "global_step": state.global_step,
