@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import GENDERS, map_codes
+from .base import CorpusTables, check_unique_pairs, read_delimited, resolve_file
+from .movielens_1m import GENDERS, MovieLens1M, map_codes
 
 #: The 19 genre flags of u.item, in file order (u.genre).
 GENRES = (
@@ -26,26 +26,14 @@ def age_bucket(ages: pd.Series) -> pd.Series:
     return pd.Series(_AGE_NAMES[np.searchsorted(_AGE_EDGES, ages.to_numpy(), side="right")], index=ages.index)
 
 
-class MovieLens100K(Corpus):
-    """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), read with the ML-1M protocol."""
+class MovieLens100K(MovieLens1M):
+    """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings): ML-1M's protocol, template and licence."""
 
     name = "ml-100k"
-    domain = "movie"
-    prompt_template = "ml-1m"
-    rating_format = "int"
     required_files = ("u.data", "u.user", "u.item")
-    protocol = "chronological"
-    label_threshold = 3
-    profile_columns = ("gender", "age", "job")
     download_url = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
     download_md5 = "0e33842e24a9c977be4e0107933c0723"
     archive_folder = "ml-100k"
-    licence = "The user may not redistribute the data without separate permission."
-    citation = (
-        "@article{harper2015movielens, title={The MovieLens Datasets: History and Context}, "
-        "author={Harper, F. Maxwell and Konstan, Joseph A.}, journal={ACM Transactions on Interactive "
-        "Intelligent Systems}, volume={5}, number={4}, year={2015}}"
-    )
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         users_path = resolve_file(data_dir, "u.user")

@@ -13,13 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import first_genre
+from .movielens_1m import MovieLens1M, first_genre
 
-_MOVIELENS_CITATION = (
-    "@article{harper2015movielens, title={The MovieLens Datasets: History and Context}, "
-    "author={Harper, F. Maxwell and Konstan, Joseph A.}, journal={ACM Transactions on Interactive "
-    "Intelligent Systems}, volume={5}, number={4}, year={2015}}"
-)
 
 
 def bundled_ml_latest_small() -> Path:
@@ -37,7 +32,7 @@ class MovieLensLatest(Corpus):
     protocol = "chronological"
     label_threshold = 3  # so 3.5 stars is positive
     licence = "The user may not redistribute the data without separate permission."
-    citation = _MOVIELENS_CITATION
+    citation = MovieLens1M.citation
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         movies_path = resolve_file(data_dir, "movies.csv")
