@@ -117,3 +117,21 @@ def tiny_bpe_tokenizer():
     )
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_dir, tmp_path_factory):
+    """The tiny random Llama (SmolLM2 tokenizer), built once per run."""
+    from rella_hf.training import build_tiny_random_llama
+
+    return build_tiny_random_llama(tmp_path_factory.mktemp("tiny_model") / "tiny-random-llama-seed0",
+                                   tokenizer_source=str(smollm2_dir))
+
+
+@pytest.fixture
+def models_in_isolated_cache(isolated_caches, smollm2_dir, tiny_model_dir):
+    """Link the session's converted SmolLM2 and tiny random Llama into this test's isolated cache."""
+    models = Path(os.environ["RELLA_HF_CACHE"]) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "smollm2-135m-instruct").symlink_to(smollm2_dir, target_is_directory=True)
+    (models / "tiny-random-llama-seed0").symlink_to(tiny_model_dir, target_is_directory=True)
