@@ -29,13 +29,6 @@ class CountingEmbedder(ItemEmbedder):
 
 
 @pytest.fixture
-def offline_smollm2(smollm2_dir, smollm2_cache_root, monkeypatch):
-    """Point the rella-hf cache at the session's converted SmolLM2 (converted once per run)."""
-    monkeypatch.setenv("RELLA_HF_CACHE", str(smollm2_cache_root))
-    return smollm2_dir
-
-
-@pytest.fixture
 def counting_embedder(monkeypatch, tmp_path):
     CountingEmbedder.calls = 0
     monkeypatch.setenv("RELLA_HF_CACHE", str(tmp_path / "rella-cache"))
@@ -72,7 +65,7 @@ def test_book_crossing_splits_and_string_ids(tmp_path):
     assert row["raw_prompt"].startswith("The user's location is ")
 
 
-def test_bundled_default_config_builds_offline(tmp_path, offline_smollm2):
+def test_bundled_default_config_builds_offline(tmp_path, models_in_isolated_cache):
     # the default chat_model is the offline SmolLM2: its template wraps the prompt
     ds = rella_hf.load_dataset("ml-latest-small", K=5, cache_dir=tmp_path / "cache", split="test")
     assert len(ds) == 9_780
@@ -124,7 +117,7 @@ def test_semantic_history_is_the_most_similar_chronologically(tmp_path, counting
         assert shown == samples.items["item_id"].to_numpy()[history["item_row"].to_numpy()[best]].tolist()
 
 
-def test_token_budget_keeps_the_question(tmp_path, offline_smollm2):
+def test_token_budget_keeps_the_question(tmp_path, models_in_isolated_cache):
     from rella_hf.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")

@@ -45,11 +45,8 @@ def test_unknown_option_is_a_usage_error(capsys):
     assert main(["build", "--no_such_option", "1"]) == 2
 
 
-def test_build_score_evaluate_report_end_to_end(tmp_path, capsys, smollm2_cache_root, smollm2_dir, monkeypatch):
-    from rella_hf.training.tiny import build_tiny_random_llama
-
-    monkeypatch.setenv("RELLA_HF_CACHE", str(smollm2_cache_root))
-    model_dir = build_tiny_random_llama(tmp_path / "tiny")
+def test_build_score_evaluate_report_end_to_end(tmp_path, capsys, models_in_isolated_cache, tiny_model_dir):
+    model_dir = tiny_model_dir
     data = write_ml1m(tmp_path / "data")
     common = ["--dataset", "ml-1m", "--data_dir", str(data), "--K", "3", "--cache_dir", str(tmp_path / "cache")]
     assert main(["build", *common, "--output_dir", str(tmp_path / "built")]) == 0
