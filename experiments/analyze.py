@@ -38,6 +38,13 @@ def _comparisons(dataset, settings):
             other = name.replace("mixed-", "simple-", 1)
             if other in names:
                 pairs.append((name, other, "ReiT mixed vs simple tuning"))
+        if name.startswith(("mixed-", "simple-")):
+            meta = settings[name]["meta"]
+            untuned = f"zero-shot-K{meta.get('K')}-{meta.get('retrieval')}"
+            if untuned in names:
+                pairs.append((name, untuned, "few-shot tuned vs zero-shot, same prompts"))
+            if name.endswith("-test-semantic") and name.replace("-test-semantic", "-test-recent") in names:
+                pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
     baseline = next((name for name in names if name.startswith("lightgbm")), None)
     if baseline:
         for name in sorted(names):
@@ -79,7 +86,7 @@ def main() -> None:
         out += ["", "Paired bootstrap of the AUC difference (a - b) on the same test samples:", "",
                 "| comparison | a | b | AUC(a) - AUC(b) | 95 % CI | win |", "|---|---|---|---|---|---|"]
         out += _comparisons(dataset, settings) + [""]
-        for plot in ("auc_vs_k.png", "roc.png", "calibration.png", "loss.png"):
+        for plot in ("auc_bars.png", "auc_vs_k.png", "roc.png", "calibration.png", "loss.png"):
             if (dataset_dir / plot).exists():
                 out += [f"![{dataset} {plot}](runs/{dataset}/{plot})", ""]
     timings = []

@@ -8,8 +8,9 @@ A run folder holds:
   setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
 - ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses.
 
-:func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws ROC
-curves, a reliability diagram, the training loss and AUC against K, and writes ``report.md``,
+:func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws a bar
+chart of AUC with intervals, ROC curves and a reliability diagram of the best settings, the
+training loss and AUC against K, and writes ``report.md``,
 ``metrics.json`` and the PNGs into the folder.
 """
 
@@ -69,18 +70,25 @@ def _training_losses(run_dir: Path) -> dict[str, tuple[list[float], list[float]]
     return curves
 
 
-def _plot_roc(settings, path):
+def _best_settings(settings, limit: int | None) -> dict:
+    """The ``limit`` settings of highest AUC (all of them when ``limit`` is None), best first."""
+    ranked = sorted(settings.items(), key=lambda item: -np.nan_to_num(item[1]["metrics"]["auc"], nan=-1.0))
+    return dict(ranked[:limit] if limit else ranked)
+
+
+def _plot_roc(settings, path, limit: int | None = None):
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
     figure, axis = plt.subplots(figsize=(6, 5))
-    for name, data in settings.items():
+    for name, data in _best_settings(settings, limit).items():
         if len(set(data["labels"].tolist())) < 2:
             continue
         fpr, tpr, _ = roc_curve(data["labels"], data["scores"])
         axis.plot(fpr, tpr, label=f"{name} (AUC {data['metrics']['auc']:.3f})")
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
-    axis.set(title="ROC curves", xlabel="False positive rate", ylabel="True positive rate")
+    title = f"ROC curves of the {limit} best settings" if limit and len(settings) > limit else "ROC curves"
+    axis.set(title=title, xlabel="False positive rate", ylabel="True positive rate")
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -132,7 +140,9 @@ def _plot_auc_vs_k(settings, path) -> bool:
         key = (meta.get("stage", ""), meta.get("dataset", ""), meta["retrieval"])
         low, high = data["metrics"].get("auc_ci", (np.nan, np.nan))
         lines.setdefault(key, []).append((int(meta["K"]), data["metrics"]["auc"], low, high))
-    if not any(len({k for k, *_ in points}) > 1 for points in lines.values()):
+    # A setting measured at one K only (a tuned model, a baseline) is no curve; the bar chart shows it.
+    lines = {key: points for key, points in lines.items() if len({k for k, *_ in points}) > 1}
+    if not lines:
         return False
     figure, axis = plt.subplots(figsize=(6, 4))
     for (stage, dataset, retrieval), points in sorted(lines.items()):
@@ -146,6 +156,32 @@ def _plot_auc_vs_k(settings, path) -> bool:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return True
+
+
+def _plot_auc_bars(settings, path):
+    """Horizontal bars of every setting's AUC with its 95 % bootstrap interval, grouped by stage."""
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(settings.items(), key=lambda item: (str(item[1]["meta"].get("stage", "")), item[0]))
+    names = [name for name, _ in ordered]
+    aucs = np.array([data["metrics"]["auc"] for _, data in ordered], dtype=np.float64)
+    intervals = np.array([data["metrics"].get("auc_ci", (np.nan, np.nan)) for _, data in ordered], dtype=np.float64)
+    stages = sorted({str(data["meta"].get("stage", "")) for _, data in ordered})
+    colours = {stage: plt.cm.tab10(index % 10) for index, stage in enumerate(stages)}
+    figure, axis = plt.subplots(figsize=(7, 0.32 * len(names) + 1.4))
+    positions = np.arange(len(names))
+    errors = np.vstack([aucs - intervals[:, 0], intervals[:, 1] - aucs])
+    axis.barh(positions, aucs - 0.5, left=0.5, xerr=np.nan_to_num(errors), capsize=3,
+              color=[colours[str(data["meta"].get("stage", ""))] for _, data in ordered])
+    axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    axis.set_yticks(positions, names, fontsize=7)
+    axis.invert_yaxis()
+    axis.set(title="AUC by setting (95% bootstrap intervals; bars start at chance)", xlabel="AUC")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[stage]) for stage in stages]
+    axis.legend(handles, [stage or "(no stage)" for stage in stages], fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def bootstrap_interval(labels, scores, n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
@@ -164,7 +200,7 @@ def bootstrap_interval(labels, scores, n_resamples: int = 1000, seed: int = 0) -
 
 
 def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int = 1000,
-                 examples: int = 3) -> Path:
+                 examples: int = 3, roc_limit: int | None = 6) -> Path:
     """Compute metrics and plots of a run folder and write ``report.md`` and ``metrics.json`` into it.
 
     Args:
@@ -172,6 +208,8 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
         title: report title (default: ``run.json``'s title or the folder name).
         n_resamples: bootstrap resamples for the 95 % intervals (0 skips them).
         examples: how many example prompts with their P(yes) to show.
+        roc_limit: draw the ROC curves of this many best settings by AUC (None: all); more than
+            half a dozen curves are unreadable.
 
     Returns:
         The path of ``report.md``.
@@ -211,9 +249,12 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
 
             lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | {cell('acc')} |")
         lines.append("")
-        _plot_roc(settings, run_dir / "roc.png")
-        _plot_calibration(settings, run_dir / "calibration.png")
-        lines += ["## ROC curves", "", "![ROC curves](roc.png)", "", "## Calibration", "",
+        _plot_auc_bars(settings, run_dir / "auc_bars.png")
+        _plot_roc(settings, run_dir / "roc.png", roc_limit)
+        _plot_calibration(_best_settings(settings, roc_limit), run_dir / "calibration.png")
+        shown_roc = f" of the {roc_limit} best settings by AUC" if roc_limit and len(settings) > roc_limit else ""
+        lines += ["## AUC by setting", "", "![AUC by setting](auc_bars.png)", "",
+                  f"## ROC curves{shown_roc}", "", "![ROC curves](roc.png)", "", f"## Calibration{shown_roc}", "",
                   "![Reliability diagram](calibration.png)", ""]
         if _plot_auc_vs_k(settings, run_dir / "auc_vs_k.png"):
             lines += ["## AUC vs K", "", "![AUC vs K](auc_vs_k.png)", ""]

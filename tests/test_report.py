@@ -1,0 +1,46 @@
+"""The run-folder report: metrics with intervals, AUC bars, ROC of the best settings, AUC vs K."""
+
+import json
+
+import numpy as np
+
+from rella_hf.report import load_settings, write_report, write_scores
+
+
+def _write_setting(run_dir, name, signal, meta, n=300, seed=0):
+    """A setting whose scores separate the labels with strength ``signal`` (0 = chance)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = 1 / (1 + np.exp(-(signal * (2 * labels - 1) + rng.normal(0, 1, n))))
+    write_scores(run_dir, name, labels, scores, meta)
+
+
+def test_report_ranks_settings_and_limits_the_roc(tmp_path):
+    strengths = {"zero-shot-K5-recent": 0.0, "zero-shot-K10-recent": 0.3, "simple-K10-test-recent": 1.0,
+                 "lightgbm-K10": 2.0}
+    for index, (name, signal) in enumerate(strengths.items()):
+        stage = name.split("-K")[0]
+        K = int(name.split("-K")[1].split("-")[0])
+        _write_setting(tmp_path, name, signal, {"stage": stage, "K": K, "retrieval": "recent"}, seed=index)
+
+    report = write_report(tmp_path, n_resamples=100, roc_limit=2).read_text()
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == set(strengths)
+    assert metrics["lightgbm-K10"]["auc"] > metrics["simple-K10-test-recent"]["auc"] > metrics["zero-shot-K5-recent"]["auc"]
+    low, high = metrics["lightgbm-K10"]["auc_ci"]
+    assert low < metrics["lightgbm-K10"]["auc"] < high
+    assert "ROC curves of the 2 best settings by AUC" in report
+    for plot in ("auc_bars.png", "roc.png", "calibration.png", "auc_vs_k.png"):
+        assert (tmp_path / plot).stat().st_size > 1000 and f"]({plot})" in report
+
+
+def test_auc_vs_k_needs_a_setting_measured_at_several_k(tmp_path):
+    _write_setting(tmp_path, "mixed-K10-test-recent", 1.0, {"stage": "few-shot", "K": 10, "retrieval": "recent"})
+    _write_setting(tmp_path, "mixed-K10-test-semantic", 1.0, {"stage": "few-shot", "K": 10, "retrieval": "semantic"}, seed=1)
+
+    report = write_report(tmp_path, n_resamples=0).read_text()
+
+    assert not (tmp_path / "auc_vs_k.png").exists() and "AUC vs K" not in report
+    assert "ROC curves of" not in report  # two settings are under the default limit: all drawn
+    assert len(load_settings(tmp_path)) == 2
