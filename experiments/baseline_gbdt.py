@@ -110,7 +110,7 @@ def main() -> None:
             model = lightgbm.LGBMClassifier(n_estimators=2000, learning_rate=0.05, num_leaves=num_leaves,
                                             subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
                                             random_state=SUBSET_SEED, verbose=-1)
-            model.fit(tables["train"], labels["train"], eval_set=[(tables["validation"], labels["validation"])],
+            model.fit(tables["train"], labels["train"], eval_X=tables["validation"], eval_y=labels["validation"],
                       eval_metric="auc", callbacks=[lightgbm.early_stopping(50, verbose=False)])
             validation_auc = ctr_metrics(labels["validation"], model.predict_proba(tables["validation"])[:, 1])["auc"]
             print(dataset, "num_leaves", num_leaves, "validation AUC", round(validation_auc, 4), "trees", model.best_iteration_, flush=True)
