@@ -34,6 +34,10 @@ def _comparisons(dataset, settings):
             other = name.replace("-semantic", "-recent")
             if other in names:
                 pairs.append((name, other, "SUBR vs recent-K, zero-shot"))
+        if name.startswith("history-mean-") and name.endswith("-semantic"):
+            other = name.replace("-semantic", "-recent")
+            if other in names:
+                pairs.append((name, other, "SUBR vs recent-K items, no LLM (mean rating)"))
         if name.startswith("mixed-"):
             other = name.replace("mixed-", "simple-", 1)
             if other in names:
@@ -90,7 +94,7 @@ def main() -> None:
             if (dataset_dir / plot).exists():
                 out += [f"![{dataset} {plot}](runs/{dataset}/{plot})", ""]
     timings = []
-    for name in ("zero_shot", "few_shot", "baseline"):
+    for name in ("zero_shot", "few_shot", "baseline", "prompt_signal"):
         for row in _rows(name):
             seconds = {key: row[key] for key in row if key.endswith("seconds")}
             timings.append(f"| {row['setting']} | {json.dumps(seconds)} | {row.get('finished', '')} | {row.get('machine', '')} |")
@@ -99,6 +103,7 @@ def main() -> None:
             "python experiments/zero_shot.py          # K in {5,10,20,30} x {recent, semantic}, both datasets",
             "python experiments/few_shot.py           # ML-1M copy, K=10, N=512, simple vs mixed",
             "python experiments/baseline_gbdt.py      # LightGBM, whole train split",
+            "python experiments/prompt_signal.py      # no LLM: mean rating of the K prompt items",
             "python experiments/analyze.py            # this file", "```", ""]
     reading = EXPERIMENTS / "reading.md"
     if reading.exists():
