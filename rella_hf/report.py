@@ -176,7 +176,7 @@ def _plot_auc_bars(settings, path):
     axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     axis.set_yticks(positions, names, fontsize=7)
     axis.invert_yaxis()
-    axis.set(title="AUC by setting (95% bootstrap intervals; bars start at chance)", xlabel="AUC")
+    axis.set(title="AUC by setting, 95% bootstrap intervals\n(bars start at chance, 0.5)", xlabel="AUC")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[stage]) for stage in stages]
     axis.legend(handles, [stage or "(no stage)" for stage in stages], fontsize=7, loc="lower right")
     figure.tight_layout()
