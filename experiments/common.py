@@ -71,6 +71,16 @@ def done(results_file: Path) -> dict[str, dict]:
     return {row["setting"]: row for row in rows}
 
 
+def pending_grid(results_file: Path, prefix: str, datasets, Ks):
+    """The (dataset, K, retrieval, setting name) of a K x {recent, semantic} grid not yet in ``results_file``."""
+    for dataset in datasets:
+        for K in Ks:
+            for retrieval in ("recent", "semantic"):
+                name = f"{prefix}-K{K}-{retrieval}"
+                if f"{dataset}/{name}" not in done(results_file):
+                    yield dataset, K, retrieval, name
+
+
 def append_result(results_file: Path, row: dict) -> None:
     """Append one finished setting (with the machine and time) to a results file."""
     results_file.parent.mkdir(parents=True, exist_ok=True)

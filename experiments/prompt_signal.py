@@ -16,7 +16,7 @@ import argparse
 import time
 
 import numpy as np
-from common import RESULTS, RUNS, append_result, done, prompt_dataset
+from common import RESULTS, RUNS, append_result, pending_grid, prompt_dataset
 
 
 def main() -> None:
@@ -29,31 +29,27 @@ def main() -> None:
     from rella_hf.report import write_scores
 
     results_file = RESULTS / "prompt_signal.jsonl"
-    for dataset in args.datasets:
-        for K in args.K:
-            for retrieval in ("recent", "semantic"):
-                setting = f"{dataset}/history-mean-K{K}-{retrieval}"
-                if setting in done(results_file):
-                    continue
-                start = time.perf_counter()
-                test = prompt_dataset(dataset, K, retrieval)["test"].with_format("arrow")
-                ratings = test["history_ratings"]
-                sums = np.asarray(ratings.combine_chunks().flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
-                lengths = np.asarray(ratings.combine_chunks().value_lengths(), dtype=np.int64)
-                owners = np.repeat(np.arange(len(lengths)), lengths)
-                means = np.bincount(owners, weights=sums, minlength=len(lengths)) / np.maximum(lengths, 1)
-                scale = 5.0  # MovieLens stars (1-5, or 0.5-5); only maps the score into [0, 1], AUC ignores it
-                # A user with no earlier ratings has nothing to read: the scale's midpoint.
-                scores = np.where(lengths > 0, means / scale, 0.5)
-                labels = test["label"].to_numpy()
-                meta = {"stage": "history mean (no LLM)", "dataset": dataset, "K": K, "retrieval": retrieval,
-                        "model": "mean rating of the K prompt items / 5"}
-                write_scores(RUNS / dataset, f"history-mean-K{K}-{retrieval}", labels, scores, meta)
-                metrics = ctr_metrics(labels, scores)
-                append_result(results_file, {"setting": setting, **meta, **metrics,
-                                             "sample_ids_head": test["sample_id"].to_pylist()[:5],
-                                             "seconds": round(time.perf_counter() - start, 1)})
-                print(setting, {key: round(value, 4) for key, value in metrics.items()}, flush=True)
+    for dataset, K, retrieval, name in pending_grid(results_file, "history-mean", args.datasets, args.K):
+        setting = f"{dataset}/{name}"
+        start = time.perf_counter()
+        test = prompt_dataset(dataset, K, retrieval)["test"].with_format("arrow")
+        ratings = test["history_ratings"]
+        sums = np.asarray(ratings.combine_chunks().flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+        lengths = np.asarray(ratings.combine_chunks().value_lengths(), dtype=np.int64)
+        owners = np.repeat(np.arange(len(lengths)), lengths)
+        means = np.bincount(owners, weights=sums, minlength=len(lengths)) / np.maximum(lengths, 1)
+        scale = 5.0  # MovieLens stars (1-5, or 0.5-5); only maps the score into [0, 1], AUC ignores it
+        # A user with no earlier ratings has nothing to read: the scale's midpoint.
+        scores = np.where(lengths > 0, means / scale, 0.5)
+        labels = test["label"].to_numpy()
+        meta = {"stage": "history mean (no LLM)", "dataset": dataset, "K": K, "retrieval": retrieval,
+                "model": "mean rating of the K prompt items / 5"}
+        write_scores(RUNS / dataset, f"history-mean-K{K}-{retrieval}", labels, scores, meta)
+        metrics = ctr_metrics(labels, scores)
+        append_result(results_file, {"setting": setting, **meta, **metrics,
+                                     "sample_ids_head": test["sample_id"].to_pylist()[:5],
+                                     "seconds": round(time.perf_counter() - start, 1)})
+        print(setting, {key: round(value, 4) for key, value in metrics.items()}, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import MODEL, RESULTS, RUNS, append_result, done, prompt_dataset
+from common import MODEL, RESULTS, RUNS, append_result, pending_grid, prompt_dataset
 
 
 def main() -> None:
@@ -29,26 +29,22 @@ def main() -> None:
     results_file = RESULTS / "zero_shot.jsonl"
     model, tokenizer = load_model(MODEL)
     scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size)
-    for dataset in args.datasets:
-        for K in args.K:
-            for retrieval in ("recent", "semantic"):
-                setting = f"{dataset}/zero-shot-K{K}-{retrieval}"
-                if setting in done(results_file):
-                    continue
-                start = time.perf_counter()
-                test = prompt_dataset(dataset, K, retrieval)["test"]
-                built = time.perf_counter() - start
-                run_dir = RUNS / dataset
-                scored = score_dataset(scorer, test, output_dir=run_dir / "partial" / f"zero-shot-K{K}-{retrieval}")
-                seconds = time.perf_counter() - start - built
-                meta = {"stage": "zero-shot", "dataset": dataset, "K": K, "retrieval": retrieval, "model": MODEL}
-                # ML-1M prompts stay out of the repository (its licence forbids redistribution).
-                prompts = scored["raw_prompt"] if dataset == "ml-latest-small" else None
-                write_scores(run_dir, f"zero-shot-K{K}-{retrieval}", scored["label"], scored["score"], meta, prompts)
-                metrics = ctr_metrics(scored["label"], scored["score"])
-                append_result(results_file, {"setting": setting, **meta, **metrics, "sample_ids_head": scored["sample_id"][:5],
-                                             "build_seconds": round(built, 1), "score_seconds": round(seconds, 1)})
-                print(setting, {key: round(value, 4) for key, value in metrics.items()}, f"{seconds:.0f} s", flush=True)
+    for dataset, K, retrieval, name in pending_grid(results_file, "zero-shot", args.datasets, args.K):
+        setting = f"{dataset}/{name}"
+        start = time.perf_counter()
+        test = prompt_dataset(dataset, K, retrieval)["test"]
+        built = time.perf_counter() - start
+        run_dir = RUNS / dataset
+        scored = score_dataset(scorer, test, output_dir=run_dir / "partial" / f"zero-shot-K{K}-{retrieval}")
+        seconds = time.perf_counter() - start - built
+        meta = {"stage": "zero-shot", "dataset": dataset, "K": K, "retrieval": retrieval, "model": MODEL}
+        # ML-1M prompts stay out of the repository (its licence forbids redistribution).
+        prompts = scored["raw_prompt"] if dataset == "ml-latest-small" else None
+        write_scores(run_dir, f"zero-shot-K{K}-{retrieval}", scored["label"], scored["score"], meta, prompts)
+        metrics = ctr_metrics(scored["label"], scored["score"])
+        append_result(results_file, {"setting": setting, **meta, **metrics, "sample_ids_head": scored["sample_id"][:5],
+                                     "build_seconds": round(built, 1), "score_seconds": round(seconds, 1)})
+        print(setting, {key: round(value, 4) for key, value in metrics.items()}, f"{seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
