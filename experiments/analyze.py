@@ -12,6 +12,7 @@ numbers) is appended as the plain reading.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from common import EXPERIMENTS, RESULTS, RUNS, machine
@@ -26,10 +27,11 @@ def _rows(name):
 
 def _comparisons(dataset, settings):
     from rella_hf.metrics import paired_difference
+    from rella_hf.utils import natural_key
 
     pairs = []
     names = set(settings)
-    for name in sorted(names):
+    for name in sorted(names, key=natural_key):
         if name.startswith("zero-shot-") and name.endswith("-semantic"):
             other = name.replace("-semantic", "-recent")
             if other in names:
@@ -42,6 +44,9 @@ def _comparisons(dataset, settings):
             other = name.replace("mixed-", "simple-", 1)
             if other in names:
                 pairs.append((name, other, "ReiT mixed vs simple tuning"))
+            equal_steps = re.sub(r"-seed", "-ep2-seed", other, count=1)
+            if equal_steps in names:
+                pairs.append((name, equal_steps, "ReiT mixed vs simple at equal steps (2 epochs)"))
         if name.startswith(("mixed-", "simple-")):
             meta = settings[name]["meta"]
             untuned = f"zero-shot-K{meta.get('K')}-{meta.get('retrieval')}"
@@ -51,7 +56,7 @@ def _comparisons(dataset, settings):
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
     baseline = next((name for name in names if name.startswith("lightgbm")), None)
     if baseline:
-        for name in sorted(names):
+        for name in sorted(names, key=natural_key):
             if name.startswith(("mixed-", "simple-", "zero-shot-")):
                 pairs.append((name, baseline, "LLM vs full-shot LightGBM"))
     lines = []
@@ -96,12 +101,15 @@ def main() -> None:
     timings = []
     for name in ("zero_shot", "few_shot", "baseline", "prompt_signal"):
         for row in _rows(name):
-            seconds = {key: row[key] for key in row if key.endswith("seconds")}
-            timings.append(f"| {row['setting']} | {json.dumps(seconds)} | {row.get('finished', '')} | {row.get('machine', '')} |")
-    out += ["## Wall times", "", "| setting | seconds | finished | machine |", "|---|---|---|---|", *timings, ""]
+            parts = [f"{key.removesuffix('seconds').rstrip('_') or 'total'} {row[key]:,.1f}"
+                     for key in row if key.endswith("seconds")]
+            timings.append(f"| {row['setting']} | {', '.join(parts)} | {row.get('finished', '')} | {row.get('machine', '')} |")
+    out += ["## Wall times", "", "| setting | seconds (per stage) | finished | machine |", "|---|---|---|---|", *timings, ""]
     out += ["## Commands", "", "```bash",
             "python experiments/zero_shot.py          # K in {5,10,20,30} x {recent, semantic}, both datasets",
             "python experiments/few_shot.py           # ML-1M copy, K=10, N=512, simple vs mixed",
+            "python experiments/few_shot.py --seeds 43                                   # second seed",
+            "python experiments/few_shot.py --train_types simple --epochs 2 --seeds 42 43  # equal-steps control",
             "python experiments/baseline_gbdt.py      # LightGBM, whole train split",
             "python experiments/prompt_signal.py      # no LLM: mean rating of the K prompt items",
             "python experiments/analyze.py            # this file", "```", ""]

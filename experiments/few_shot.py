@@ -1,13 +1,16 @@
 """Few-shot ReiT on the ML-1M copy: K=10, N=512 shots, train_type simple vs mixed.
 
     python experiments/few_shot.py [--shots 512] [--K 10] [--seeds 42] [--epochs 1] [--total_batch_size 32]
+    python experiments/few_shot.py --train_types simple --epochs 2 --seeds 42 43   # equal-steps control
 
 Each run trains a LoRA adapter on SmolLM2-135M-Instruct (paper's LoRA: r=8, alpha=16, dropout 0.05,
 q_proj/v_proj, lr 1e-3, linear schedule) and scores the fixed 1,000-sample test subset with both
 prompt kinds (recent-K and SUBR). Why these sizes on 2 CPU cores: the paper's total batch of 256
 would give 2-4 optimizer steps for 512-1,024 rows, too few to move the adapter; a total batch
 of 32 over one epoch gives 16 (simple) / 32 (mixed) steps and fits about half an hour per run.
-Finished runs are skipped; an interrupted training resumes from its last checkpoint.
+Mixed trains on twice the rows, hence twice the optimizer steps; ``--train_types simple --epochs 2``
+is the control with the same steps and learning-rate schedule as mixed (its setting names carry
+``-ep2``). Finished runs are skipped; an interrupted training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=512)
     parser.add_argument("--K", type=int, default=10)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--train_types", nargs="+", choices=["simple", "mixed"], default=["simple", "mixed"])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--total_batch_size", type=int, default=32)
     parser.add_argument("--train_batch_size", type=int, default=4)
@@ -48,8 +52,9 @@ def main() -> None:
         "semantic": test_subset(rella_hf.load_dataset(args.dataset, K=args.K, retrieval="semantic", **common)["test"]),
     }
     for seed in args.seeds:
-        for train_type in ("simple", "mixed"):
-            name = f"{train_type}-N{args.shots}-K{args.K}-seed{seed}"
+        for train_type in args.train_types:
+            epochs_tag = "" if args.epochs == 1 else f"-ep{args.epochs:g}"
+            name = f"{train_type}-N{args.shots}-K{args.K}{epochs_tag}-seed{seed}"
             wanted = [f"{args.dataset}/{name}/test-{kind}" for kind in subsets]
             if all(setting in done(results_file) for setting in wanted):
                 continue
@@ -74,7 +79,7 @@ def main() -> None:
                     continue
                 scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"{name}-test-{kind}")
                 meta = {"stage": f"few-shot {train_type}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
-                        "shots": args.shots, "seed": seed, "model": MODEL}
+                        "shots": args.shots, "epochs": args.epochs, "seed": seed, "model": MODEL}
                 write_scores(run_dir, f"{name}-test-{kind}", scored["label"], scored["score"], meta)
                 metrics = ctr_metrics(scored["label"], scored["score"])
                 append_result(results_file, {"setting": setting, **meta, **metrics, "train_seconds": round(train_seconds, 1),

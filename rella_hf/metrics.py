@@ -91,7 +91,14 @@ def accuracy(labels, scores, threshold: float = ACC_THRESHOLD) -> float:
     p = _as_scores(scores, len(y))
     if len(y) == 0:
         raise MetricError("accuracy needs at least one sample, got none.")
-    return float(np.mean((p > threshold).astype(np.int64) == y))
+    return float(np.mean(_predicted_yes(p, threshold) == y))
+
+
+def _predicted_yes(scores: np.ndarray, threshold: float = ACC_THRESHOLD) -> np.ndarray:
+    """The 0/1 decision ACC counts: a score strictly above the threshold; one place so the point
+    estimate and its bootstrap cannot disagree on ties (a score of exactly 0.5 is common for
+    constant or rating-derived scorers)."""
+    return (scores > threshold).astype(np.int64)
 
 
 def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
@@ -163,7 +170,7 @@ def paired_bootstrap_samples(labels, scores_by_setting: dict, n_resamples: int =
         result[name] = {
             "auc": _fast_auc(drawn_labels, p),
             "logloss": -(drawn_labels * np.log(clipped) + (1 - drawn_labels) * np.log(1 - clipped)).mean(axis=1),
-            "acc": ((p >= ACC_THRESHOLD) == drawn_labels).mean(axis=1),
+            "acc": (_predicted_yes(p) == drawn_labels).mean(axis=1),
         }
     return result
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import ctr_metrics
-from .utils import atomic_write_text
+from .utils import atomic_write_text, natural_key
 
 
 def load_settings(run_dir: str | Path) -> dict[str, dict]:
     """Read every ``scores/<setting>.jsonl`` of a run: setting -> {labels, scores, meta, prompts}."""
     settings = {}
-    for path in sorted(Path(run_dir, "scores").glob("*.jsonl")):
+    for path in sorted(Path(run_dir, "scores").glob("*.jsonl"), key=lambda path: natural_key(path.stem)):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         meta_path = path.with_name(path.stem + ".meta.json")
         settings[path.stem] = {
@@ -162,7 +162,7 @@ def _plot_auc_bars(settings, path):
     """Horizontal bars of every setting's AUC with its 95 % bootstrap interval, grouped by stage."""
     import matplotlib.pyplot as plt
 
-    ordered = sorted(settings.items(), key=lambda item: (str(item[1]["meta"].get("stage", "")), item[0]))
+    ordered = sorted(settings.items(), key=lambda item: (str(item[1]["meta"].get("stage", "")), natural_key(item[0])))
     names = [name for name, _ in ordered]
     aucs = np.array([data["metrics"]["auc"] for _, data in ordered], dtype=np.float64)
     intervals = np.array([data["metrics"].get("auc_ci", (np.nan, np.nan)) for _, data in ordered], dtype=np.float64)

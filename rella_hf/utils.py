@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ def cache_root() -> Path:
     """
     configured = os.environ.get("RELLA_HF_CACHE")
     return Path(configured) if configured else Path.home() / ".cache" / "rella_hf"
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside a name by value ("K5" before "K10")."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def fingerprint(*parts: Any) -> str:

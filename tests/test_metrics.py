@@ -107,6 +107,8 @@ def test_bootstrap_matches_the_plain_metrics():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
     good = np.clip(labels * 0.3 + rng.random(400) * 0.7, 0, 1)
+    # Scores at exactly the threshold must count the same way in the bootstrap as in the point ACC.
+    good[::5] = 0.5
     noise = rng.random(400)
     draws = paired_bootstrap_samples(labels, {"good": good}, n_resamples=1, seed=0)
     index = np.random.default_rng(0).integers(0, 400, size=(1, 400))[0]

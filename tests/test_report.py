@@ -44,3 +44,10 @@ def test_auc_vs_k_needs_a_setting_measured_at_several_k(tmp_path):
     assert not (tmp_path / "auc_vs_k.png").exists() and "AUC vs K" not in report
     assert "ROC curves of" not in report  # two settings are under the default limit: all drawn
     assert len(load_settings(tmp_path)) == 2
+
+
+def test_settings_are_listed_in_numeric_k_order(tmp_path):
+    for index, K in enumerate((30, 5, 10)):
+        _write_setting(tmp_path, f"zero-shot-K{K}-recent", 0.5, {"stage": "zero-shot", "K": K}, n=50, seed=index)
+
+    assert list(load_settings(tmp_path)) == ["zero-shot-K5-recent", "zero-shot-K10-recent", "zero-shot-K30-recent"]
