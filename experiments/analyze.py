@@ -110,6 +110,7 @@ def main() -> None:
             "python experiments/few_shot.py           # ML-1M copy, K=10, N=512, simple vs mixed",
             "python experiments/few_shot.py --seeds 43                                   # second seed",
             "python experiments/few_shot.py --train_types simple --epochs 2 --seeds 42 43  # equal-steps control",
+            "pip install -e .[experiments]            # LightGBM, for the baseline",
             "python experiments/baseline_gbdt.py      # LightGBM, whole train split",
             "python experiments/prompt_signal.py      # no LLM: mean rating of the K prompt items",
             "python experiments/analyze.py            # this file", "```", ""]

@@ -1,5 +1,6 @@
 """Classical full-shot baseline: LightGBM on ids, profile fields and history features.
 
+    pip install -e .[experiments]      # LightGBM
     python experiments/baseline_gbdt.py [--datasets ml-1m ml-latest-small] [--K 10]
 
 Features per sample (all computed from the history that precedes it, vectorised over the log):
@@ -79,7 +80,10 @@ def main() -> None:
     parser.add_argument("--K", type=int, default=10)
     args = parser.parse_args()
 
-    import lightgbm
+    try:
+        import lightgbm
+    except ImportError:
+        raise SystemExit("baseline_gbdt.py: LightGBM is not installed; run `pip install -e .[experiments]`") from None
 
     from rella_hf.builders.base import ReLLaConfig, item_embeddings
     from rella_hf.metrics import ctr_metrics
