@@ -8,6 +8,7 @@ file fails to parse is it walked line by line, to name the first offending line 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -113,6 +114,61 @@ def _first_bad_record(text: str, sep: str, columns: dict[str, str], header: bool
     return None
 
 
+def _parse_options(columns: dict[str, str], header, sep: str, quoted: bool, escapechar, null_values):
+    """Arrow's CSV options for a release file whose field separator is ``sep`` (one character)."""
+    names = list(columns)
+    return dict(
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header is not None else 0),
+        parse_options=pacsv.ParseOptions(
+            delimiter=sep,
+            quote_char='"' if quoted else False,
+            escape_char=escapechar or False,
+            double_quote=escapechar is None,
+            newlines_in_values=quoted,
+            ignore_empty_lines=False,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: _ARROW_TYPES[kind] for name, kind in columns.items()},
+            null_values=list(null_values),
+            strings_can_be_null=bool(null_values),
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _read_direct(path: Path, sep: str, columns: dict[str, str], header, quoted: bool, escapechar, null_values):
+    """Arrow reads a UTF-8 file with a one-character separator straight from disk; None when in doubt.
+
+    No decoded or re-encoded copy of the file is made: Arrow checks that string fields are valid
+    UTF-8 and numeric fields parse, and every byte of the file lies in the header or a field. When
+    anything is off (empty or whitespace-only start, a byte-order mark, a header that differs or
+    does not decode, a parse error) the caller's full path runs and raises its usual error.
+    """
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
+        head = handle.read(1 << 16)
+    if not head.strip() or head.startswith(codecs.BOM_UTF8):
+        return None
+    if header is not None:
+        first_line, newline, _ = head.partition(b"\n")
+        if not newline:
+            return None
+        try:
+            found = [field.strip('"') for field in first_line.decode("utf-8").rstrip("\r").split(sep)]
+        except UnicodeDecodeError:
+            return None
+        if found != list(header):
+            return None
+    stream = pa.input_stream(str(path), compression="gzip" if gzipped else None)
+    try:
+        return pacsv.read_csv(stream, **_parse_options(columns, header, sep, quoted, escapechar, null_values))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    finally:
+        stream.close()
+
+
 def read_delimited(
     path: Path,
     *,
@@ -125,6 +181,10 @@ def read_delimited(
     null_values: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Parse a delimited release file strictly into a DataFrame.
+
+    A UTF-8 file with a one-character separator goes to Arrow's CSV reader straight from disk
+    (no decoded copy); other files, and any file that fails to parse, are decoded first, so every
+    error below names its line.
 
     Args:
         path: the file (gzip is detected from its magic bytes).
@@ -143,8 +203,12 @@ def read_delimited(
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "file not found")
+    if len(sep) == 1 and codecs.lookup(encoding).name == "utf-8":
+        table = _read_direct(path, sep, columns, header, quoted, escapechar, null_values)
+        if table is not None:
+            return table.to_pandas()
     raw = _read_bytes(path)
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise DataFormatError(path, f"file is empty; expected records of {len(columns)} fields ({', '.join(columns)})")
     try:
         text = raw.decode(encoding)
@@ -168,21 +232,7 @@ def read_delimited(
     try:
         table = pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header is not None else 0),
-            parse_options=pacsv.ParseOptions(
-                delimiter=parse_sep,
-                quote_char='"' if quoted else False,
-                escape_char=escapechar or False,
-                double_quote=escapechar is None,
-                newlines_in_values=quoted,
-                ignore_empty_lines=False,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: _ARROW_TYPES[kind] for name, kind in columns.items()},
-                null_values=list(null_values),
-                strings_can_be_null=bool(null_values),
-                quoted_strings_can_be_null=False,
-            ),
+            **_parse_options(columns, header, parse_sep, quoted, escapechar, null_values),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         original = text.replace(parse_sep, sep) if parse_sep != sep else text
