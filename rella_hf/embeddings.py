@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import io
 import json
 import os
 import string
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, ModelError
-from .utils import atomic_save_npy, atomic_write_text, cache_root, fingerprint
+from .utils import atomic_write_bytes, atomic_write_text, cache_root, fingerprint
 
 __all__ = [
     "ITEM_TEXT_TEMPLATES",
@@ -59,7 +61,7 @@ ITEM_TEXT_TEMPLATES: dict[str, str] = {
 #: Cache identity of the bundled all-MiniLM-L6-v2, independent of where the package is installed.
 MINILM_IDENTITY = "st:sentence-transformers/all-MiniLM-L6-v2"
 
-_CACHE_VERSION = "rella-hf/item-embeddings/v1"
+_CACHE_VERSION = "rella-hf/item-embeddings/v2"  # v2: sidecars carry the sha256 of the matrix file
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,11 +424,23 @@ def embedding_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _load_cached(path: Path, rows: int) -> np.ndarray | None:
-    """The cached matrix at ``path`` if it is complete and has ``rows`` rows, else None."""
+    """The cached matrix at ``path`` if its bytes match the checksum in its sidecar, else None.
+
+    A matrix whose bytes changed since it was written (a flipped bit, a truncated copy, a sidecar
+    lost when a write was killed) is never used: it is reported with a warning and recomputed.
+    """
     if not path.is_file():
         return None
+    data = path.read_bytes()
     try:
-        array = np.load(path, allow_pickle=False)
+        expected = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if expected != hashlib.sha256(data).hexdigest():
+        warnings.warn(f"item-embedding cache entry {path} does not match its checksum; recomputing it", stacklevel=3)
+        return None
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError):
         return None  # unreadable (e.g. written by an incompatible numpy): recompute
     if array.ndim != 2 or array.shape[0] != rows or array.dtype != np.float32:
@@ -435,9 +449,14 @@ def _load_cached(path: Path, rows: int) -> np.ndarray | None:
 
 
 def _save_cached(path: Path, array: np.ndarray, meta: dict) -> None:
-    atomic_save_npy(path, array)
-    # A readable sidecar says what the opaque file name stands for.
-    atomic_write_text(path.with_suffix(".json"), json.dumps({**meta, "shape": list(array.shape)}, indent=2))
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    # The sidecar says what the opaque file name stands for and holds the checksum; it is written
+    # second, so a write killed in between leaves an entry that fails its check (and is rebuilt).
+    sidecar = {**meta, "shape": list(array.shape), "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
 
 
 def embed_items(

@@ -6,9 +6,41 @@ catch ``ValueError`` keep working and the CLI can turn any of them into a one-li
 
 from __future__ import annotations
 
+#: Longest value an error message quotes; longer ones keep their start and say how long they were.
+VALUE_LIMIT = 60
+_LONG_WORD = 120
+
+
+def shorten(value, limit: int = VALUE_LIMIT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how long the value was."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(str(value)):,} characters)"
+
+
+def _clip(message: str) -> str:
+    """Clip any whitespace-free run longer than a path could sensibly be (e.g. a 200 KB bad field)."""
+    if len(message) <= 4 * _LONG_WORD:
+        return message
+    words = message.split(" ")
+    message = " ".join(word if len(word) <= _LONG_WORD else f"{word[:VALUE_LIMIT]}... ({len(word):,} characters)"
+                       for word in words)
+    if len(message) > 8 * _LONG_WORD:  # a long value made of short words: keep the start and the expectation
+        message = f"{message[:5 * _LONG_WORD]} ... {message[-2 * _LONG_WORD:]}"
+    return message
+
 
 class RellaError(ValueError):
-    """Base class of every error rella-hf raises on purpose."""
+    """Base class of every error rella-hf raises on purpose.
+
+    The message is kept to one readable line: overlong values inside it are clipped.
+    """
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_clip(args[0]),)
+        super().__init__(*args)
 
 
 class DataFormatError(RellaError):

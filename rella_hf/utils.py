@@ -73,6 +73,16 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return _atomic_write(Path(path), lambda handle: np.save(handle, np.asarray(array), allow_pickle=False))
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, then ``os.replace``).
+
+    Args:
+        path: destination file; parent folders are created.
+        data: the content.
+    """
+    return _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, then ``os.replace``).
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+
+from datasets.exceptions import DatasetGenerationError
 
 from .base import ReLLaBuilder, ReLLaConfig, dataset_settings, features_for
 from .book_crossing import BookCrossingBuilder
@@ -80,17 +83,52 @@ def load_dataset(
         return load_published(path, K=K, retrieval=retrieval, order=order, split=split, **extra)
     builder_class = get_builder_class(path)
     from .. import __version__
+    from ..corpora import get_corpus
+    from ..errors import ConfigError
+    from .fingerprint import corpus_files_digest
 
+    known = {field.name for field in dataclasses.fields(ReLLaConfig)} - {"name", "version", "data_dir", "data_files", "description"}
+    unknown = sorted(set(config_kwargs) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for load_dataset; expected ReLLaConfig fields: {', '.join(sorted(known))}"
+        )
+    corpus = get_corpus(builder_class.CORPUS)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise ConfigError(f"data_dir={str(data_dir)!r} is not a folder; expected one holding {', '.join(corpus.required_files)}")
+    # The cache key holds the files' contents, not only their folder: a fixed file is a new build.
+    source = data_dir if data_dir is not None else (corpus.download() if corpus.redistributable else None)
+    content = corpus_files_digest(corpus, source) if source is not None else "release-verified-by-download"
     builder = builder_class(
         cache_dir=None if cache_dir is None else str(cache_dir),
         data_dir=None if data_dir is None else str(os.path.abspath(data_dir)),
-        hash=fingerprint("rella-hf", __version__)[:16],
+        hash=fingerprint("rella-hf", __version__, content)[:16],
         K=K,
         retrieval=retrieval,
         **config_kwargs,
     )
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except DatasetGenerationError as error:
+        ours = _our_error(error)
+        if ours is error:
+            raise
+        raise ours from None
     return builder.as_dataset(split=split)
+
+
+def _our_error(error: BaseException) -> BaseException:
+    """The rella-hf error a ``datasets`` generation error wraps (its cause chain), else the error itself."""
+    from ..errors import RellaError
+
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, RellaError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return error
 
 
 __all__ = ["BUILDERS", "ReLLaBuilder", "ReLLaConfig", "dataset_settings", "features_for", "get_builder_class", "load_dataset"]

@@ -9,6 +9,7 @@ config is a new Arrow cache entry, an unchanged one is reused without rebuilding
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, Optional
 
@@ -20,6 +21,8 @@ from ..corpora import Corpus, get_corpus
 from ..errors import ConfigError
 from ..retrieval import ORDERS, RETRIEVALS, HistorySelection, SemanticRetriever, recent_history
 from ..samples import LifelongSamples, SampleProtocol, build_samples
+
+logger = logging.getLogger(__name__)
 
 HISTORY_FORMATS = ("list", "lines")
 _ROWS_PER_TABLE = 20_000
@@ -98,6 +101,38 @@ class ReLLaConfig(datasets.BuilderConfig):
         """The ReLLa fields as a plain dict (for dataset cards and exports)."""
         base = {field.name for field in fields(datasets.BuilderConfig)}
         return {name: value for name, value in asdict(self).items() if name not in base}
+
+
+def check_samples(samples: LifelongSamples, tables, config: ReLLaConfig) -> None:
+    """Log the counts left after each filter; refuse an empty result and a K no history can fill.
+
+    Runs before any [samples x K] array exists, so ``K=10**9`` fails at once instead of allocating.
+
+    Raises:
+        ConfigError: naming the filter that removed every sample (and the value that would keep
+            some), or K above the longest history of the corpus.
+    """
+    corpus, protocol = samples.corpus, samples.protocol
+    counts = {name: len(frame) for name, frame in samples.splits.items()}
+    per_user = tables.interactions["user_id"].value_counts()
+    logger.info("%s: %d users, %d items, %d ratings -> samples %s", corpus.name, len(per_user), len(tables.items),
+                len(tables.interactions), counts)
+    most = int(per_user.max()) if len(per_user) else 0
+    if sum(counts.values()) == 0:
+        if corpus.protocol == "chronological":
+            raise ConfigError(
+                f"{corpus.name}: no sample is left after the min_history={protocol.min_history} filter (the most ratings "
+                f"any user has is {most}, so the longest history is {max(most - 1, 0)}); lower min_history or use a larger corpus"
+            )
+        raise ConfigError(
+            f"{corpus.name}: no user is left after the min_user_ratings={protocol.min_user_ratings} filter (the most "
+            f"ratings any user has is {most}); lower min_user_ratings or use a larger corpus"
+        )
+    longest = max(int(frame["history_length"].max()) for frame in samples.splits.values() if len(frame))
+    if config.K > longest:
+        raise ConfigError(
+            f"K={config.K} exceeds the longest history any {corpus.name} sample has ({longest} items); choose K <= {longest}"
+        )
 
 
 def item_embeddings(samples: LifelongSamples, config: ReLLaConfig) -> np.ndarray:
@@ -268,7 +303,9 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
 
     def _split_generators(self, dl_manager):
         corpus = get_corpus(self.CORPUS)
-        samples = build_samples(corpus, corpus.read(self.config.data_dir), self.config.protocol())
+        tables = corpus.read(self.config.data_dir)
+        samples = build_samples(corpus, tables, self.config.protocol())
+        check_samples(samples, tables, self.config)
         retriever = None
         if self.config.retrieval == "semantic":
             retriever = SemanticRetriever(item_embeddings(samples, self.config), samples.items["item_id"].tolist())

@@ -13,6 +13,15 @@ import numpy as np
 import pandas as pd
 
 from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
+from .validation import (
+    check_ids,
+    check_line_end,
+    check_numbers,
+    check_references,
+    detect_encoding,
+    logger,
+    require_rows,
+)
 
 _USA = {"usa", "us", "u.s.a.", "u.s.a", "u.s.", "united states", "united states of america", "america"}
 _UK = {"uk", "u.k.", "united kingdom", "great britain", "england", "scotland", "wales", "northern ireland"}
@@ -68,28 +77,39 @@ class BookCrossing(Corpus):
     )
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
-        quoted = dict(sep=";", quoted=True, escapechar="\\", encoding="cp1252", null_values=("NULL",))
-        users_path = resolve_file(data_dir, "BX-Users.csv")
-        users = read_delimited(
-            users_path, header=["User-ID", "Location", "Age"],
-            columns={"user_id": "int", "location": "str", "age": "str"}, **quoted,
+        quoted = dict(sep=";", quoted=True, escapechar="\\", null_values=("NULL",))
+
+        def read(name: str, **options):
+            # The dump is cp1252, but copies re-saved as UTF-8 circulate: each file is decoded
+            # strictly in the one encoding that fits it whole (UTF-8 first), never mixed.
+            path = resolve_file(data_dir, name)
+            check_line_end(path)
+            encoding = detect_encoding(path, ("utf-8", "cp1252"))
+            locate = {"sep": ";", "escapechar": "\\", "encoding": encoding}
+            return path, read_delimited(path, encoding=encoding, **quoted, **options), locate
+
+        users_path, users, users_locate = read(
+            "BX-Users.csv", header=["User-ID", "Location", "Age"],
+            columns={"user_id": "int", "location": "str", "age": "str"},
         )
+        check_ids(users_path, users, ["user_id"], header=True, locate=users_locate)
+        check_unique_pairs(users_path, users, ["user_id"], header=True)
         users = pd.DataFrame({
             "user_id": users["user_id"],
             "location": location_country(users["location"]),
             "age": age_bucket(users["age"]),
         })
 
-        books_path = resolve_file(data_dir, "BX-Books.csv")
-        books = read_delimited(
-            books_path,
+        books_path, books, _ = read(
+            "BX-Books.csv",
             header=["ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher",
                     "Image-URL-S", "Image-URL-M", "Image-URL-L"],
             columns={"item_id": "str", "title": "str", "author": "str", "year": "str", "publisher": "str",
                      "image_s": "str", "image_m": "str", "image_l": "str"},
-            **quoted,
         )
+        # The dump lists malformed ISBNs and repeats some books: those rows are dropped, not refused.
         books = books[books["item_id"].str.fullmatch(r"[0-9A-Za-z]+")].drop_duplicates("item_id")
+        require_rows(books_path, books, "book", "dropping books whose ISBN is not made of letters and digits")
         year = books["year"].fillna("0").str.strip()
         author = books["author"].fillna("n/a").str.strip()
         publisher = books["publisher"].fillna("n/a").str.strip()
@@ -102,14 +122,22 @@ class BookCrossing(Corpus):
             "publisher": _unknown_if(publisher, publisher.str.lower().eq("n/a") | publisher.eq("")),
         }).reset_index(drop=True)
 
-        ratings_path = resolve_file(data_dir, "BX-Book-Ratings.csv")
-        ratings = read_delimited(
-            ratings_path, header=["User-ID", "ISBN", "Book-Rating"],
-            columns={"user_id": "int", "item_id": "str", "rating": "int"}, **quoted,
+        ratings_path, ratings, ratings_locate = read(
+            "BX-Book-Ratings.csv", header=["User-ID", "ISBN", "Book-Rating"],
+            columns={"user_id": "int", "item_id": "str", "rating": "int"},
         )
+        check_ids(ratings_path, ratings, ["user_id"], header=True, locate=ratings_locate)
+        check_numbers(ratings_path, ratings, "rating", low=0, high=10, step=1, header=True,
+                      what="a rating (0 implicit, 1-10 explicit)", locate=ratings_locate)
+        check_references(ratings_path, ratings, "user_id", users["user_id"], "BX-Users.csv", header=True,
+                         locate=ratings_locate)
         check_unique_pairs(ratings_path, ratings, ["user_id", "item_id"], header=True)
         # Ratings of books without a usable catalogue entry cannot be shown in a prompt.
-        ratings = ratings[ratings["item_id"].isin(items["item_id"])].reset_index(drop=True)
+        listed = ratings["item_id"].isin(items["item_id"]).to_numpy()
+        logger.info("%s: %d of %d ratings rate a book listed in BX-Books.csv", ratings_path, int(listed.sum()), len(listed))
+        ratings = ratings[listed].reset_index(drop=True)
+        require_rows(ratings_path, ratings, "rating", "dropping ratings of books that BX-Books.csv does not list "
+                                                      "with a valid ISBN")
         ratings["rating"] = ratings["rating"].astype(np.float32)
         ratings["timestamp"] = np.int64(-1)
         return CorpusTables(users=users, items=items, interactions=ratings)

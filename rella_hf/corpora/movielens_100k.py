@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .base import CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import GENDERS, MovieLens1M, map_codes
+from .movielens_1m import GENDERS, MovieLens1M, map_codes, validate_ratings
+from .validation import check_ids, check_line_end, check_numbers
 
 #: The 19 genre flags of u.item, in file order (u.genre).
 GENRES = (
@@ -37,10 +38,13 @@ class MovieLens100K(MovieLens1M):
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         users_path = resolve_file(data_dir, "u.user")
+        check_line_end(users_path)
         users = read_delimited(
             users_path, sep="|", encoding="iso-8859-1",
             columns={"user_id": "int", "age": "int", "gender": "str", "occupation": "str", "zip_code": "str"},
         )
+        check_ids(users_path, users, ["user_id"])
+        check_numbers(users_path, users, "age", low=1, high=120, what="an age in years")
         check_unique_pairs(users_path, users, ["user_id"], header=False)
         users = pd.DataFrame({
             "user_id": users["user_id"],
@@ -52,7 +56,11 @@ class MovieLens100K(MovieLens1M):
         items_path = resolve_file(data_dir, "u.item")
         item_columns = {"item_id": "int", "title": "str", "release_date": "str", "video_release_date": "str", "imdb_url": "str"}
         item_columns.update({f"genre_{index}": "int" for index in range(len(GENRES))})
+        check_line_end(items_path)
         movies = read_delimited(items_path, sep="|", encoding="iso-8859-1", columns=item_columns)
+        check_ids(items_path, movies, ["item_id"])
+        for index in range(len(GENRES)):
+            check_numbers(items_path, movies, f"genre_{index}", low=0, high=1, step=1, what="a genre flag")
         check_unique_pairs(items_path, movies, ["item_id"], header=False)
         flags = movies[[f"genre_{index}" for index in range(len(GENRES))]].to_numpy() != 0
         # argmax finds the first set flag; a movie without any flag is "unknown" like genre 0.
@@ -60,10 +68,11 @@ class MovieLens100K(MovieLens1M):
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": genre})
 
         ratings_path = resolve_file(data_dir, "u.data")
+        check_line_end(ratings_path)
         ratings = read_delimited(
             ratings_path, sep="\t",
             columns={"user_id": "int", "item_id": "int", "rating": "int", "timestamp": "int"},
         )
-        check_unique_pairs(ratings_path, ratings, ["user_id", "item_id"], header=False)
+        validate_ratings(ratings_path, ratings, users, items, users_file="u.user", items_file="u.item")
         ratings["rating"] = ratings["rating"].astype(np.float32)
         return CorpusTables(users=users, items=items, interactions=ratings)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..errors import DataFormatError
 from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
+from .validation import check_ids, check_line_end, check_numbers, check_references, check_timestamps
 
 GENDERS = {"M": "male", "F": "female"}
 
@@ -66,6 +67,20 @@ def map_codes(path: Path, codes: pd.Series, mapping: dict, column: str) -> pd.Se
     return mapped
 
 
+def validate_ratings(path: Path, ratings: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame, *,
+                     users_file: str | None, items_file: str, header: bool = False, low: float = 1, high: float = 5,
+                     step: float = 1) -> None:
+    """The MovieLens rating rules: positive ids that the user and item files list, ratings from
+    ``low`` to ``high`` in steps of ``step`` (NaN refused), Unix-second timestamps, each (user, item) once."""
+    check_ids(path, ratings, ["user_id", "item_id"], header=header)
+    check_numbers(path, ratings, "rating", low=low, high=high, step=step, header=header, what="a rating")
+    check_timestamps(path, ratings, header=header)
+    if users is not None:
+        check_references(path, ratings, "user_id", users["user_id"], users_file, header=header)
+    check_references(path, ratings, "item_id", items["item_id"], items_file, header=header)
+    check_unique_pairs(path, ratings, ["user_id", "item_id"], header=header)
+
+
 class MovieLens1M(Corpus):
     """MovieLens-1M (6,040 users, 3,883 movies, 1,000,209 ratings)."""
 
@@ -89,10 +104,12 @@ class MovieLens1M(Corpus):
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         users_path = resolve_file(data_dir, "users.dat")
+        check_line_end(users_path)
         users = read_delimited(
             users_path, sep="::", encoding="latin-1",
             columns={"user_id": "int", "gender": "str", "age_code": "int", "occupation": "int", "zip_code": "str"},
         )
+        check_ids(users_path, users, ["user_id"])
         check_unique_pairs(users_path, users, ["user_id"], header=False)
         users = pd.DataFrame({
             "user_id": users["user_id"],
@@ -102,18 +119,21 @@ class MovieLens1M(Corpus):
         })
 
         movies_path = resolve_file(data_dir, "movies.dat")
+        check_line_end(movies_path)
         movies = read_delimited(
             movies_path, sep="::", encoding="iso-8859-1",
             columns={"item_id": "int", "title": "str", "genres": "str"},
         )
+        check_ids(movies_path, movies, ["item_id"])
         check_unique_pairs(movies_path, movies, ["item_id"], header=False)
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": first_genre(movies["genres"])})
 
         ratings_path = resolve_file(data_dir, "ratings.dat")
+        check_line_end(ratings_path)
         ratings = read_delimited(
             ratings_path, sep="::", encoding="latin-1",
             columns={"user_id": "int", "item_id": "int", "rating": "int", "timestamp": "int"},
         )
-        check_unique_pairs(ratings_path, ratings, ["user_id", "item_id"], header=False)
+        validate_ratings(ratings_path, ratings, users, items, users_file="users.dat", items_file="movies.dat")
         ratings["rating"] = ratings["rating"].astype(np.float32)
         return CorpusTables(users=users, items=items, interactions=ratings)

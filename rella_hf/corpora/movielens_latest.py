@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import MovieLens1M, first_genre
+from .movielens_1m import MovieLens1M, first_genre, validate_ratings
+from .validation import check_ids, check_line_end
 
 
 
@@ -36,19 +37,23 @@ class MovieLensLatest(Corpus):
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         movies_path = resolve_file(data_dir, "movies.csv")
+        check_line_end(movies_path)
         movies = read_delimited(
             movies_path, sep=",", quoted=True, header=["movieId", "title", "genres"],
             columns={"item_id": "int", "title": "str", "genres": "str"},
         )
+        check_ids(movies_path, movies, ["item_id"], header=True, locate={"sep": ","})
         check_unique_pairs(movies_path, movies, ["item_id"], header=True)
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": first_genre(movies["genres"])})
 
         ratings_path = resolve_file(data_dir, "ratings.csv")
+        check_line_end(ratings_path)
         ratings = read_delimited(
             ratings_path, sep=",", header=["userId", "movieId", "rating", "timestamp"],
             columns={"user_id": "int", "item_id": "int", "rating": "float", "timestamp": "int"},
         )
-        check_unique_pairs(ratings_path, ratings, ["user_id", "item_id"], header=True)
+        validate_ratings(ratings_path, ratings, None, items, users_file=None, items_file="movies.csv", header=True,
+                         low=0.5, high=5, step=0.5)
         ratings["rating"] = ratings["rating"].astype(np.float32)
         users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
         return CorpusTables(users=users, items=items, interactions=ratings)
