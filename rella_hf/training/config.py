@@ -192,6 +192,11 @@ class ReiTConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        if self.hub_token:
+            # The Trainer pickles these arguments into training_args.bin: the token goes to this
+            # process's environment, where huggingface_hub finds it, and never into a file.
+            os.environ["HF_TOKEN"] = self.hub_token
+            self.hub_token = None
         if self.bf16 is None:
             self.bf16 = False if self.fp16 else hardware_supports_bf16()
         if not self.use_cpu and _cpu_only_without_deepspeed(self.deepspeed):
