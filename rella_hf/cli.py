@@ -49,11 +49,51 @@ class DatasetArguments:
         options = {name: value for name, value in asdict(self).items() if name not in ("dataset", "data_dir", "cache_dir", "K", "retrieval")}
         if options["chat_model"] in ("none", "None", ""):
             options["chat_model"] = None
+        for option in ("chat_model", "embedder"):
+            _check_local_model(f"--{option}", options[option])
         published = "/" in self.dataset and not self.dataset.lower().startswith("rella/")
         if published:
             options = {"order": self.order}
         return rella_hf.load_dataset(self.dataset, K=self.K, retrieval=self.retrieval, split=split,
                                      data_dir=self.data_dir, cache_dir=self.cache_dir, **options)
+
+
+def _check_local_model(option: str, value: Optional[str]) -> None:
+    """A model given as a path (``./x``, ``/x``, ``~/x``) must be an existing folder (not read as a Hub id)."""
+    if value is None:
+        return
+    name = value.split(":", 1)[1] if value.startswith(("st:", "hf:")) else value
+    if name.startswith((".", "/", "~")):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"{option} {value}: {'not a folder' if path.exists() else 'no such folder'}; "
+                             "expected a local model folder, a Hub id 'org/name' or a shipped alias")
+
+
+def _check_output_folder(option: str, value: Optional[str]) -> None:
+    """An output folder may be new or an existing folder, never an existing file."""
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        raise UsageError(f"{option} {value}: is a file; expected a folder (new or existing)")
+
+
+def _save_atomically(folder: str, save) -> None:
+    """Call ``save(temporary_folder)`` and move the result to ``folder``: a failed save leaves nothing."""
+    import shutil
+    import tempfile
+
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()) and not (target / "dataset_dict.json").exists() \
+            and not (target / "README.md").exists():
+        raise UsageError(f"{folder}: exists and does not hold a saved dataset; choose a new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        save(scratch / "out")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch / "out", target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass
@@ -144,10 +184,12 @@ def _print_json(payload) -> None:
 
 def cmd_build(argv):
     data, build, _ = _parse((DatasetArguments, BuildArguments), argv, "rella-hf build")
+    _check_output_folder("--output_dir", build.output_dir)
+    _check_output_folder("--export_dir", build.export_dir)
     ds = data.load()
     print(ds)
     if build.output_dir:
-        ds.save_to_disk(build.output_dir)
+        _save_atomically(build.output_dir, lambda folder: ds.save_to_disk(str(folder)))
         print(f"saved to {build.output_dir}")
     if build.export_dir:
         from .hub import config_name_for, export_dataset
@@ -164,14 +206,19 @@ def cmd_embed(argv):
     from .builders.base import ReLLaConfig, item_embeddings
     from .samples import load_samples
 
+    if args.output is not None and (Path(args.output).is_dir() or not args.output.endswith(".npy")):
+        raise UsageError(f"--output {args.output}: expected a file name ending in .npy")
+    _check_local_model("--embedder", args.embedder)
     samples = load_samples(args.dataset, data_dir=args.data_dir)
     config = ReLLaConfig(name="embed", retrieval="semantic", embedder=args.embedder, pooling=args.pooling,
                          pca_dim=args.pca_dim)
     vectors = item_embeddings(samples, config)
     print(f"{vectors.shape[0]:,} items x {vectors.shape[1]} dims ({args.embedder}, cached under the rella-hf cache)")
     if args.output:
-        np.save(args.output, vectors)
-        Path(args.output).with_suffix(".item_ids.json").write_text(json.dumps(samples.items["item_id"].tolist()))
+        from .utils import atomic_save_npy, atomic_write_text
+
+        atomic_save_npy(args.output, vectors)
+        atomic_write_text(Path(args.output).with_suffix(".item_ids.json"), json.dumps(samples.items["item_id"].tolist()))
         print(f"wrote {args.output}")
 
 
@@ -183,19 +230,27 @@ def cmd_score(argv):
     from .report import write_scores
     from .scoring import CTRScorer, score_dataset
 
+    from .utils import check_name
+
     if args.adapter is None and not _model_reachable(args.model):
         raise UsageError(f"--model {args.model}: not a readable model folder, the offline alias or a Hub id")
+    setting = check_name(args.setting, "--setting") if args.setting else None
+    _check_output_folder("--output_dir", args.output_dir)
+    if args.adapter:
+        _check_adapter(args.adapter)
     dataset = data.load(split=args.split)
     if args.limit is not None:
         dataset = fixed_subset(dataset, args.limit, args.seed)
     if args.adapter:
         from .hub import load_adapter
 
-        scorer = load_adapter(args.adapter, base_model=args.model, batch_size=args.batch_size)
+        with _model_loading("--adapter", args.adapter):
+            scorer = load_adapter(args.adapter, base_model=args.model, batch_size=args.batch_size)
     else:
-        model, tokenizer = load_model(args.model)
+        with _model_loading("--model", args.model):
+            model, tokenizer = load_model(args.model)
         scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size)
-    setting = args.setting or f"K{data.K}-{data.retrieval}" + ("-adapter" if args.adapter else "")
+    setting = setting or f"K{data.K}-{data.retrieval}" + ("-adapter" if args.adapter else "")
     run_dir = Path(args.output_dir)
     scored = score_dataset(scorer, dataset, output_dir=run_dir / "partial" / setting)
     write_scores(run_dir, setting, scored["label"], scored["score"],
@@ -203,6 +258,46 @@ def cmd_score(argv):
                   "dataset": data.dataset, "model": args.model, "adapter": args.adapter},
                  raw_prompts=scored["raw_prompt"] if "raw_prompt" in scored.column_names else None)
     _print_json({setting: ctr_metrics(scored["label"], scored["score"])})
+
+
+def _check_adapter(source: str) -> None:
+    """A local adapter folder needs its config and a readable weights file (checked before any model loads)."""
+    folder = Path(source)
+    if not folder.exists():
+        if source.startswith((".", "/", "~")):
+            raise UsageError(f"--adapter {source}: no such folder; expected a training output folder or a Hub repo id")
+        return  # a Hub repo id
+    if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"--adapter {source}: not an adapter folder; expected adapter_config.json and adapter_model.safetensors in it")
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="numpy") as handle:
+                handle.keys()
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise UsageError(f"--adapter {source}: {weights.name} is corrupt or cut ({str(error).splitlines()[0][:80]}); "
+                             "copy or train the adapter again") from None
+
+
+class _model_loading:
+    """Turn a model that cannot be loaded from a user-given path into a usage error (exit 2)."""
+
+    def __init__(self, option: str, value: str):
+        self.option, self.value = option, value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        from .errors import RellaError
+
+        if error is None or isinstance(error, (RellaError, UsageError)) or not isinstance(error, (OSError, ValueError)):
+            return False
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{self.option} {self.value}: cannot be loaded ({first[:160]}); "
+                         "expected a complete model folder (config.json, weights, tokenizer) or a Hub id") from error
 
 
 def _model_reachable(name: str) -> bool:
@@ -246,9 +341,17 @@ def cmd_train(argv):
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
                    "-m", "rella_hf.cli", "train", *rest]
         raise SystemExit(subprocess.call(command))
+    from .errors import RellaError
     from .training import parse_config, run_training
 
-    config = parse_config(rest)
+    try:
+        config = parse_config(rest)
+    except RellaError:
+        raise
+    except ValueError as error:  # the parser's "arguments not used" (an unknown key) and TrainingArguments' checks
+        raise UsageError(f"{' '.join(rest)}: {str(error).splitlines()[0] if str(error) else 'invalid'}; "
+                         "see rella-hf train --help for the fields") from error
+    _check_output_folder("output_dir", config.output_dir)
     result = run_training(config)
     if config.process_index == 0:
         _print_json({"output_dir": str(result.output_dir), "final_eval": result.metrics.get("final_eval", {})})
@@ -271,8 +374,12 @@ def cmd_evaluate(argv):
         frame = pd.read_parquet(path)
         pairs = {path.stem: (frame["label"].to_numpy(), frame["score"].to_numpy())}
     elif path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        pairs = {path.stem: (np.array([r["label"] for r in rows]), np.array([r["score"] for r in rows]))}
+        from .report import _read_score_rows
+
+        if not path.is_file():
+            raise UsageError(f"--scores {args.scores}: no such file")
+        rows = _read_score_rows(path)
+        pairs = {path.stem: (np.array([r["label"] for r in rows]), np.array([r["score"] for r in rows]))} if rows else {}
     else:
         raise UsageError(f"--scores {args.scores}: expected a run folder, a .jsonl or a .parquet file")
     if not pairs:
@@ -351,28 +458,57 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     debug = "--debug" in rest
     rest = [token for token in rest if token != "--debug"]
-    from .errors import RellaError
 
     try:
         COMMANDS[name][0](rest)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    except (UsageError, RellaError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
-        if debug:
-            raise
-        print(f"rella-hf {name}: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rella-hf {name}: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if debug:
             raise
-        message = str(error).splitlines()[0] if str(error) else ""
-        print(f"rella-hf {name}: error: {type(error).__name__}: {message} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        mistake = user_mistake(error)
+        if mistake is not None:
+            print(f"rella-hf {name}: error: {_one_line(mistake)}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"rella-hf {name}: error: {type(error).__name__}: {_one_line(str(error))} "
+              "(this is a bug in rella-hf or a library; rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+_FILE_MISTAKES = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+#: Library errors that mean bad input, by class name (their modules are not imported for this).
+_MISTAKE_CLASSES = {
+    "HFValidationError": "not an existing local path, nor a valid Hub repo id 'org/name'",
+    "RepositoryNotFoundError": "no such Hub repository (or it is private); check the name or pass a local folder",
+    "SafetensorError": "a .safetensors file is corrupt or cut; copy or write it again",
+    "YAMLError": "not valid YAML; fix the config file",
+}
+
+
+def user_mistake(error: BaseException) -> Optional[str]:
+    """The one-line message of an error caused by the user's input, or None for a bug (exit 1)."""
+    from .errors import RellaError
+
+    if isinstance(error, (UsageError, RellaError)):
+        return str(error) or type(error).__name__
+    if isinstance(error, _FILE_MISTAKES):
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        return f"{where}{error.strerror or error}"
+    for kind in type(error).__mro__:
+        if kind.__name__ in _MISTAKE_CLASSES:
+            return f"{_one_line(str(error))}: {_MISTAKE_CLASSES[kind.__name__]}"
+    return None
+
+
+def _one_line(message: str, limit: int = 600) -> str:
+    """The first non-empty line of ``message``, at most ``limit`` characters."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else f"{first[:limit]}... ({len(first):,} characters)"
 
 
 if __name__ == "__main__":

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataFormatError, shorten
 from .metrics import ctr_metrics
-from .utils import atomic_write_text, natural_key
+from .utils import atomic_write_text, check_name, natural_key
 
 
 def load_settings(run_dir: str | Path) -> dict[str, dict]:
     """Read every ``scores/<setting>.jsonl`` of a run: setting -> {labels, scores, meta, prompts}."""
     settings = {}
     for path in sorted(Path(run_dir, "scores").glob("*.jsonl"), key=lambda path: natural_key(path.stem)):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = _read_score_rows(path)
         meta_path = path.with_name(path.stem + ".meta.json")
         settings[path.stem] = {
             "labels": np.array([row["label"] for row in rows], dtype=np.int64),
@@ -40,8 +41,29 @@ def load_settings(run_dir: str | Path) -> dict[str, dict]:
     return settings
 
 
+def _read_score_rows(path: Path) -> list[dict]:
+    """The records of a scores JSONL file; a cut or foreign line is a :class:`DataFormatError` with its line."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("label"), int) or not isinstance(row.get("score"), (int, float)):
+            raise DataFormatError(path, f"{shorten(line)} is not a score record; expected JSON like "
+                                        '{"label": 0, "score": 0.42} (rerun rella-hf score to rewrite a cut file)', number)
+        rows.append(row)
+    return rows
+
+
 def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
-    """Write one setting's scores (and what it is) where :func:`write_report` finds them."""
+    """Write one setting's scores (and what it is) where :func:`write_report` finds them.
+
+    ``setting`` must be a plain name (see :func:`rella_hf.utils.check_name`): it becomes a file name.
+    """
+    check_name(setting, "setting")
     folder = Path(run_dir, "scores")
     folder.mkdir(parents=True, exist_ok=True)
     prompts = raw_prompts if raw_prompts is not None else [None] * len(labels)
@@ -217,6 +239,9 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     settings = load_settings(run_dir)
+    if not settings and not _training_losses(run_dir):
+        raise DataFormatError(run_dir, "holds no scores/*.jsonl and no train/*/metrics.json, so there is nothing to "
+                                       "report; expected a run folder written by rella-hf score or rella-hf train")
     for data in settings.values():
         data["metrics"] = ctr_metrics(data["labels"], data["scores"])
         if n_resamples:

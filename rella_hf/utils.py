@@ -30,6 +30,26 @@ def natural_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def check_name(value: str, option: str) -> str:
+    """Return ``value`` if it is a plain file name (letters, digits, ``._+=-``), so that a name joined
+    to an output folder can never point outside it (``../x``, ``/tmp/x``, ``a/b``).
+
+    Raises:
+        ConfigError: naming the option and the allowed characters.
+    """
+    from .errors import ConfigError, shorten
+
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(
+            f"{option} {shorten(value)} is not a plain name; expected letters, digits and . _ + = - "
+            "(no '/', no '..', at most 128 characters), e.g. K10-semantic"
+        )
+    return value
+
+
 def fingerprint(*parts: Any) -> str:
     """Return the sha256 hex digest of JSON-serialisable ``parts``.
 
