@@ -398,7 +398,9 @@ def _protocol_description(corpus: Corpus) -> str:
             "All ratings are ordered by (timestamp, user, item). Each rating is a sample whose history is every "
             "earlier rating of the same user; samples with fewer than `min_history` (default 5) earlier ratings are "
             "dropped. The samples, in that global time order, are split 80/10/10 into train, validation and test, "
-            "so test samples are the most recent ones (the build settings record any other fractions or subsampling). "
+            "so test samples are the most recent ones (the build settings record any other fractions or subsampling; "
+            "when the train and test splits are subsampled and no validation size is set, validation is subsampled "
+            "to the test size). "
             f"Label: 1 when the rating is above {corpus.label_threshold:g} stars."
         )
     else:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .embeddings import ITEM_TEXT_TEMPLATES, item_texts
@@ -54,6 +56,8 @@ __all__ = [
     "format_history",
     "render_prompt",
     "render_prompts",
+    "render_prompts_flat",
+    "format_histories",
     "has_chat_template",
     "wrap_prompt",
     "wrap_prompts",
@@ -264,6 +268,134 @@ def _history_items(
     return items
 
 
+def _rating_suffixes(ratings: Sequence, rating_format: str) -> tuple[np.ndarray, list[str]]:
+    """Per rating, a code into the returned texts ``" ({rating} stars)"`` (``"star"`` at 1 or less).
+
+    Each distinct value is formatted once by :func:`format_rating`, in order of first occurrence,
+    so an invalid rating raises the same error, for the same (first) item, as formatting one by one.
+    """
+    values = np.fromiter((float(rating) for rating in ratings), dtype=np.float64, count=len(ratings)) \
+        if not isinstance(ratings, np.ndarray) else ratings.astype(np.float64)
+    if not len(values):
+        return np.zeros(0, dtype=np.int64), []
+    uniques, first, codes = np.unique(values, return_index=True, return_inverse=True)
+    suffixes = [""] * len(uniques)
+    for code in np.argsort(first, kind="stable"):
+        rating = ratings[first[code]]
+        rating = rating.item() if isinstance(rating, np.generic) and isinstance(ratings, np.ndarray) else rating
+        unit = "star" if float(rating) <= 1 else "stars"
+        suffixes[code] = f" ({format_rating(rating, rating_format)} {unit})"
+    return codes.reshape(-1), suffixes
+
+
+def format_histories(
+    item_titles: Sequence,
+    history_rows: np.ndarray,
+    history_ratings: Sequence,
+    history_offsets: np.ndarray,
+    rating_format: str,
+    history_format: str = "list",
+) -> list[str]:
+    """:func:`format_history` of many samples at once, vectorised over their items (same text, byte for byte).
+
+    Each distinct title and rating is formatted once in Python; the numbered items and their
+    joining are Arrow string kernels. In ``"list"`` format an item's ``repr`` quotes are those of
+    its title, since the index and the ``" (4 stars)"`` suffix hold no quote or backslash.
+
+    Args:
+        item_titles: title of every item row (the catalogue).
+        history_rows: the shown items' rows into ``item_titles``, all samples concatenated.
+        history_ratings: the matching ratings, concatenated the same way.
+        history_offsets: ``n_samples + 1`` offsets into the concatenation (sample i's items are
+            ``history_offsets[i]:history_offsets[i + 1]``).
+        rating_format: ``"int"`` or ``"float1"``, see :func:`format_rating`.
+        history_format: ``"list"`` or ``"lines"``, see :func:`format_history`.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _check_choice("history_format", history_format, HISTORY_FORMATS)
+    _check_choice("rating_format", rating_format, RATING_FORMATS)
+    history_rows = np.asarray(history_rows, dtype=np.int64)
+    offsets = np.asarray(history_offsets, dtype=np.int64)
+    if len(history_rows) != len(history_ratings) or (len(offsets) and offsets[-1] != len(history_rows)):
+        raise ConfigError(
+            f"{len(history_rows)} history rows, {len(history_ratings)} ratings and offsets ending at "
+            f"{offsets[-1] if len(offsets) else None} must describe the same items"
+        )
+    rating_codes, suffixes = _rating_suffixes(history_ratings, rating_format)
+    rows, title_codes = np.unique(history_rows, return_inverse=True)
+    texts = [f"{item_titles[row]}" for row in rows.tolist()]
+    lengths = np.diff(offsets)
+    index = np.arange(len(history_rows), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    longest = int(lengths.max()) if len(lengths) else 0
+    if history_format == "list":
+        quoted = [repr(text) for text in texts]
+        quote_codes = np.array([text[0] == '"' for text in quoted], dtype=np.int64)[title_codes]
+        # item = quote + "i. " + escaped title + " (r stars)" + quote
+        openings = pa.array([f"{quote}{i}. " for quote in "'\"" for i in range(longest)], pa.large_string())
+        bodies = pa.array([text[1:-1] for text in quoted], pa.large_string())
+        closings = pa.array([f"{suffix}{quote}" for suffix in suffixes for quote in "'\""], pa.large_string())
+        pieces = [openings.take(pa.array(quote_codes * longest + index)), bodies.take(pa.array(title_codes)),
+                  closings.take(pa.array(rating_codes * 2 + quote_codes))]
+        separator, head, tail = ", ", "[", "]"
+    else:
+        pieces = [pa.array([f"{i}. " for i in range(longest)], pa.large_string()).take(pa.array(index)),
+                  pa.array(texts, pa.large_string()).take(pa.array(title_codes)),
+                  pa.array(suffixes, pa.large_string()).take(pa.array(rating_codes))]
+        separator, head, tail = "\n", "", ""
+    def text(value: str):
+        return pa.scalar(value, pa.large_string())
+
+    items = pc.binary_join_element_wise(*pieces, text("")) if len(history_rows) else pa.array([], pa.large_string())
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), items), text(separator))
+    if head or tail:
+        joined = pc.binary_join_element_wise(text(head), joined, text(tail), text(""))
+    return joined.to_pylist()
+
+
+def _assemble(heads: list[str], histories: list[str], tails: list[str]) -> list[str]:
+    return [head + history + tail for head, history, tail in zip(heads, histories, tails)]
+
+
+def render_prompts_flat(
+    domain_template: str,
+    profiles: dict[str, Sequence] | None,
+    item_titles: Sequence,
+    history_rows: np.ndarray,
+    history_ratings: Sequence,
+    history_offsets: np.ndarray,
+    target_titles: Sequence[str],
+    rating_format: str,
+    history_format: str = "list",
+) -> list[str]:
+    """:func:`render_prompts` for histories given flat (item rows + offsets), as a builder holds them.
+
+    Same text as :func:`render_prompts`, byte for byte, without a Python call per shown item.
+
+    Args:
+        domain_template: ``"ml-1m"``, ``"ml-latest"`` or ``"book-crossing"``.
+        profiles: see :func:`render_prompts`.
+        item_titles: title of every item row.
+        history_rows: the shown items' rows, all samples concatenated in shown order.
+        history_ratings: the matching ratings.
+        history_offsets: ``n_samples + 1`` offsets into the concatenation.
+        target_titles: per sample, the title of the item to predict.
+        rating_format: ``"int"`` or ``"float1"``.
+        history_format: ``"list"`` or ``"lines"``.
+    """
+    _check_choice("history_format", history_format, HISTORY_FORMATS)
+    if len(history_offsets) != len(target_titles) + 1:
+        raise ConfigError(
+            f"history_offsets has {len(history_offsets)} entries but there are {len(target_titles)} samples; "
+            "expected one more offset than samples"
+        )
+    heads, tails = _split_templates(domain_template, profiles, target_titles)
+    histories = format_histories(item_titles, history_rows, history_ratings, history_offsets, rating_format,
+                                 history_format)
+    return _assemble(heads, histories, tails)
+
+
 def render_prompts(
     domain_template: str,
     profiles: dict[str, Sequence] | None,
@@ -290,8 +422,24 @@ def render_prompts(
     if len(history_titles) != len(target_titles):
         raise ConfigError(f"history_titles has {len(history_titles)} samples but target_titles has {len(target_titles)}")
     heads, tails = _split_templates(domain_template, profiles, target_titles)
-    items = _history_items(history_titles, history_ratings, rating_format)
-    return [head + format_history(shown, history_format) + tail for head, shown, tail in zip(heads, items, tails)]
+    if len(history_titles) != len(history_ratings):
+        raise ConfigError(
+            f"history_titles has {len(history_titles)} samples but history_ratings has {len(history_ratings)}"
+        )
+    _check_choice("rating_format", rating_format, RATING_FORMATS)
+    lengths = np.fromiter((len(titles) for titles in history_titles), dtype=np.int64, count=len(history_titles))
+    for index, (titles, ratings) in enumerate(zip(history_titles, history_ratings)):
+        if len(titles) != len(ratings):
+            raise ConfigError(f"sample {index} has {len(titles)} history titles but {len(ratings)} ratings")
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # Each distinct title text once; the items then point at it, like rows of a catalogue.
+    texts = [f"{title}" for title in chain.from_iterable(history_titles)]
+    catalogue: dict[str, int] = {}
+    rows = np.fromiter((catalogue.setdefault(text, len(catalogue)) for text in texts), dtype=np.int64, count=len(texts))
+    ratings = list(chain.from_iterable(history_ratings))
+    histories = format_histories(list(catalogue), rows, ratings, offsets, rating_format, history_format)
+    return _assemble(heads, histories, tails)
 
 
 def render_prompt(

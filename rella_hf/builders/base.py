@@ -49,7 +49,10 @@ class ReLLaConfig(datasets.BuilderConfig):
             (tokenised with ``chat_model``'s tokenizer); None keeps all K.
         label_threshold, min_history, min_user_ratings, train_fraction, validation_fraction, seed,
         train_sample_size, validation_sample_size, test_sample_size, sample_seed: the sample
-            protocol (:class:`rella_hf.samples.SampleProtocol`); defaults reproduce the paper.
+            protocol (:class:`rella_hf.samples.SampleProtocol`); defaults reproduce the paper. When
+            ``train_sample_size`` and ``test_sample_size`` are set and ``validation_sample_size`` is
+            None, validation is sampled to ``test_sample_size`` too (every split is rendered, and a
+            whole ML-25M validation split is 2.4 M prompts); pass a larger number to keep all of it.
     """
 
     K: int = 5
@@ -191,7 +194,7 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         tokenizer: chat template and token counter (None: Vicuna v1.1 wrapper, no budget).
         retriever: the SUBR retriever, needed for the token budget of chronological SUBR prompts.
     """
-    from ..prompts import answer_completion, fit_prompt_budgets, render_prompts, wrap_prompts
+    from ..prompts import answer_completion, fit_prompt_budgets, render_prompts_flat, wrap_prompts
 
     corpus = samples.corpus
     titles = samples.items["title"].to_numpy()
@@ -209,15 +212,16 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         return rows, ratings, list_offsets
 
     shown_rows, shown_ratings, list_offsets = shown_lists(selection)
-    history_titles = _split_lists(titles[shown_rows], list_offsets)
-    history_ratings = _split_lists(shown_ratings, list_offsets)
     if config.max_prompt_tokens is None:
-        raw_prompts = render_prompts(corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
-                                     rating_format=corpus.rating_format, history_format=config.history_format)
+        raw_prompts = render_prompts_flat(corpus.prompt_template, profiles, titles, shown_rows, shown_ratings,
+                                          list_offsets, target_titles, rating_format=corpus.rating_format,
+                                          history_format=config.history_format)
         prompts = wrap_prompts(raw_prompts, tokenizer)
     else:
         if tokenizer is None:
             raise ConfigError("max_prompt_tokens needs chat_model: its tokenizer counts the prompt tokens")
+        history_titles = _split_lists(titles[shown_rows], list_offsets)
+        history_ratings = _split_lists(shown_ratings, list_offsets)
         fitted = fit_prompt_budgets(
             corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
             tokenizer=tokenizer, max_prompt_tokens=config.max_prompt_tokens, rating_format=corpus.rating_format,
@@ -286,7 +290,8 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     """Builds the train / validation / test prompt splits of one corpus (set ``CORPUS``)."""
 
     BUILDER_CONFIG_CLASS = ReLLaConfig
-    VERSION = datasets.Version("1.0.0")
+    # 1.1.0: validation is sampled by default when train and test are (caches of 1.0.0 builds are not reused).
+    VERSION = datasets.Version("1.1.0")
     CORPUS: ClassVar[str]
 
     def _info(self) -> datasets.DatasetInfo:
