@@ -220,3 +220,38 @@ def test_registry_metadata_is_complete():
     for name, corpus in CORPORA.items():
         assert corpus.name == name and corpus.licence and corpus.citation
         assert corpus.redistributable == (name == "ml-latest-small")
+
+
+def test_utf8_files_go_to_arrow_without_a_decoded_copy(tmp_path, monkeypatch):
+    from rella_hf.corpora import base
+
+    folder = write_ml_latest(tmp_path)
+    expected = get_corpus("ml-25m").read(folder)
+
+    def no_bytes(path):
+        raise AssertionError(f"{path} was read into memory although Arrow can read it directly")
+
+    monkeypatch.setattr(base, "_read_bytes", no_bytes)
+    direct = get_corpus("ml-25m").read(folder)
+    for name in ("items", "users", "interactions"):
+        assert getattr(direct, name).equals(getattr(expected, name))
+
+
+def test_direct_read_keeps_the_diagnostic_errors(tmp_path):
+    folder = write_ml_latest(tmp_path)
+    # an undecodable byte in a number column: Arrow fails, the decoding path names the line
+    data = (folder / "ratings.csv").read_bytes().replace(b"1,11,3.5", b"1,11,3\xff5", 1)
+    (folder / "ratings.csv").write_bytes(data)
+    message = _error(folder, "ml-25m")
+    assert "ratings.csv, line 3" in message and "0xff" in message and "utf-8" in message
+    # whitespace only: empty
+    (folder / "ratings.csv").write_bytes(b"\r\n  \r\n")
+    assert "empty" in _error(folder, "ml-25m")
+
+
+def test_direct_read_of_gzipped_csv(tmp_path):
+    folder = write_ml_latest(tmp_path)
+    expected = get_corpus("ml-25m").read(folder).interactions
+    (folder / "ratings.csv.gz").write_bytes(gzip.compress((folder / "ratings.csv").read_bytes()))
+    (folder / "ratings.csv").unlink()
+    assert get_corpus("ml-25m").read(folder).interactions.equals(expected)

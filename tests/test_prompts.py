@@ -363,3 +363,51 @@ def test_search_finds_the_threshold_from_any_first_guess(size):
                 probe = search.next_probe(probe, probe <= answer)
             assert search.low == answer and search.high == answer + 1
             assert probes <= 2 * size.bit_length() + 2
+
+
+def _reference_histories(titles, ratings, rating_format, history_format):
+    """The per-item rendering every vectorised path must reproduce byte for byte."""
+    return [format_history([history_item_text(title, rating, rating_format) for title, rating in zip(ts, rs)],
+                           history_format) for ts, rs in zip(titles, ratings)]
+
+
+@pytest.mark.parametrize("history_format", ["list", "lines"])
+@pytest.mark.parametrize("rating_format, values", [("float1", [0.5, 1.0, 1.5, 3.0, 4.5, 5.0, 0.0]),
+                                                   ("int", [0, 1, 2, 5, 10, 1.0])])
+def test_vectorised_rendering_is_byte_identical(history_format, rating_format, values):
+    import random
+
+    import numpy as np
+
+    from rella_hf.prompts import format_histories, render_prompts_flat
+
+    rng = random.Random(0)
+    alphabet = ["a", "B", " ", "'", '"', "\\", "\n", "\t", "\x00", "\x7f", "é", "😀", "\u200b", "(", ")", ",", "[",
+                "]", "{", "}", "\r", "\xa0"]
+    if history_format == "list":
+        alphabet.append("\ud800")  # repr escapes it; lines format would carry it raw (not encodable)
+    catalogue = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(120)]
+    catalogue += [None, 3, 2.5, "Schindler's List (1993)", 'Say "Hi"', "It's \"both\""]
+    lengths = [rng.randint(0, 35) for _ in range(150)] + [0]
+    rows = [[rng.randrange(len(catalogue)) for _ in range(n)] for n in lengths]
+    ratings = [[rng.choice(values) for _ in range(n)] for n in lengths]
+    titles = [[catalogue[row] for row in sample] for sample in rows]
+    expected = _reference_histories(titles, ratings, rating_format, history_format)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat_rows = np.array([row for sample in rows for row in sample], dtype=np.int64)
+    flat_ratings = np.array([rating for sample in ratings for rating in sample], dtype=np.float32)
+    assert format_histories(catalogue, flat_rows, flat_ratings, offsets, rating_format, history_format) == expected
+    targets = [f"T{index}" for index in range(len(rows))]
+    from_lists = render_prompts("ml-latest", None, titles, ratings, targets, rating_format, history_format)
+    flat = render_prompts_flat("ml-latest", None, catalogue, flat_rows, flat_ratings, offsets, targets, rating_format,
+                               history_format)
+    assert from_lists == flat
+    head, tail = prompts.PROMPT_TEMPLATES["ml-latest"].split("{history}")
+    assert from_lists == [head + history + tail.format(title=target) for history, target in zip(expected, targets)]
+
+
+def test_vectorised_rendering_raises_for_the_first_bad_rating():
+    with pytest.raises(ConfigError, match="rating 3.5 is not an integer"):
+        render_prompts("ml-latest", None, [["A", "B"], ["C"]], [[4, 3.5], [2.5]], ["X", "Y"], "int")
+    with pytest.raises(ConfigError, match="sample 1 has 2 history titles but 1 ratings"):
+        render_prompts("ml-latest", None, [["A"], ["B", "C"]], [[4], [3]], ["X", "Y"], "int")

@@ -122,3 +122,70 @@ def test_bad_protocol_values():
         SampleProtocol(train_sample_size=0)
     with pytest.raises(ConfigError, match="min_history"):
         SampleProtocol(min_history=-1)
+
+
+def test_packed_sort_matches_lexsort_and_keeps_ties_stable():
+    from rella_hf.samples import _lexicographic_order, _pack_keys
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 3000))
+        # small ranges force many equal keys (ties must keep row order, as lexsort does); negative values too
+        columns = [rng.integers(-3, 4, n), rng.integers(-10**12, 10**12, n) if rng.random() < 0.3 else rng.integers(0, 50, n),
+                   rng.integers(0, 7, n)]
+        assert _pack_keys(columns) is not None
+        np.testing.assert_array_equal(_lexicographic_order(columns), np.lexsort(columns[::-1]))
+
+
+def test_packed_sort_falls_back_to_lexsort_beyond_64_bits():
+    from rella_hf.samples import _lexicographic_order, _pack_keys
+
+    rng = np.random.default_rng(1)
+    columns = [rng.integers(-2**62, 2**62, 1000), rng.integers(0, 2**40, 1000), rng.integers(0, 3, 1000)]
+    assert _pack_keys(columns) is None
+    np.testing.assert_array_equal(_lexicographic_order(columns), np.lexsort(columns[::-1]))
+    floats = [rng.random(100), rng.integers(0, 3, 100)]
+    assert _pack_keys(floats) is None
+    np.testing.assert_array_equal(_lexicographic_order(floats), np.lexsort(floats[::-1]))
+    assert len(_lexicographic_order([np.zeros(0, np.int64), np.zeros(0, np.int64)])) == 0
+
+
+@pytest.mark.parametrize("name", ["ml-latest-small", "ml-1m"])
+def test_fallback_sort_gives_the_same_samples(tmp_path, monkeypatch, name):
+    import rella_hf.samples as module
+
+    folder = None if name == "ml-latest-small" else write_ml1m(tmp_path)
+    protocol = SampleProtocol(train_sample_size=500, test_sample_size=300)
+    packed = load_samples(name, data_dir=folder, protocol=protocol)
+    monkeypatch.setattr(module, "_pack_keys", lambda columns: None)
+    fallback = load_samples(name, data_dir=folder, protocol=protocol)
+    pd.testing.assert_frame_equal(packed.log, fallback.log)
+    for split in packed.splits:
+        pd.testing.assert_frame_equal(packed.splits[split], fallback.splits[split])
+
+
+def test_validation_is_sampled_when_train_and_test_are():
+    full = load_samples("ml-latest-small")
+    sampled = load_samples("ml-latest-small", protocol=SampleProtocol(train_sample_size=1000, test_sample_size=400))
+    assert {name: len(frame) for name, frame in sampled.splits.items()} == {"train": 1000, "validation": 400, "test": 400}
+    # a seeded subset of the full validation split, in order
+    validation = sampled.splits["validation"]
+    assert validation["sample_id"].is_monotonic_increasing
+    assert set(validation["sample_id"]) <= set(full.splits["validation"]["sample_id"])
+    # an explicit size wins; only one of train/test sampled keeps all of validation
+    explicit = load_samples("ml-latest-small", protocol=SampleProtocol(train_sample_size=1000, test_sample_size=400,
+                                                                       validation_sample_size=50))
+    assert len(explicit.splits["validation"]) == 50
+    train_only = load_samples("ml-latest-small", protocol=SampleProtocol(train_sample_size=1000))
+    assert len(train_only.splits["validation"]) == len(full.splits["validation"])
+    assert SampleProtocol(train_sample_size=9, test_sample_size=7).sample_sizes() == {"train": 9, "validation": 7, "test": 7}
+
+
+def test_sampled_splits_equal_the_subsampled_full_splits():
+    full = load_samples("ml-latest-small")
+    sampled = load_samples("ml-latest-small", protocol=SampleProtocol(train_sample_size=700, validation_sample_size=80,
+                                                                      test_sample_size=90, sample_seed=3))
+    for name, size in (("train", 700), ("validation", 80), ("test", 90)):
+        frame = full.splits[name]
+        chosen = np.sort(np.random.default_rng(3).choice(len(frame), size=size, replace=False))
+        pd.testing.assert_frame_equal(sampled.splits[name], frame.iloc[chosen].reset_index(drop=True))
