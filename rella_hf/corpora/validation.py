@@ -136,7 +136,8 @@ def _first_bad(path: Path, frame: pd.DataFrame, bad: np.ndarray, column: str, ex
         return
     row = int(np.flatnonzero(bad)[0])
     value = frame[column].iat[row]
-    shown = "empty" if value is None or (isinstance(value, float) and np.isnan(value)) else shorten(value)
+    missing = value is None or (isinstance(value, (float, np.floating)) and np.isnan(value))
+    shown = "nan (NaN or an empty field)" if missing else shorten(value.item() if hasattr(value, "item") else value)
     line = record_line(path, row, header, **(locate or {}))
     raise DataFormatError(path, f"column {column!r} holds {shown}; expected {expected}", line)
 
