@@ -21,7 +21,16 @@ honest:
    ...)`` end to end into a fresh cache folder (embeddings patched to the same stand-in), and
    the on-disk size of the Arrow dataset it writes.
 
+3. Old vs new: every part of 1. and 2. also runs with the code of ``--old-commit`` (default: the
+   commit before issue #20's speed-ups), checked out as a git worktree under /tmp and imported
+   through ``PYTHONPATH`` by the same child processes, so both codes meet the same machine state.
+   The rendered tables (step d) and the built datasets are digested and must be identical; the
+   report gives old/new time ratios and peak RSS per step, and ends with the line
+   ``scale 100%: X.Xx faster than <old commit>, peak RSS Y GB`` (``load_dataset`` end to end, wall
+   time old / new, and the new build's peak RSS).
+
 Usage: python benchmarks/bench_scale.py [--percents 1 10 100]   (writes benchmarks/RESULTS.md)
+       python benchmarks/bench_scale.py --old-commit none               (this checkout only)
        python benchmarks/bench_scale.py --measure 10 --json out.json       (one part, this process)
 """
 
@@ -51,6 +60,8 @@ RESULTS = HERE / "RESULTS.md"
 K = 30
 TRAIN, VALIDATION, TEST = 90_000, 10_000, 70_000
 STANDIN_LABEL = "TF-IDF + random projection stand-in (384-d), not MiniLM"
+#: The code before issue #20 (packed sorts, direct Arrow reads, sampled frames, vectorised rendering).
+BASELINE_COMMIT = "8e5b5bb5f79eb0a370c362c86d20800792f6c872"
 _SECTION_START = "<!-- bench_scale:start -->"
 _SECTION_END = "<!-- bench_scale:end -->"
 
@@ -158,6 +169,19 @@ def _table_digest(table) -> str:
     return digest.hexdigest()
 
 
+def _samples_digest(samples) -> str:
+    """A content digest of the log and the split frames (so old and new samples can be compared)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, frame in [("log", samples.log), *samples.splits.items()]:
+        digest.update(name.encode())
+        for column in frame.columns:
+            digest.update(column.encode())
+            digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
+    return digest.hexdigest()
+
+
 class _Clock:
     """Wall seconds and CPU seconds (this process plus reaped children) since creation."""
 
@@ -192,9 +216,11 @@ def measure(percent: float) -> dict:
     # GNU OpenMP's thread pool does not survive fork: a forked worker calling FAISS after the parent
     # ran a multi-threaded OpenMP region hangs. compute_distance_subset is single-threaded anyway.
     faiss.omp_set_num_threads(1)
+    import rella_hf
+
     folder = default_folder(percent / 100)
     corpus = get_corpus("ml-25m")
-    out: dict = {"percent": percent, "loadavg_start": os.getloadavg()}
+    out: dict = {"percent": percent, "module": rella_hf.__file__, "loadavg_start": os.getloadavg()}
 
     # (a) reading: Arrow's CSV reader with 1 thread, then 2 (the second's tables are used).
     out["read"] = {}
@@ -267,6 +293,8 @@ def measure(percent: float) -> dict:
     if digests[1] != digests[2]:
         raise RuntimeError("rendering with 2 processes differs from 1 process")
     out["render"] = render
+    out["render_digests"] = digests[1]
+    out["samples_digest"] = _samples_digest(samples)
     out["prompt_chars_mean"] = float(np.mean([len(text) for text in _render_part(parts[0]).column("prompt").to_pylist()]))
     out["rss_peak_mb"] = peak_rss_mb()
     out["workers_peak_rss_mb"] = _children_peak_rss_mb()
@@ -328,11 +356,13 @@ def measure_builder(percent: float) -> dict:
         dataset = rella_hf.load_dataset("ml-25m", K=K, retrieval="semantic", data_dir=default_folder(percent / 100),
                                         cache_dir=cache, chat_model=None, **_protocol_kwargs())
         out["time"] = clock.read()
+        out["rss_peak_mb"] = peak_rss_mb()  # before the digests below, which hold every prompt once more
         out["rows"] = {name: len(split) for name, split in dataset.items()}
+        out["module"] = rella_hf.__file__
         arrow = [path for path in cache.rglob("*.arrow")]
         out["arrow_mb"] = sum(path.stat().st_size for path in arrow) / 2**20
         out["cache_mb"] = sum(path.stat().st_size for path in cache.rglob("*") if path.is_file()) / 2**20
-        out["rss_peak_mb"] = peak_rss_mb()
+        out["digests"] = {name: _table_digest(split.data.table) for name, split in dataset.items()}
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     out["loadavg_end"] = os.getloadavg()
@@ -344,14 +374,34 @@ def measure_builder(percent: float) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_child(flag: str, percent: float) -> dict:
+def _run_child(flag: str, percent: float, tree: Path | None = None) -> dict:
+    """Run one part in a fresh process, with this checkout's code or (``tree``) another checkout's."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         target = handle.name
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     try:
-        subprocess.run([sys.executable, __file__, flag, str(percent), "--json", target], check=True)
-        return json.loads(Path(target).read_text())
+        subprocess.run([sys.executable, __file__, flag, str(percent), "--json", target], check=True, env=env)
+        result = json.loads(Path(target).read_text())
     finally:
         os.unlink(target)
+    module = Path(result.get("module", "")).resolve()
+    expected = (tree or HERE.parent).resolve()
+    if tree is not None and not module.is_relative_to(expected):
+        raise RuntimeError(f"the old-code child imported {module}, not the worktree {expected}")
+    return result
+
+
+def old_worktree(commit: str) -> tuple[Path, str]:
+    """A git worktree of ``commit`` under /tmp (made once, reused), and the commit's short hash."""
+    resolved = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", commit], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / f"rella-old-{resolved[:12]}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(tree), resolved], check=True,
+                       capture_output=True)
+    return tree, resolved[:7]
 
 
 def _exponent(sizes, seconds) -> float:
@@ -488,6 +538,43 @@ def report(results: list[dict], minilm: dict | None, generation: dict) -> str:
             f"- peak RSS under 8 GB: {peak / 1024:.2f} GiB (the larger of the step-by-step process and "
             f"`load_dataset`) — {'met' if peak < 8 * 1024 else 'MISSED'}",
         ]
+        if full[0].get("old"):
+            ratio = full[0]["old"]["builder"]["time"]["wall"] / b["time"]["wall"]
+            lines += [
+                f"- issue #20, `load_dataset` at least 2× faster than {full[0]['old_commit']} in the same run: "
+                f"{ratio:.1f}× — {'met' if ratio >= 2 else 'MISSED'}",
+                f"- issue #20, `load_dataset` peak RSS at most 3 GB: {b['rss_peak_mb'] * 2**20 / 1e9:.2f} GB — "
+                f"{'met' if b['rss_peak_mb'] * 2**20 <= 3e9 else 'MISSED'}",
+            ]
+    compared = [r for r in results if r.get("old")]
+    if compared:
+        commit = compared[0]["old_commit"]
+        lines += [
+            "",
+            f"### Old ({commit}) vs new code, same run: wall s old → new (old / new)",
+            "",
+            "Each part ran in a fresh process, first with the old code (a git worktree of "
+            f"`{commit}` on `PYTHONPATH`), then with this checkout. Steps use 1 worker; peak RSS in MiB.",
+            "",
+            "| scale | (a) read | (a) samples + split | (c) index + SUBR | (d) render | total (a)+(c)+(d) "
+            "| `load_dataset` | peak RSS step by step | peak RSS `load_dataset` | rows identical | load avg (builder, new) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in compared:
+            new_steps, old_steps = _step_clocks(r["measure"]), _step_clocks(r["old"]["measure"])
+            cells = [f"{old_steps[key]['wall']:.1f} → {new_steps[key]['wall']:.1f} "
+                     f"({old_steps[key]['wall'] / max(new_steps[key]['wall'], 1e-9):.1f}×)"
+                     for key in ("read", "samples", "subr", "render", "total")]
+            ob, nb = r["old"]["builder"], r["builder"]
+            cells.append(f"{ob['time']['wall']:.1f} → {nb['time']['wall']:.1f} ({ob['time']['wall'] / nb['time']['wall']:.1f}×)")
+            cells.append(f"{r['old']['measure']['rss_peak_mb']:,.0f} → {r['measure']['rss_peak_mb']:,.0f}")
+            cells.append(f"{ob['rss_peak_mb']:,.0f} → {nb['rss_peak_mb']:,.0f}")
+            cells.append("yes" if r["identical"] else "**NO**")
+            cells.append(f"{_fmt_load(nb['loadavg_start'])} → {_fmt_load(nb['loadavg_end'])}")
+            lines.append(f"| {r['measure']['percent']:g} % | " + " | ".join(cells) + " |")
+        lines += ["", "Rows identical: the samples (log and split frames), every rendered table of step (d) and "
+                  "every split of the built dataset have the same content digest old and new.", ""]
+        lines += [_final_line(r) for r in compared]
     if minilm:
         lines += [
             "",
@@ -507,6 +594,19 @@ def report(results: list[dict], minilm: dict | None, generation: dict) -> str:
                         f"at {r['measure']['percent']:g} %" for r in results) + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _identical(new: dict, old: dict) -> bool:
+    """Whether the old and new code made the same samples, rendered tables and datasets."""
+    return (new["measure"]["samples_digest"] == old["measure"]["samples_digest"]
+            and new["measure"]["render_digests"] == old["measure"]["render_digests"]
+            and new["builder"]["digests"] == old["builder"]["digests"])
+
+
+def _final_line(result: dict) -> str:
+    old, new = result["old"]["builder"], result["builder"]
+    return (f"scale {result['measure']['percent']:g}%: {old['time']['wall'] / new['time']['wall']:.1f}x faster than "
+            f"{result['old_commit']}, peak RSS {new['rss_peak_mb'] * 2**20 / 1e9:.2f} GB")
 
 
 def write_results(section: str, path: Path = RESULTS) -> None:
@@ -533,6 +633,8 @@ def main() -> None:
     parser.add_argument("--builder", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the tables without updating RESULTS.md")
+    parser.add_argument("--old-commit", default=BASELINE_COMMIT,
+                        help="commit whose code is measured beside this checkout's ('none' to skip)")
     args = parser.parse_args()
 
     for flag, function in (("measure", measure), ("minilm", measure_minilm), ("builder", measure_builder)):
@@ -558,18 +660,33 @@ def main() -> None:
     if not args.skip_minilm:
         minilm = _run_child("--minilm", args.minilm_percent)
         print(f"MiniLM: {json.dumps(minilm)}", file=sys.stderr)
+    tree, commit = (None, None) if args.old_commit.lower() == "none" else old_worktree(args.old_commit)
     results = []
     for percent in args.percents:
-        measured = _run_child("--measure", percent)
-        print(f"measure {percent:g} %: {json.dumps(measured)}", file=sys.stderr)
-        built = _run_child("--builder", percent)
-        print(f"builder {percent:g} %: {json.dumps(built)}", file=sys.stderr)
-        results.append({"measure": measured, "builder": built})
+        result = {}
+        if tree is not None:
+            old = {"measure": _run_child("--measure", percent, tree)}
+            print(f"old measure {percent:g} %: {json.dumps(old['measure'])}", file=sys.stderr)
+            old["builder"] = _run_child("--builder", percent, tree)
+            print(f"old builder {percent:g} %: {json.dumps(old['builder'])}", file=sys.stderr)
+            result.update(old=old, old_commit=commit)
+        result["measure"] = _run_child("--measure", percent)
+        print(f"measure {percent:g} %: {json.dumps(result['measure'])}", file=sys.stderr)
+        result["builder"] = _run_child("--builder", percent)
+        print(f"builder {percent:g} %: {json.dumps(result['builder'])}", file=sys.stderr)
+        if tree is not None:
+            result["identical"] = _identical(result, result["old"])
+        results.append(result)
     section = report(results, minilm, generation)
     print(section)
     if not args.no_write:
         write_results(section)
         print(f"wrote {RESULTS}", file=sys.stderr)
+    for result in results:
+        if tree is not None and not result["identical"]:
+            print(f"scale {result['measure']['percent']:g}%: the old and new code made DIFFERENT rows", file=sys.stderr)
+    if tree is not None:
+        print(_final_line(results[-1]))
 
 
 if __name__ == "__main__":

@@ -338,3 +338,22 @@ def test_minilm_default_embeds_offline(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     direct = embedder.model.encode(TEXTS[:3], convert_to_numpy=True)
     np.testing.assert_allclose(vectors, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_is_close_and_cached_apart(tmp_path, llama, tokenizer):
+    exact = HFEmbedder((llama, tokenizer), pooling="average")
+    fast = HFEmbedder((llama, tokenizer), pooling="average", compute_dtype="bfloat16")
+    assert fast.identity == exact.identity + "|compute=bfloat16"
+    a, b = exact.encode(TEXTS, progress=False), fast.encode(TEXTS, progress=False)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+    with pytest.raises(ConfigError, match="compute_dtype='half'"):
+        HFEmbedder((llama, tokenizer), compute_dtype="half")
+    assert HFEmbedder((llama, tokenizer), compute_dtype="auto").compute_dtype in ("float32", "bfloat16")
+
+
+def test_minilm_bf16_name_keeps_the_float32_cache_apart():
+    embedder = get_embedder("minilm-bf16", device="cpu")
+    assert embedder.compute_dtype == "bfloat16" and embedder.identity == MINILM_IDENTITY + "|compute=bfloat16"
+    assert get_embedder("minilm", device="cpu").identity == MINILM_IDENTITY
