@@ -182,6 +182,19 @@ def test_gzip_of_a_cut_file_is_refused(tmp_path):
     assert len(get_corpus("ml-1m").read(folder).interactions) == 21
 
 
+@pytest.mark.parametrize("corpus_name, name", [("ml-1m", "ratings.dat"), ("BookCrossing", "BX-Books.csv")])
+def test_folder_where_a_file_belongs_is_refused(corpus_name, name, tmp_path):
+    folder = WRITERS[corpus_name](tmp_path / "data")
+    good = (folder / name).read_bytes()
+    (folder / name).unlink()
+    (folder / name).mkdir()
+    with pytest.raises(DataFormatError, match=f"{name}: is a folder, not a file"):
+        get_corpus(corpus_name).read(folder)
+    (folder / name).rmdir()
+    (folder / name).write_bytes(good)
+    assert len(get_corpus(corpus_name).read(folder).interactions) > 0
+
+
 def _bx_titles(folder):
     return get_corpus("BookCrossing").read(folder).items.set_index("item_id")["title"]
 

@@ -79,6 +79,8 @@ def check_line_end(path: Path) -> None:
         DataFormatError: naming the file, the last line and its shortened content.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "is a folder, not a file; expected the release file itself here")
     if _is_gzip(path):
         data = _content(path)
         last = data[-1:]
