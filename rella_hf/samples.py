@@ -128,55 +128,66 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.repeat(starts, np.diff(np.append(starts, n)))
 
 
-def _pack_keys(columns: list[np.ndarray]) -> np.ndarray | None:
+def _pack_keys(columns: list) -> np.ndarray | None:
     """One uint64 key per row whose order is the lexicographic order of ``columns`` (first = most significant).
 
     Each integer column is offset by its minimum and given the bits its range needs; None when
-    the columns together need more than 64 bits or one is not an integer column.
+    the columns together need more than 64 bits or one is not an integer column. A column may be
+    given as a function returning it, so only one column is materialised at a time.
     """
-    if not len(columns[0]):
-        return None
-    spans = []
+    key = None
+    used = 0
     for column in columns:
-        if not np.issubdtype(column.dtype, np.integer):
+        column = column() if callable(column) else column
+        if not np.issubdtype(column.dtype, np.integer) or not len(column):
             return None
         low = int(column.min())
-        spans.append((low, (int(column.max()) - low).bit_length()))
-    if sum(bits for _, bits in spans) > 64:
-        return None
-    key = np.zeros(len(columns[0]), dtype=np.uint64)
-    for column, (low, bits) in zip(columns, spans):
+        bits = (int(column.max()) - low).bit_length()
+        used += bits
+        if used > 64:
+            return None
+        if key is None:
+            key = np.zeros(len(column), dtype=np.uint64)
         np.left_shift(key, np.uint64(bits), out=key)
         # Two's-complement wrap-around makes the difference exact for any int64 range.
         part = column.astype(np.uint64)
+        del column
         np.subtract(part, np.uint64(low % 2**64), out=part)
         np.bitwise_or(key, part, out=key)
         del part
     return key
 
 
-def _lexicographic_order(columns: list[np.ndarray]) -> np.ndarray:
+def _has_equal_neighbours(key: np.ndarray, order: np.ndarray, block: int = 1 << 20) -> bool:
+    """Whether ``key[order]`` has two equal consecutive values (checked in blocks, without a sorted copy)."""
+    for start in range(0, len(order) - 1, block):
+        values = key[order[start:start + block + 1]]
+        if (values[1:] == values[:-1]).any():
+            return True
+    return False
+
+
+def _lexicographic_order(columns: list) -> np.ndarray:
     """``np.lexsort(columns[::-1])``: rows ordered by ``columns[0]``, then ``columns[1]``, ..., ties stably.
 
     When the columns pack into one uint64 key (:func:`_pack_keys`) this is a single argsort of
     that key, about 5x faster than the multi-key lexsort on tens of millions of rows; the plain
     (unstable) sort is used when the keys are all distinct, which gives the same permutation, and
     a stable one otherwise. Columns that need more than 64 bits fall back to ``np.lexsort``.
+    Columns may be functions returning them (see :func:`_pack_keys`).
     """
     key = _pack_keys(columns)
     if key is None:
-        return np.lexsort(columns[::-1])
+        return np.lexsort([column() if callable(column) else column for column in columns][::-1])
     order = np.argsort(key)
-    ordered = key[order]
-    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
-        del ordered
+    if _has_equal_neighbours(key, order):
         order = np.argsort(key, kind="stable")
     return order
 
 
 def _item_ranks(items: pd.DataFrame) -> np.ndarray:
     """Rank of each item row's ``item_id`` among all item ids (same order as the ids, small integers)."""
-    ranks = np.empty(len(items), dtype=np.int64)
+    ranks = np.empty(len(items), dtype=np.int32 if len(items) < 2**31 else np.int64)
     ranks[np.argsort(items["item_id"].to_numpy(), kind="stable")] = np.arange(len(items))
     return ranks
 
@@ -269,8 +280,10 @@ def build_samples(
         within -= group_start
         eligible = np.flatnonzero(within >= protocol.min_history)
         del within
-        global_order = _lexicographic_order([timestamps_all[log_order[eligible]], sorted_users[eligible],
-                                             item_ranks[log_order[eligible]]])
+        # The global order of the eligible samples; each key column is gathered only when packed.
+        global_order = _lexicographic_order([lambda: timestamps_all[log_order[eligible]],
+                                             lambda: sorted_users[eligible],
+                                             lambda: item_ranks[log_order[eligible]]])
         del sorted_users, item_ranks
         sample_positions = eligible[global_order]
         del eligible, global_order
