@@ -82,8 +82,7 @@ def _save_atomically(folder: str, save) -> None:
     import tempfile
 
     target = Path(folder)
-    if target.exists() and any(target.iterdir()) and not (target / "dataset_dict.json").exists() \
-            and not (target / "README.md").exists():
+    if target.exists() and any(target.iterdir()) and not (target / "dataset_dict.json").exists():
         raise UsageError(f"{folder}: exists and does not hold a saved dataset; choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
