@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="embed_items' default")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--float32-batch", type=int, default=128,
+                        help="also time float32 at this batch size (0 to skip): larger batches, no precision change")
     args = parser.parse_args()
 
     import torch
@@ -91,11 +93,14 @@ def main() -> None:
     print(f"corpus {args.corpus}{f' {args.percent:g} %' if args.corpus == 'synth' else ''}: {len(texts):,} item texts")
 
     rates, vectors = {}, {}
-    for dtype in ("float32", "bfloat16"):
+    variants = [("float32", "float32", args.batch_size), ("bfloat16", "bfloat16", args.batch_size)]
+    if args.float32_batch:
+        variants.append((f"float32, batch {args.float32_batch}", "float32", args.float32_batch))
+    for label, dtype, batch_size in variants:
         embedder = get_embedder("minilm", device="cpu", compute_dtype=dtype)
-        vectors[dtype], seconds = time_encode(embedder, texts, args.batch_size, args.repeats)
-        rates[dtype] = len(texts) / seconds
-        print(f"{dtype}: {seconds:.1f} s, {rates[dtype]:.0f} items/s (best of {args.repeats}, batch {args.batch_size})")
+        vectors[label], seconds = time_encode(embedder, texts, batch_size, args.repeats)
+        rates[label] = len(texts) / seconds
+        print(f"{label}: {seconds:.1f} s, {rates[label]:.0f} items/s (best of {args.repeats}, batch {batch_size})")
     a, b = vectors["float32"], vectors["bfloat16"]
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     print(f"cosine(float32, bfloat16) per item: min {cosine.min():.6f}, mean {cosine.mean():.6f}")
@@ -107,6 +112,15 @@ def main() -> None:
                  test["history_length"].to_numpy())
     exact, fast = SemanticRetriever(a), SemanticRetriever(b)
     speedup = rates["bfloat16"] / rates["float32"]
+    if args.float32_batch:
+        label = variants[-1][0]
+        other = vectors[label]
+        big = SemanticRetriever(other)
+        same = [float((exact.select(*arguments, K).positions == big.select(*arguments, K).positions).all(axis=1).mean())
+                for K in args.K]
+        print(f"{label}: {rates[label] / rates['float32']:.2f}x the items/s of batch {args.batch_size}; vectors "
+              f"{'bit-identical' if np.array_equal(other, a) else f'differ by up to {np.abs(other - a).max():.1e}'}; "
+              f"SUBR sets unchanged {', '.join(f'{100 * v:.2f} % (K={K})' for v, K in zip(same, args.K))}")
     shares = {}
     for K in args.K:
         x, y = exact.select(*arguments, K), fast.select(*arguments, K)
