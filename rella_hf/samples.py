@@ -120,12 +120,24 @@ def _item_rows(corpus: Corpus, items: pd.DataFrame, item_ids: pd.Series) -> np.n
 
 
 def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """For keys sorted into groups, the index where each element's group starts."""
-    n = len(sorted_keys)
-    is_first = np.ones(n, dtype=bool)
+    """For keys sorted into groups, the position where each group starts (ascending, one per group)."""
+    is_first = np.ones(len(sorted_keys), dtype=bool)
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=is_first[1:])
-    starts = np.flatnonzero(is_first)
-    return np.repeat(starts, np.diff(np.append(starts, n)))
+    return np.flatnonzero(is_first)
+
+
+def _start_of_group(starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The start of the group each of ``positions`` lies in, given the groups' ``starts``."""
+    return starts[np.searchsorted(starts, positions, side="right") - 1]
+
+
+def _positions_after(starts: np.ndarray, n: int, skip: int) -> np.ndarray:
+    """All positions ``0..n-1`` except the first ``skip`` of each group (ascending)."""
+    keep = np.ones(n, dtype=bool)
+    counts = np.minimum(np.diff(np.append(starts, n)), skip)
+    if counts.sum():
+        keep[np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())] = False
+    return np.flatnonzero(keep)
 
 
 def _pack_keys(columns: list) -> np.ndarray | None:
@@ -215,13 +227,13 @@ def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, si
     return ranks
 
 
-def _sample_frame(tables, log_order, item_rows, ratings, timestamps, group_start, sample_positions, ranks,
+def _sample_frame(tables, log_order, item_rows, ratings, timestamps, group_starts, sample_positions, ranks,
                   threshold) -> pd.DataFrame:
     """The sample frame of the samples at ``ranks`` of the global order ``sample_positions`` (log positions)."""
     inter = tables.interactions
     positions = sample_positions[ranks]
     original = log_order[positions]
-    starts = group_start[positions]
+    starts = _start_of_group(group_starts, positions)
     return pd.DataFrame({
         "sample_id": ranks.astype(np.int64),
         "user_id": inter["user_id"].to_numpy()[original],
@@ -274,17 +286,13 @@ def build_samples(
         item_ranks = _item_ranks(tables.items)[item_rows_all]
         # Within a user, (timestamp, item) is the global (timestamp, user, item) order restricted to the user.
         log_order = _lexicographic_order([users, timestamps_all, item_ranks])
-        sorted_users = users[log_order]
-        group_start = _group_starts(sorted_users)
-        within = np.arange(len(log_order), dtype=np.int64)
-        within -= group_start
-        eligible = np.flatnonzero(within >= protocol.min_history)
-        del within
+        group_starts = _group_starts(users[log_order])
+        eligible = _positions_after(group_starts, len(log_order), protocol.min_history)
         # The global order of the eligible samples; each key column is gathered only when packed.
         global_order = _lexicographic_order([lambda: timestamps_all[log_order[eligible]],
-                                             lambda: sorted_users[eligible],
+                                             lambda: users[log_order[eligible]],
                                              lambda: item_ranks[log_order[eligible]]])
-        del sorted_users, item_ranks
+        del item_ranks
         sample_positions = eligible[global_order]
         del eligible, global_order
         default_fractions = (0.8, 0.1)
@@ -295,7 +303,7 @@ def build_samples(
         shuffle_key = rng.random(len(kept))
         log_order = kept[np.lexsort((shuffle_key, users[kept]))]
         sorted_users = users[log_order]
-        group_start = _group_starts(sorted_users)
+        group_starts = _group_starts(sorted_users)
         is_last = np.ones(len(log_order), dtype=bool)
         is_last[:-1] = sorted_users[1:] != sorted_users[:-1]
         sample_positions = np.flatnonzero(is_last)
@@ -321,7 +329,7 @@ def build_samples(
                            protocol.sample_seed, keep_validation=validation_fraction != 0)
     log_item_rows, log_ratings, log_timestamps = (log[column].to_numpy() for column in ("item_row", "rating", "timestamp"))
     splits = {
-        name: _sample_frame(tables, log_order, log_item_rows, log_ratings, log_timestamps, group_start,
+        name: _sample_frame(tables, log_order, log_item_rows, log_ratings, log_timestamps, group_starts,
                             sample_positions, split_ranks, threshold)
         for name, split_ranks in ranks.items()
     }

@@ -162,11 +162,26 @@ def _read_direct(path: Path, sep: str, columns: dict[str, str], header, quoted: 
             return None
     stream = pa.input_stream(str(path), compression="gzip" if gzipped else None)
     try:
-        return pacsv.read_csv(stream, **_parse_options(columns, header, sep, quoted, escapechar, null_values))
+        table = pacsv.read_csv(stream, **_parse_options(columns, header, sep, quoted, escapechar, null_values))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     finally:
         stream.close()
+    return table
+
+
+def _to_pandas(holder: list) -> pd.DataFrame:
+    """``table.to_pandas()`` for the one table in ``holder``, then Arrow's freed buffers go back to the OS.
+
+    Arrow's allocator keeps freed memory for reuse, which numpy never gets: without the release, the
+    checks that follow a read (duplicates, ranges) would stack their arrays on top of it. The list is
+    emptied so that no caller frame keeps the table alive.
+    """
+    table = holder.pop()
+    frame = table.to_pandas()
+    del table
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def read_delimited(
@@ -204,9 +219,9 @@ def read_delimited(
     if not path.exists():
         raise DataFormatError(path, "file not found")
     if len(sep) == 1 and codecs.lookup(encoding).name == "utf-8":
-        table = _read_direct(path, sep, columns, header, quoted, escapechar, null_values)
-        if table is not None:
-            return table.to_pandas()
+        parsed = [_read_direct(path, sep, columns, header, quoted, escapechar, null_values)]
+        if parsed[0] is not None:
+            return _to_pandas(parsed)
     raw = _read_bytes(path)
     if not raw or raw.isspace():
         raise DataFormatError(path, f"file is empty; expected records of {len(columns)} fields ({', '.join(columns)})")
@@ -230,10 +245,10 @@ def read_delimited(
         parse_sep = _FIELD_SEPARATOR_STANDIN
     names = list(columns)
     try:
-        table = pacsv.read_csv(
+        parsed = [pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
             **_parse_options(columns, header, parse_sep, quoted, escapechar, null_values),
-        )
+        )]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         original = text.replace(parse_sep, sep) if parse_sep != sep else text
         found = _first_bad_record(original, sep, columns, header is not None, quoted, escapechar)
@@ -241,7 +256,8 @@ def read_delimited(
             raise DataFormatError(path, f"could not be parsed as {sep!r}-separated {', '.join(names)} ({error})") from None
         line, message = found
         raise DataFormatError(path, message, line) from None
-    return table.to_pandas()
+    del raw, text
+    return _to_pandas(parsed)
 
 
 def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header: bool) -> None:
