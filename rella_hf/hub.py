@@ -1150,7 +1150,8 @@ def load_adapter(
         base_model: base model to load instead of the adapter config's ``base_model_name_or_path``
             (Hub id, folder, or ``smollm2-135m-instruct``).
         batch_size: scoring batch size.
-        dtype: compute dtype (default: chosen from the hardware).
+        dtype: compute dtype (default: the one a local adapter was trained in, as its
+            ``training_config.json`` records; else chosen from the hardware).
         device: device (default: the GPU when there is one).
         revision: Hub revision of the adapter repository.
         token: Hugging Face token for private repositories.
@@ -1161,7 +1162,7 @@ def load_adapter(
     """
     from peft import PeftConfig, PeftModel
 
-    from .models import load_model, load_tokenizer
+    from .models import adapter_compute_dtype, load_model, load_tokenizer
     from .scoring import CTRScorer
 
     source = str(repo_or_path)
@@ -1171,6 +1172,8 @@ def load_adapter(
     base = base_model or config.base_model_name_or_path
     if not base:
         raise ConfigError(f"{source} records no base model; pass base_model=<Hub id or folder>")
+    if dtype is None and Path(source).is_dir():
+        dtype = adapter_compute_dtype(source)  # score in the precision it was trained in
     model, tokenizer = load_model(base, dtype=dtype, device=device)
     has_tokenizer = (Path(source) / "tokenizer_config.json").is_file() if Path(source).is_dir() else True
     if has_tokenizer:

@@ -317,6 +317,31 @@ def load_tokenizer(
     return tokenizer
 
 
+#: Written by ReiT training next to the adapter; ``reit.compute_dtype`` is the precision it was trained in.
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def adapter_compute_dtype(adapter_dir: str | os.PathLike) -> str | None:
+    """The dtype a local adapter was trained in (``training_config.json``), or None when unknown.
+
+    Scoring an adapter in the precision it was trained in reproduces the validation metrics of
+    its training run; :func:`rella_hf.hub.load_adapter` and the demo use it unless told otherwise.
+
+    Args:
+        adapter_dir: a ReiT training output folder (or any adapter folder; None when it has no record).
+    """
+    record = Path(adapter_dir) / TRAINING_CONFIG_FILE
+    if not record.is_file():
+        return None
+    try:
+        settings = json.loads(record.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s is unreadable; the adapter's training precision is unknown.", record)
+        return None
+    dtype = settings.get("reit", {}).get("compute_dtype") if isinstance(settings, dict) else None
+    return _DTYPE_NAMES.get(str(dtype).lower()) if dtype else None
+
+
 def load_model(
     name_or_path: str | os.PathLike = SMOLLM2_NAME,
     *,

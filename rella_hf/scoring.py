@@ -4,10 +4,18 @@ The yes/no token ids come from the tokenizer itself: the wrapped prompt is token
 each answer completion ("Yes." / "No.", see :func:`rella_hf.prompts.answer_completion`), and the
 first completion token is taken, together with the case/space variants the tokenizer produces.
 
-The fast path (:class:`CTRScorer`) pads on the left, sorts prompts by length inside bounded
-windows, runs under ``torch.inference_mode`` and asks the model for the last position's logits
-only, so memory depends on the batch, never on the number of prompts. Under ``accelerate launch``
-the prompts are split across processes and the scores gathered back in the original order.
+The fast path (:class:`CTRScorer`) sorts prompts by length inside bounded windows, runs under
+``torch.inference_mode``, and computes the LM head for the answer tokens only, so memory depends
+on the batch, never on the number of prompts. Under ``accelerate launch`` the prompts are split
+across processes and the scores gathered back in the original order.
+
+A prompt's score does not depend on its batch mates. Batches are padded on the right and run
+without an attention mask: causal attention never lets a real token see the padding after it,
+and every batch takes the same attention kernel (a mask would switch kernels between batches
+with and without padding, which in bfloat16 moved scores by up to 0.06). The final hidden state
+at each prompt's last token then meets the yes/no rows of the LM head in float32, so the score
+does not inherit the bfloat16 rounding of 49,152 logits. Models whose head scales or caps its
+logits take the general route instead (left padding, ``logits_to_keep=1``).
 """
 
 from __future__ import annotations
@@ -171,6 +179,70 @@ def _forward_parameters(model) -> tuple[set[str], bool]:
     return set(parameters), takes_kwargs
 
 
+#: Head settings that make logits more than ``lm_head(hidden)``; a model with any of them scores
+#: through its own forward.
+_SCALED_HEAD_SETTINGS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                         "logits_scaling")
+
+
+def answer_head(model):
+    """``(backbone, lm_head)`` when the answer logits are ``lm_head(backbone(ids).last_hidden_state)``, else None.
+
+    That holds for the decoder-only LMs of transformers (Llama, Qwen, Mistral, GPT-2, ...), PEFT
+    wrapped or not. Not for heads that scale or cap their logits, nor for parameters partitioned
+    by DeepSpeed ZeRO-3 (the head's rows cannot be read directly there).
+
+    Args:
+        model: a causal LM, possibly a ``PeftModel``.
+    """
+    import torch
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
+    get_head = getattr(causal_lm, "get_output_embeddings", None)
+    lm_head = get_head() if callable(get_head) else None
+    if not isinstance(backbone, torch.nn.Module) or not isinstance(lm_head, torch.nn.Linear):
+        return None
+    config = getattr(causal_lm, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _SCALED_HEAD_SETTINGS):
+        return None
+    if hasattr(lm_head.weight, "ds_id") or lm_head.weight.dim() != 2 or lm_head.weight.numel() == 0:
+        return None
+    return backbone, lm_head
+
+
+def contiguous_lm_head_input(model) -> None:
+    """Make the LM head's input contiguous (once per model).
+
+    ``logits_to_keep`` slices the last positions out of the hidden states; a non-contiguous 3-D
+    input makes ``torch.matmul`` expand the head's weight for every row, a ``batch x hidden x
+    vocabulary`` copy (4 x 576 x 49,152 values per SmolLM2 call, a third of a training step on CPU).
+
+    Args:
+        model: a causal LM, possibly wrapped (PEFT).
+    """
+    import torch
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_head = getattr(causal_lm, "get_output_embeddings", None)
+    lm_head = get_head() if callable(get_head) else None
+    if not isinstance(lm_head, torch.nn.Module) or getattr(lm_head, "_rella_contiguous_input", False):
+        return
+    lm_head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
+    lm_head._rella_contiguous_input = True
+
+
+def _runs_best_alone(model) -> bool:
+    """Whether prompts should run one per forward pass: a CPU model in a 16-bit dtype."""
+    import torch
+
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        return False
+    return parameter.device.type == "cpu" and parameter.dtype in (torch.bfloat16, torch.float16)
+
+
 def _input_device(model) -> torch.device:
     # With a device_map the embeddings sit on the first device; that is where inputs go.
     return model.get_input_embeddings().weight.device
@@ -190,6 +262,11 @@ class CTRScorer:
         no_ids: token ids read as "no" (same default).
         sort_window: prompts tokenized and sorted by length together; bounds memory for token
             ids (default ``64 * batch_size``).
+        batch_invariant: run every prompt in a forward pass of its own (no padding), so that its
+            score is the same whatever else is scored with it. None (default): on when the model
+            sits on the CPU in bfloat16/float16, where batched matmuls change their reduction order
+            with the batch's shape (scores moved by up to 0.03) and batching buys no speed; off
+            elsewhere (GPUs need batches; float32 moves scores by ~1e-5 at most).
     """
 
     def __init__(
@@ -202,6 +279,7 @@ class CTRScorer:
         yes_ids: Sequence[int] | None = None,
         no_ids: Sequence[int] | None = None,
         sort_window: int | None = None,
+        batch_invariant: bool | None = None,
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1.")
@@ -219,6 +297,9 @@ class CTRScorer:
         self._prefix = special_prefix_ids(tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = pad if pad is not None else 0  # padded positions are masked out anyway
+        self._answer_head = answer_head(model)
+        self.batch_invariant = _runs_best_alone(model) if batch_invariant is None else batch_invariant
+        contiguous_lm_head_input(model)
         names, takes_kwargs = _forward_parameters(model)
         if "logits_to_keep" in names or takes_kwargs:
             self._last_only = {"logits_to_keep": 1}
@@ -250,8 +331,10 @@ class CTRScorer:
 
     # -- model calls ------------------------------------------------------------------------
 
-    def _last_logits(self, batch: list[list[int]]) -> torch.Tensor:
-        """Next-token logits after each sequence, as float32 ``[batch, vocab]``."""
+    def _answer_logits(self, batch: list[list[int]]) -> torch.Tensor:
+        """float32 ``[batch, yes + no]`` logits of the answer tokens after each sequence."""
+        if self._answer_head is not None:
+            return self._answer_logits_from_hidden(batch)
         import torch
 
         width = max(len(ids) for ids in batch)
@@ -271,18 +354,36 @@ class CTRScorer:
             # Positions count real tokens only, so a left-padded row is computed like an unpadded one.
             kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device)
         logits = self.model(**kwargs).logits
-        return logits[:, -1, :].float()
+        return logits[:, -1, self.yes_ids + self.no_ids].float()
 
-    def _yes_probability(self, logits: torch.Tensor) -> np.ndarray:
+    def _answer_logits_from_hidden(self, batch: list[list[int]]) -> torch.Tensor:
+        import torch
+
+        backbone, lm_head = self._answer_head
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        device = _input_device(self.model)
+        hidden = backbone(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
+        last = torch.tensor([len(ids) - 1 for ids in batch], device=hidden.device)
+        final = hidden[torch.arange(len(batch), device=hidden.device), last].float()
+        rows = torch.tensor(self.yes_ids + self.no_ids, device=lm_head.weight.device)
+        weight = lm_head.weight.index_select(0, rows).float()
+        bias = None if lm_head.bias is None else lm_head.bias.index_select(0, rows).float()
+        return torch.nn.functional.linear(final.to(weight.device), weight, bias)
+
+    def _yes_probability(self, answer_logits: torch.Tensor) -> np.ndarray:
         """P(yes)/(P(yes)+P(no)) = sigmoid(logsumexp(yes logits) - logsumexp(no logits)).
 
         The softmax normalizer cancels, so the full-vocabulary softmax is never needed.
         """
         import torch
 
-        yes = torch.logsumexp(logits[:, self.yes_ids], dim=-1)
-        no = torch.logsumexp(logits[:, self.no_ids], dim=-1)
-        return torch.sigmoid((yes - no).double()).cpu().numpy()
+        split = len(self.yes_ids)
+        yes = torch.logsumexp(answer_logits[:, :split].double(), dim=-1)
+        no = torch.logsumexp(answer_logits[:, split:].double(), dim=-1)
+        return torch.sigmoid(yes - no).cpu().numpy()
 
     def _score_local(self, prompts: Sequence[str], bar) -> np.ndarray:
         """Score prompts in this process only, updating ``bar`` (or None) as batches finish."""
@@ -298,9 +399,10 @@ class CTRScorer:
                     # Longest first: similar lengths share a batch (little padding) and an
                     # out-of-memory error shows up on the first batch, not at the end.
                     order = np.argsort([-len(ids) for ids in encoded], kind="stable")
-                    for offset in range(0, len(order), self.batch_size):
-                        picked = order[offset : offset + self.batch_size]
-                        logits = self._last_logits([encoded[i] for i in picked])
+                    step = 1 if self.batch_invariant else self.batch_size
+                    for offset in range(0, len(order), step):
+                        picked = order[offset : offset + step]
+                        logits = self._answer_logits([encoded[i] for i in picked])
                         scores[start + picked] = self._yes_probability(logits)
                         if bar is not None:
                             bar.update(len(picked))

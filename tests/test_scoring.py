@@ -163,14 +163,68 @@ def test_padding_side_batch_size_and_order_do_not_change_scores(tiny_bpe_tokeniz
         np.testing.assert_allclose(shuffled, reference[order], atol=1e-5, rtol=0)
 
 
-def test_fast_path_asks_for_last_position_logits_only(tiny_bpe_tokenizer):
+def test_fast_path_never_computes_the_full_vocabulary_head(tiny_bpe_tokenizer):
     model = tiny_llama(tiny_bpe_tokenizer)
+    head_calls = []
+    model.lm_head.register_forward_hook(lambda module, args, output: head_calls.append(tuple(output.shape)))
+    prompts = wrapped(tiny_bpe_tokenizer) * 3
+    scores = CTRScorer(model, tiny_bpe_tokenizer, batch_size=4, sort_window=8).score(prompts, progress=False)
+    assert head_calls == []  # only the yes/no rows of the head are used, in float32
+    np.testing.assert_allclose(scores, naive_scores(model, tiny_bpe_tokenizer, prompts), atol=1e-5, rtol=0)
+
+
+def test_scaled_heads_take_the_general_route_with_last_position_logits(tiny_bpe_tokenizer):
+    model = tiny_llama(tiny_bpe_tokenizer)
+    model.config.logit_scale = 2.0  # a head that scales its logits cannot be reduced to lm_head rows
     shapes = []
     model.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.logits.shape)))
     prompts = wrapped(tiny_bpe_tokenizer) * 3
-    CTRScorer(model, tiny_bpe_tokenizer, batch_size=4, sort_window=8).score(prompts, progress=False)
+    scorer = CTRScorer(model, tiny_bpe_tokenizer, batch_size=4, sort_window=8)
+    assert scorer._answer_head is None
+    scorer.score(prompts, progress=False)
     assert len(shapes) == 6  # windows of 8, 8, 5 prompts -> 2 + 2 + 2 batches
     assert all(shape[1] == 1 and shape[2] == len(tiny_bpe_tokenizer) for shape in shapes)
+
+
+def _scores_in_random_orders(model, tokenizer, prompts, batch_sizes, **kwargs) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(0)
+    by_batch = {}
+    for batch_size in batch_sizes:
+        order = rng.permutation(len(prompts))
+        scores = CTRScorer(model, tokenizer, batch_size=batch_size, **kwargs).score(
+            [prompts[i] for i in order], progress=False)
+        by_batch[batch_size] = np.empty(len(prompts))
+        by_batch[batch_size][order] = scores
+    return by_batch
+
+
+def test_bf16_scores_do_not_depend_on_batch_mates(tiny_bpe_tokenizer):
+    model = tiny_llama(tiny_bpe_tokenizer).to(torch.bfloat16)
+    prompts = (wrapped(tiny_bpe_tokenizer) * 5)[:32]
+    scorer = CTRScorer(model, tiny_bpe_tokenizer)
+    assert scorer.batch_invariant  # a 16-bit model on the CPU runs each prompt alone by default
+    by_batch = _scores_in_random_orders(model, tiny_bpe_tokenizer, prompts, (1, 8, 32))
+    for batch_size in (8, 32):
+        assert np.abs(by_batch[batch_size] - by_batch[1]).max() <= 1e-3
+    float32 = tiny_llama(tiny_bpe_tokenizer)
+    assert not CTRScorer(float32, tiny_bpe_tokenizer).batch_invariant  # float32 batches (tested above)
+
+
+@pytest.mark.slow
+def test_real_smollm2_bf16_scores_do_not_depend_on_batch_mates(smollm2_dir, smollm2_tokenizer):
+    """The issue's check: the same 32 real prompts at batch 1, 8 and 32, in random orders, within 1e-3."""
+    from rella_hf.models import load_model
+
+    model, _ = load_model(str(smollm2_dir), dtype="bfloat16")
+    raw = [f"The user rated {title} {stars} stars. Will the user like Heat (1995)? Answer with Yes or No."
+           for title in ("Toy Story (1995)", "Jumanji (1995)", "Casino (1995)", "Fargo (1996)")
+           for stars in range(1, 6)]
+    raw += [prompt.replace("Heat (1995)", "Alien (1979)") for prompt in raw[:12]]
+    prompts = wrap_prompts(raw, smollm2_tokenizer)
+    assert len(prompts) == 32
+    by_batch = _scores_in_random_orders(model, smollm2_tokenizer, prompts, (1, 8, 32))
+    for batch_size in (8, 32):
+        assert np.abs(by_batch[batch_size] - by_batch[1]).max() <= 1e-3
 
 
 def test_training_mode_is_restored(tiny_bpe_tokenizer):

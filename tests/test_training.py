@@ -19,6 +19,7 @@ from rella_hf.training import (  # noqa: E402
     build_eval_rows,
     build_train_rows,
     build_training_data,
+    hardware_supports_bf16,
     lora_config,
     parse_config,
     sample_pool,
@@ -162,11 +163,43 @@ def test_eval_rows_are_a_seeded_subset_with_the_test_type(tmp_path, prompt_datas
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_bf16_follows_the_cpu_capability(tmp_path, monkeypatch, native_bf16):
+    import rella_hf.models
+
+    monkeypatch.setattr(rella_hf.models, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = _config(tmp_path)
+    assert config.bf16 is native_bf16
+    assert config.base_dtype == ("bfloat16" if native_bf16 else "float32")
+    assert config.reit_settings()["compute_dtype"] == config.base_dtype
+    assert _config(tmp_path, bf16=False).base_dtype == "float32"  # overridable (--bf16 false)
+    assert _config(tmp_path, bf16=False, model_dtype="bfloat16").base_dtype == "bfloat16"
+
+
+def test_fast_recipe_defaults(tmp_path):
+    config = _config(tmp_path)
+    assert config.activation_checkpointing is False and config.gradient_checkpointing is False
+    assert config.train_sampling_strategy == "group_by_length"
+    assert config.completion_logits_only is True
+    assert _config(tmp_path, activation_checkpointing=True).activation_checkpointing is True
+
+
+def test_deepspeed_on_a_cpu_only_machine_trains_in_float32(tmp_path, monkeypatch):
+    import rella_hf.models
+
+    monkeypatch.setattr(rella_hf.models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    if torch.accelerator.current_accelerator() is not None:
+        pytest.skip("an accelerator is present")
+    assert _config(tmp_path).bf16 is False
+
+
 def test_total_batch_size_sets_gradient_accumulation(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     config = _config(tmp_path, per_device_train_batch_size=4, total_batch_size=256)
     assert config.gradient_accumulation_steps == 64
-    assert config.bf16 is False and config.learning_rate == pytest.approx(1e-3)
+    assert config.bf16 is hardware_supports_bf16() and config.learning_rate == pytest.approx(1e-3)
     assert config.accumulation_steps_for(256, world_size=2) == 32
     with pytest.raises(ConfigError, match="not a multiple"):
         _config(tmp_path, per_device_train_batch_size=3, total_batch_size=256)
@@ -301,7 +334,10 @@ def test_training_writes_an_adapter_that_scores_and_ctr_metrics(tmp_path, prompt
 
     # The saved adapter loads onto a fresh base model and scores validation prompts.
     base_path = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base, saved_tokenizer = load_model(base_path, dtype="float32", device="cpu")
+    from rella_hf.models import adapter_compute_dtype
+
+    assert adapter_compute_dtype(out) == config.base_dtype  # scored in the precision it was trained in
+    base, saved_tokenizer = load_model(base_path, dtype=adapter_compute_dtype(out), device="cpu")
     reloaded = PeftModel.from_pretrained(base, str(out))
     scores = CTRScorer(reloaded, saved_tokenizer, batch_size=2).score(data.eval["prompt"][:4], progress=False)
     assert scores.shape == (4,) and np.all((scores > 0) & (scores < 1))
@@ -326,7 +362,8 @@ class _Killed(RuntimeError):
     """Raised by the test callback to stop a run right after a checkpoint, like a kill would."""
 
 
-def test_kill_and_resume_reaches_the_same_adapter_as_one_run(tmp_path, prompt_datasets):
+@pytest.mark.parametrize("precision", [{"bf16": False}, {"bf16": True}, {"bf16": False, "train_sampling_strategy": "random"}])
+def test_kill_and_resume_reaches_the_same_adapter_as_one_run(tmp_path, prompt_datasets, precision):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
@@ -337,7 +374,7 @@ def test_kill_and_resume_reaches_the_same_adapter_as_one_run(tmp_path, prompt_da
 
     # 4 shots = 8 rows, 4 per optimizer step, 2 epochs: 4 steps; the kill lands mid-way through
     # the second epoch (step 3), so resuming must skip into the reshuffled epoch.
-    common = dict(shots=4, num_train_epochs=2, save_strategy="steps", save_steps=3, lora_dropout=0.1)
+    common = dict(shots=4, num_train_epochs=2, save_strategy="steps", save_steps=3, lora_dropout=0.1, **precision)
     data = build_training_data(_config(tmp_path, **common), prompt_datasets)
 
     whole = train_on_data(_config(tmp_path, output_dir=str(tmp_path / "whole"), **common), data)

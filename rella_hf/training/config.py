@@ -38,14 +38,27 @@ TINY_RANDOM_LLAMA = "tiny-random-llama"
 
 
 def hardware_supports_bf16() -> bool:
-    """True when this process trains on a CUDA GPU that computes bfloat16 (Ampere or newer).
+    """True when this process trains on hardware that computes bfloat16 natively.
 
-    CPUs are left out on purpose: transformers' CPU bf16 autocast is slower than float32 on most
-    CPUs and the Trainer refuses ``bf16=True`` on CPU unless ``use_cpu`` is set.
+    That is a CUDA GPU with bf16 (Ampere or newer), or a machine without an accelerator whose CPU
+    has AVX512-BF16 or AMX (there bf16 matmuls run 4-7x faster than float32; ``benchmarks/bench_peak.py``).
+    CPUs without native bf16 emulate it, slower than float32, so they train in float32.
     """
     import torch
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    if torch.accelerator.current_accelerator() is not None:
+        return False
+    from ..models import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def _accelerator_present() -> bool:
+    import torch
+
+    return torch.accelerator.current_accelerator() is not None
 
 
 def _cpu_only_without_deepspeed(deepspeed_config) -> bool:
@@ -64,8 +77,11 @@ class ReiTConfig(SFTConfig):
     Every :class:`trl.SFTConfig` / :class:`transformers.TrainingArguments` field is available too
     (``output_dir``, ``num_train_epochs``, ``per_device_train_batch_size``, ``eval_steps``,
     ``save_steps``, ``load_best_model_at_end``, ...). Defaults that differ from SFTConfig's:
-    ``learning_rate=1e-3``; ``bf16`` follows the hardware (True on bf16-capable GPUs, False
-    elsewhere) unless set; activation checkpointing is off unless set; ``report_to="none"``;
+    ``learning_rate=1e-3``; ``bf16`` follows the hardware (True on bf16-capable GPUs and on CPUs
+    with native bf16, False elsewhere) unless set, and then the frozen base weights load in bf16
+    while the LoRA weights and their optimizer state stay float32; activation checkpointing is off
+    unless set (a 135M model needs a few GB at most); ``train_sampling_strategy="group_by_length"``
+    (batches of similar lengths, little padding); ``report_to="none"``;
     ``use_cpu`` is set on machines without any accelerator (except under DeepSpeed), so that
     several launched CPU processes train together.
 
@@ -100,7 +116,11 @@ class ReiTConfig(SFTConfig):
         model_name_or_path (`str`, defaults to `"smollm2-135m-instruct"`): Hub id, local folder,
             the offline SmolLM2 alias, or ``"tiny-random-llama"`` (a 2-layer random Llama for tests).
         model_dtype (`str` or `None`): dtype of the base weights; None: bfloat16 with ``bf16``,
-            float16 with ``fp16``, float32 otherwise.
+            float16 with ``fp16``, float32 otherwise. Recorded as ``compute_dtype`` in
+            ``training_config.json``; scoring the adapter uses it unless told otherwise.
+        completion_logits_only (`bool`, defaults to `True`): left-pad each batch and compute the
+            LM head only at the answer positions (the completion-only loss needs nothing else);
+            False keeps TRL's own collator and loss (LM head over every position).
 
     Parameters that control LoRA:
         lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout
@@ -120,10 +140,21 @@ class ReiTConfig(SFTConfig):
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW (paper: 1e-3)."})
     bf16: Optional[bool] = field(
         default=None,
-        metadata={"help": "bf16 mixed precision; default: True on bf16-capable GPUs, False elsewhere (CPU)."},
+        metadata={"help": "bf16 training (base weights bf16, LoRA weights float32); default: True on GPUs and "
+                          "CPUs with native bf16 (AVX512-BF16/AMX), False elsewhere."},
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (saves memory, costs an extra forward); "
+                          "off by default, turn on for big models on GPUs."},
     )
     gradient_checkpointing: Optional[bool] = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "Training sampler: group_by_length (default: batches of similar lengths, little padding), "
+                          "random, sequential or batch_rebalance."},
     )
     report_to: Optional[str] = field(
         default="none", metadata={"help": "Integrations to report to (e.g. 'tensorboard', 'trackio'); 'none' for none."}
@@ -160,6 +191,11 @@ class ReiTConfig(SFTConfig):
         default=None, metadata={"help": "Drop history items until the wrapped prompt fits this many tokens."}
     )
 
+    completion_logits_only: bool = field(
+        default=True,
+        metadata={"help": "Left-pad batches and compute the LM head at the answer positions only; false uses "
+                          "TRL's collator and loss (LM head over every position)."},
+    )
     compute_eval_loss: bool = field(
         default=True,
         metadata={"help": "Also run the Trainer's loss loop over the evaluation subset (eval_loss); false "
@@ -198,7 +234,10 @@ class ReiTConfig(SFTConfig):
             os.environ["HF_TOKEN"] = self.hub_token
             self.hub_token = None
         if self.bf16 is None:
-            self.bf16 = False if self.fp16 else hardware_supports_bf16()
+            # DeepSpeed on a CPU-only machine runs without use_cpu, where the Trainer refuses bf16.
+            deepspeed = bool(self.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+            cpu_deepspeed = deepspeed and not _accelerator_present()
+            self.bf16 = False if self.fp16 or cpu_deepspeed else hardware_supports_bf16()
         if not self.use_cpu and _cpu_only_without_deepspeed(self.deepspeed):
             # Processes started by torchrun / `accelerate launch` (multi_cpu.yaml) then form a gloo
             # process group; without it each would train alone on the whole data.
@@ -256,6 +295,17 @@ class ReiTConfig(SFTConfig):
         return total_batch_size // per_step
 
     @property
+    def base_dtype(self) -> str:
+        """Dtype of the frozen base weights: ``model_dtype``, else bfloat16 with ``bf16``, float16 with ``fp16``, float32."""
+        if self.model_dtype is not None:
+            return self.model_dtype
+        if self.bf16:
+            return "bfloat16"
+        if self.fp16:
+            return "float16"
+        return "float32"
+
+    @property
     def wants_sequential(self) -> bool:
         """Whether SUBR (semantic, chronological) prompts are needed for training or evaluation."""
         return self.train_type in ("sequential", "mixed") or (self.test_type == "sequential" and self.eval_size != 0)
@@ -270,10 +320,10 @@ class ReiTConfig(SFTConfig):
         names = (
             "dataset", "data_dir", "K", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
             "eval_split", "embedder", "chat_model", "max_prompt_tokens", "compute_eval_loss", "model_name_or_path",
-            "model_dtype",
+            "model_dtype", "completion_logits_only",
             "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "resume",
         )
-        return {name: getattr(self, name) for name in names}
+        return {**{name: getattr(self, name) for name in names}, "compute_dtype": self.base_dtype}
 
 
 def lora_config(config: ReiTConfig) -> LoraConfig:

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from trl import SFTTrainer
 
 from ..errors import ConfigError
+from ..models import TRAINING_CONFIG_FILE
 from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
 
 if TYPE_CHECKING:
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TRAINING_CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 
 
@@ -82,16 +83,6 @@ def resolve_model_source(config: ReiTConfig) -> tuple[str, str | None]:
     return path, chat_model
 
 
-def _model_dtype(config: ReiTConfig) -> str:
-    if config.model_dtype is not None:
-        return config.model_dtype
-    if config.bf16:
-        return "bfloat16"
-    if config.fp16:
-        return "float16"
-    return "float32"
-
-
 def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
     """Load the base model (train mode) and its tokenizer for a run.
 
@@ -107,7 +98,7 @@ def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
     if model_path is None:
         model_path, _ = resolve_model_source(config)
     with _main_process_first():  # the first SmolLM2 use converts the GGUF once
-        model, tokenizer = load_model(model_path, dtype=_model_dtype(config),
+        model, tokenizer = load_model(model_path, dtype=config.base_dtype,
                                       trust_remote_code=config.trust_remote_code)
     model.train()
     return model, tokenizer
@@ -175,12 +166,51 @@ def check_evaluation_setup(config: ReiTConfig, data: TrainingData) -> None:
 
 
 class ReiTTrainer(SFTTrainer):
-    """``SFTTrainer`` whose evaluation can skip the loss loop and report the CTR metrics only.
+    """``SFTTrainer`` with an answer-only LM head and an evaluation that can skip the loss loop.
+
+    With ``completion_logits_only=True`` (the default) batches come left-padded from
+    :class:`~rella_hf.training.collator.LeftPaddingCompletionCollator` and :meth:`compute_loss`
+    asks the model for the logits of the answer columns only, the same loss as TRL's
+    completion-only NLL without the LM head over every prompt position.
 
     With ``compute_eval_loss=False`` in the config, :meth:`evaluate` runs no evaluation loop: the
     :class:`~rella_hf.training.CTREvalCallback` fills in (and logs) AUC / LogLoss / ACC, which
     best-checkpoint selection then reads.
     """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Completion-only NLL from the answer columns' logits (TRL's own loss when disabled)."""
+        if not getattr(self.args, "completion_logits_only", False) or "position_ids" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from .collator import answer_only_loss, answer_window
+
+        labels = inputs["labels"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=answer_window(labels))
+        loss, tokens, entropy, correct = answer_only_loss(outputs.logits, labels, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages the gradients across processes
+        mode = "train" if model.training else "eval"
+        gathered = self.accelerator.gather_for_metrics(torch.stack([tokens.float(), entropy, correct.float()]).view(1, 3))
+        tokens_all, entropy_all, correct_all = gathered.view(-1, 3).sum(0).tolist()
+        self._metrics[mode]["entropy"].append(entropy_all / tokens_all if tokens_all else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append(correct_all / tokens_all if tokens_all else 0.0)
+        if mode == "train":
+            self._total_train_tokens += int(self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().view(1)).sum())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Length-grouped order drawn from ``(seed, epoch)``, so a resumed run continues the same order."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or dataset is None or "input_ids" not in getattr(
+                dataset, "column_names", ()):
+            return super()._get_train_sampler(train_dataset)
+        from .sampler import SeededLengthGroupedSampler
+
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        step_rows = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return SeededLengthGroupedSampler(lengths, step_rows, seed=self.args.seed)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if getattr(self.args, "compute_eval_loss", True) or eval_dataset is not None:
@@ -223,9 +253,19 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         ctr_callback = CTREvalCallback(data.eval["prompt"], data.eval["label"], tokenizer,
                                        batch_size=config.per_device_eval_batch_size)
         all_callbacks.insert(0, ctr_callback)
+    collator = None
+    if config.completion_logits_only:
+        from .collator import LeftPaddingCompletionCollator
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        collator = LeftPaddingCompletionCollator(pad_token_id=pad_id or 0)
+        from ..scoring import contiguous_lm_head_input
+
+        contiguous_lm_head_input(model)
     trainer = ReiTTrainer(
         model=model,
         args=config,
+        data_collator=collator,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,

@@ -1,0 +1,117 @@
+"""Left-padded batches and the answer-only loss of ReiT training.
+
+A ReLLa training row is a prompt of a few hundred tokens followed by a completion of three or
+four (``"Yes."``/``"No."`` and the end-of-turn token), and the loss is taken on the completion
+only. Padding every batch on the left puts all completions in the last columns, so the model is
+asked for the LM-head logits of those columns only (``logits_to_keep``) instead of a
+``[batch, length, vocabulary]`` tensor of which 99 % is thrown away. The model is still called
+through its wrappers (DDP, DeepSpeed, PEFT), so distributed training is unchanged.
+
+Positions count real tokens only (``position_ids`` from the attention mask), the same positions
+the scorer gives a prompt, so the answer is trained where it is scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Label of positions that do not enter the loss (the prompt and the padding).
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LeftPaddingCompletionCollator:
+    """Collate tokenized prompt/completion rows into left-padded tensors with completion-only labels.
+
+    Each example carries ``input_ids`` and either ``labels`` (``-100`` on the prompt) or
+    ``completion_mask`` (1 on the completion), as :func:`rella_hf.training.tokenize_rows` and
+    TRL's dataset preparation write them.
+
+    Args:
+        pad_token_id: id written into the padded positions (masked out by ``attention_mask``).
+        pad_to_multiple_of: round the batch width up to a multiple of this (None: the longest row).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(example["input_ids"]) for example in examples)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        rows = len(examples)
+        input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((rows, width), dtype=torch.long)
+        labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
+        for row, example in enumerate(examples):
+            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
+            start = width - len(ids)
+            input_ids[row, start:] = ids
+            attention_mask[row, start:] = 1
+            labels[row, start:] = _completion_labels(example, ids)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                "labels": labels}
+
+
+def _completion_labels(example: dict[str, Any], ids):
+    import torch
+
+    if example.get("labels") is not None:
+        return torch.as_tensor(example["labels"], dtype=torch.long)
+    if example.get("completion_mask") is None:
+        from ..errors import ConfigError
+
+        raise ConfigError("a training row has neither 'labels' nor 'completion_mask'; tokenize the rows with "
+                          "rella_hf.training.tokenize_rows so the loss knows where the answer is.")
+    mask = torch.as_tensor(example["completion_mask"], dtype=torch.bool)
+    return torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX))
+
+
+def answer_window(labels) -> int:
+    """Number of trailing columns whose logits the loss needs (left-padded ``labels``).
+
+    The first labelled column ``c`` is predicted from column ``c - 1``, so the window starts there
+    and runs to the end (the last column's logits predict nothing and are dropped).
+
+    Args:
+        labels: ``[batch, width]`` labels with ``-100`` outside the completions.
+    """
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(labelled) == 0:
+        return 1
+    first = int(labelled[0])
+    return labels.size(1) - first + 1
+
+
+def answer_only_loss(logits, labels, num_items_in_batch=None):
+    """Summed cross-entropy of the completion tokens over the labelled count, and per-token statistics.
+
+    Args:
+        logits: ``[batch, window, vocab]`` logits of the last ``window`` columns
+            (``window = answer_window(labels)``).
+        labels: ``[batch, width]`` left-padded labels.
+        num_items_in_batch: the number of labelled tokens the Trainer normalises by (across
+            gradient accumulation); None uses this batch's count.
+
+    Returns:
+        ``(loss, predicted_tokens, token_entropy_sum, correct_tokens)``; the last three are detached.
+    """
+    import torch
+
+    window = logits.size(1)
+    targets = labels[:, labels.size(1) - window + 1:]
+    mask = targets != IGNORE_INDEX
+    selected = logits[:, :-1][mask].float()
+    wanted = targets[mask]
+    summed = torch.nn.functional.cross_entropy(selected, wanted, reduction="sum")
+    denominator = mask.sum() if num_items_in_batch is None else num_items_in_batch
+    loss = summed / torch.as_tensor(denominator, device=summed.device).clamp(min=1)
+    with torch.no_grad():
+        log_probs = selected.log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum()
+        correct = (selected.argmax(-1) == wanted).sum()
+    return loss, mask.sum(), entropy, correct

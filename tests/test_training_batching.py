@@ -1,0 +1,95 @@
+"""Tests of the fast training recipe: left-padded collation, the answer-only loss, the seeded
+length-grouped order, and bf16 base weights with float32 LoRA weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rella_hf.training.collator import (  # noqa: E402
+    IGNORE_INDEX,
+    LeftPaddingCompletionCollator,
+    answer_only_loss,
+    answer_window,
+)
+from rella_hf.training.sampler import SeededLengthGroupedSampler  # noqa: E402
+
+
+def _rows():
+    return [
+        {"input_ids": [5, 6, 7, 8, 9], "completion_mask": [0, 0, 0, 1, 1]},
+        {"input_ids": [11, 12, 13], "labels": [IGNORE_INDEX, 13, 14]},  # labels win over a mask
+        {"input_ids": [21, 22, 23, 24], "completion_mask": [0, 0, 1, 1]},
+    ]
+
+
+def test_collator_pads_on_the_left_and_labels_the_completion_only():
+    rows = _rows()
+    rows[1]["labels"] = [IGNORE_INDEX, IGNORE_INDEX, 13]
+    batch = LeftPaddingCompletionCollator(pad_token_id=0)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [0, 21, 22, 23, 24]]
+    assert batch["attention_mask"].tolist() == [[1] * 5, [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]]
+    # Positions count real tokens, as the scorer numbers a prompt.
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2], [0, 0, 1, 2, 3]]
+    assert batch["labels"].tolist() == [[-100, -100, -100, 8, 9], [-100, -100, -100, -100, 13],
+                                        [-100, -100, -100, 23, 24]]
+    assert answer_window(batch["labels"]) == 3  # columns 2..4: column 2 predicts the first answer token
+    assert LeftPaddingCompletionCollator(0, pad_to_multiple_of=8)(rows)["input_ids"].shape == (3, 8)
+
+
+def test_collator_refuses_rows_without_an_answer_marker():
+    from rella_hf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="completion_mask"):
+        LeftPaddingCompletionCollator(0)([{"input_ids": [1, 2]}])
+
+
+def test_answer_only_loss_equals_the_full_logits_loss():
+    torch.manual_seed(0)
+    batch = LeftPaddingCompletionCollator(pad_token_id=0)(_rows())
+    vocab = 30
+    logits = torch.randn(3, batch["input_ids"].shape[1], vocab, requires_grad=True)
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), batch["labels"][:, 1:].reshape(-1),
+                                             ignore_index=IGNORE_INDEX)
+    window = answer_window(batch["labels"])
+    loss, tokens, entropy, correct = answer_only_loss(logits[:, -window:], batch["labels"])
+    assert loss.item() == pytest.approx(full.item(), rel=1e-6)
+    assert tokens.item() == 6 and entropy.item() > 0 and 0 <= correct.item() <= 6
+    # With the Trainer's count over gradient accumulation the sum is divided by that count instead.
+    summed, *_ = answer_only_loss(logits[:, -window:], batch["labels"], num_items_in_batch=8)
+    assert summed.item() == pytest.approx(full.item() * 6 / 8, rel=1e-6)
+
+
+def test_seeded_length_grouped_order_is_a_permutation_fixed_by_seed_and_epoch():
+    lengths = np.random.default_rng(0).integers(100, 600, size=400)
+    sampler = SeededLengthGroupedSampler(lengths, batch_size=8, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(400))
+    assert list(SeededLengthGroupedSampler(lengths, batch_size=8, seed=3)) == first  # a resumed run's order
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    # Batches of 8 in that order hold similar lengths: far less padding than a random order.
+    def padding(order):
+        batches = np.asarray(order).reshape(-1, 8)
+        return sum(int(lengths[b].max() * 8 - lengths[b].sum()) for b in batches)
+    assert padding(first) < 0.2 * padding(np.random.default_rng(1).permutation(400))
+
+
+def test_bf16_base_keeps_lora_weights_and_their_gradients_in_float32(tmp_path, tiny_bpe_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=len(tiny_bpe_tokenizer))
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    assert all(p.dtype == torch.bfloat16 for p in frozen.values())
+    ids = torch.randint(3, len(tiny_bpe_tokenizer), (2, 12))
+    out = model(input_ids=ids, logits_to_keep=3)
+    out.logits.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable.values())
