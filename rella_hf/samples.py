@@ -197,6 +197,29 @@ def _lexicographic_order(columns: list) -> np.ndarray:
     return order
 
 
+def _by_time_then_position(timestamps: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+    """``positions`` (ascending log positions) ordered by (their timestamp, position), or None when it does not fit 64 bits.
+
+    The log is ordered by (user, timestamp, item), so among equal timestamps the log position
+    orders by (user, item): this is the global (timestamp, user, item) order. Timestamp and
+    position share one uint64 that is sorted in place (no argsort) and the positions read back
+    from its low bits.
+    """
+    if not len(positions):
+        return positions.copy()
+    low = int(timestamps.min())
+    position_bits = int(positions[-1]).bit_length()
+    if (int(timestamps.max()) - low).bit_length() + position_bits > 63:
+        return None
+    key = timestamps.astype(np.uint64)
+    np.subtract(key, np.uint64(low % 2**64), out=key)
+    np.left_shift(key, np.uint64(position_bits), out=key)
+    np.bitwise_or(key, positions.astype(np.uint64), out=key)
+    key.sort()
+    np.bitwise_and(key, np.uint64((1 << position_bits) - 1), out=key)
+    return key.view(np.int64)
+
+
 def _item_ranks(items: pd.DataFrame) -> np.ndarray:
     """Rank of each item row's ``item_id`` among all item ids (same order as the ids, small integers)."""
     ranks = np.empty(len(items), dtype=np.int32 if len(items) < 2**31 else np.int64)
@@ -288,13 +311,15 @@ def build_samples(
         log_order = _lexicographic_order([users, timestamps_all, item_ranks])
         group_starts = _group_starts(users[log_order])
         eligible = _positions_after(group_starts, len(log_order), protocol.min_history)
-        # The global order of the eligible samples; each key column is gathered only when packed.
-        global_order = _lexicographic_order([lambda: timestamps_all[log_order[eligible]],
-                                             lambda: users[log_order[eligible]],
-                                             lambda: item_ranks[log_order[eligible]]])
-        del item_ranks
-        sample_positions = eligible[global_order]
-        del eligible, global_order
+        sample_positions = _by_time_then_position(timestamps_all[log_order[eligible]], eligible)
+        if sample_positions is None:
+            # The global order of the eligible samples; each key column is gathered only when packed.
+            global_order = _lexicographic_order([lambda: timestamps_all[log_order[eligible]],
+                                                 lambda: users[log_order[eligible]],
+                                                 lambda: item_ranks[log_order[eligible]]])
+            sample_positions = eligible[global_order]
+            del global_order
+        del item_ranks, eligible
         default_fractions = (0.8, 0.1)
     elif corpus.protocol == "shuffled_user":
         counts = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()

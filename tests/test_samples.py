@@ -158,6 +158,7 @@ def test_fallback_sort_gives_the_same_samples(tmp_path, monkeypatch, name):
     protocol = SampleProtocol(train_sample_size=500, test_sample_size=300)
     packed = load_samples(name, data_dir=folder, protocol=protocol)
     monkeypatch.setattr(module, "_pack_keys", lambda columns: None)
+    monkeypatch.setattr(module, "_by_time_then_position", lambda timestamps, positions: None)
     fallback = load_samples(name, data_dir=folder, protocol=protocol)
     pd.testing.assert_frame_equal(packed.log, fallback.log)
     for split in packed.splits:
@@ -189,3 +190,16 @@ def test_sampled_splits_equal_the_subsampled_full_splits():
         frame = full.splits[name]
         chosen = np.sort(np.random.default_rng(3).choice(len(frame), size=size, replace=False))
         pd.testing.assert_frame_equal(sampled.splits[name], frame.iloc[chosen].reset_index(drop=True))
+
+
+def test_time_then_position_order_is_the_global_order():
+    from rella_hf.samples import _by_time_then_position
+
+    rng = np.random.default_rng(2)
+    users, timestamps, items = rng.integers(0, 30, 4000), rng.integers(0, 40, 4000), rng.integers(0, 500, 4000)
+    log_order = np.lexsort((items, timestamps, users))
+    eligible = np.flatnonzero(rng.random(4000) < 0.7)
+    expected = eligible[np.lexsort((items[log_order][eligible], users[log_order][eligible],
+                                    timestamps[log_order][eligible]))]
+    np.testing.assert_array_equal(_by_time_then_position(timestamps[log_order][eligible], eligible), expected)
+    assert _by_time_then_position(np.array([0, 2**62]), np.array([0, 5])) is None  # needs more than 63 bits
