@@ -3,13 +3,20 @@
 SmolLM2-135M-Instruct (offline route) scores ml-latest-small test prompts (K=10, recent
 history) two ways, each in a fresh process so peak RSS is its own:
 
-(a) fast  -- ``CTRScorer``: left padding, length-sorted batches, ``inference_mode``, last-position
-             logits only.
+(a) fast  -- ``CTRScorer`` as it runs by default: length-sorted, ``inference_mode``, the yes/no
+             rows of the LM head only, in float32; on a CPU in bf16 each prompt runs alone (no
+             padding, so its score cannot depend on batch mates).
+(a') batched -- the same with ``batch_invariant=False``: right-padded batches of ``--batch-size``.
 (b) naive -- ``naive_scores``: batches in dataset order with right padding, full
              ``[batch, length, vocab]`` logits and a softmax over all of them, which is what
              ``Trainer.evaluate`` + ``preprocess_logits_for_metrics`` does in the reference code.
 
-Usage: python benchmarks/bench_scoring.py [--n 256] [--batch-size 8] [--dtype float32]
+The fast worker also scores the first 32 prompts at batch 1, 8 and 32, in random orders, and
+reports the largest change of any prompt's score (the batch-dependence). Throughput in GFLOP/s
+is 2 x non-embedding parameters x prompt tokens per second, against the bf16 matmul peak
+measured in the same run (:func:`_common.matmul_peak`).
+
+Usage: python benchmarks/bench_scoring.py [--n 256] [--batch-size 8] [--dtype float32] [--paths fast,batched,naive]
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_facts, peak_rss_mb  # noqa: E402
+from _common import machine_facts, matmul_peak, peak_rss_mb  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,8 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (both paths)")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: from the hardware)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test-split sample")
-    parser.add_argument("--paths", default="fast,naive", help="comma-separated: fast, naive")
-    parser.add_argument("--worker", choices=["fast", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--paths", default="fast,batched,naive", help="comma-separated: fast, batched, naive")
+    parser.add_argument("--worker", choices=["fast", "batched", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -62,8 +69,10 @@ def run_worker(args: argparse.Namespace) -> None:
     model, tokenizer = load_model(dtype=args.dtype)
     yes_ids, no_ids = answer_token_ids(tokenizer, prompts[0])
     lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
-    if args.worker == "fast":
-        scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size, yes_ids=yes_ids, no_ids=no_ids)
+    if args.worker in ("fast", "batched"):
+        invariant = None if args.worker == "fast" else False
+        scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size, yes_ids=yes_ids, no_ids=no_ids,
+                           batch_invariant=invariant)
         score = lambda batch: scorer.score(batch, progress=False)  # noqa: E731
     else:
         score = lambda batch: naive_scores(  # noqa: E731
@@ -75,7 +84,23 @@ def run_worker(args: argparse.Namespace) -> None:
     scores = score(prompts)
     elapsed, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     np.save(args.scores_out, scores)
+    dependence = None
+    if args.worker == "fast":
+        probe = prompts[:32]
+        rng = np.random.default_rng(0)
+        by_batch = []
+        for batch_size in (1, 8, 32):
+            order = rng.permutation(len(probe))
+            shuffled = CTRScorer(model, tokenizer, batch_size=batch_size, yes_ids=yes_ids, no_ids=no_ids).score(
+                [probe[i] for i in order], progress=False)
+            restored = np.empty(len(probe))
+            restored[order] = shuffled
+            by_batch.append(restored)
+        dependence = float(max(np.abs(other - by_batch[0]).max() for other in by_batch[1:]))
+    non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
     print(json.dumps({
+        "batch_dependence": dependence,
+        "gflops": 2 * non_embedding * sum(lengths) / elapsed / 1e9,
         "path": args.worker,
         "prompts": len(prompts),
         "seconds": elapsed,
@@ -99,6 +124,7 @@ def main(argv=None) -> None:
     from rella_hf.metrics import ctr_metrics
 
     _, labels = sample_prompts(args.n, args.K, args.seed)  # also builds the dataset cache once
+    peak = matmul_peak()
     results, scores = {}, {}
     with tempfile.TemporaryDirectory(prefix="rella-bench-scoring-") as scratch:
         for path in args.paths.split(","):
@@ -120,11 +146,14 @@ def main(argv=None) -> None:
           f"dtype {first['dtype']}, {first['threads']} threads")
     print()
     # CPU seconds are less sensitive than wall time to other processes sharing the machine.
-    print("| path | prompts/s | seconds | CPU s/prompt | peak RSS MiB | RSS growth while scoring MiB |")
-    print("|---|---|---|---|---|---|")
+    print(f"matmul peak: float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
+    print()
+    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while scoring MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for path, result in results.items():
         growth = result["peak_rss_mb"] - result["peak_rss_before_scoring_mb"]
-        print(f"| {path} | {result['prompts_per_s']:.2f} | {result['seconds']:.1f} | "
+        print(f"| {path} | {result['prompts_per_s']:.2f} | {result['seconds']:.1f} | {result['gflops']:.0f} | "
+              f"{100 * result['gflops'] / peak['bfloat16']:.1f} % | "
               f"{result['cpu_seconds'] / result['prompts']:.3f} | {result['peak_rss_mb']:.0f} | {growth:.0f} |")
     if {"fast", "naive"} <= results.keys():
         speedup = results["fast"]["prompts_per_s"] / results["naive"]["prompts_per_s"]
@@ -139,6 +168,11 @@ def main(argv=None) -> None:
             metrics = ctr_metrics(labels_array, values)
             print(f"{path}: AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}, ACC {metrics['acc']:.4f} "
                   f"(n={metrics['n']}, positives={metrics['positives']})")
+    if "fast" in results:
+        fast = results["fast"]
+        print(f"scoring: {fast['prompts_per_s']:.2f} prompts/s, {fast['gflops']:.0f} GFLOP/s, "
+              f"{100 * fast['gflops'] / peak['bfloat16']:.1f} % of bf16 peak, "
+              f"max batch-dependence {fast['batch_dependence']:.1e}")
 
 
 if __name__ == "__main__":

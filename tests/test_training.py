@@ -423,3 +423,59 @@ def test_train_script_help_lists_the_reit_fields(capsys):
     for flag in ("--train_type", "--test_type", "--shots", "--pool_size", "--total_batch_size", "--resume",
                  "--lora_r", "--model_name_or_path", "--save_steps"):
         assert flag in shown
+
+
+# ------------------------------------------------------------------------------------------
+# Sanity task and early stopping
+# ------------------------------------------------------------------------------------------
+
+
+def test_sanity_relabel_follows_the_shown_ratings(prompt_datasets):
+    from rella_hf.prompts import answer_completion
+    from rella_hf.training.sanity import relabel_by_shown_ratings, shown_rating_means
+
+    split = prompt_datasets["simple"]["train"]
+    relabelled = relabel_by_shown_ratings(split, threshold=3.5)
+    means = [np.mean(ratings) if len(ratings) else 0.0 for ratings in split["history_ratings"]]
+    np.testing.assert_allclose(shown_rating_means(split), means, rtol=1e-6)
+    assert relabelled["label"] == [int(mean >= 3.5) for mean in means]
+    assert 0 < sum(relabelled["label"]) < len(relabelled)  # both answers occur
+    assert relabelled["original_label"] == split["label"] and relabelled["prompt"] == split["prompt"]
+    assert relabelled["completion"] == [answer_completion(p, bool(y)) for p, y in
+                                        zip(relabelled["prompt"], relabelled["label"])]
+    with pytest.raises(ConfigError, match="history_ratings"):
+        relabel_by_shown_ratings(split.remove_columns("history_ratings"))
+
+
+def test_a_tiny_model_fits_the_sanity_rows(tmp_path, prompt_datasets):
+    """The test-sized sanity check: trained on the relabelled rows, the loss falls and the rows' AUC rises."""
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.training import CTREvalCallback, load_model_for_training
+    from rella_hf.training.data import TrainingData
+    from rella_hf.training.sanity import relabel_by_shown_ratings
+
+    rows = build_train_rows(relabel_by_shown_ratings(prompt_datasets["simple"]["train"]), None, "simple",
+                            shots=16, pool_size=60, seed=42)
+    config = _config(tmp_path, train_type="simple", shots=16, num_train_epochs=30, learning_rate=5e-3,
+                     lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                     lora_r=16, total_batch_size=8, per_device_train_batch_size=8, logging_steps=5, bf16=False)
+    model, tokenizer = load_model_for_training(config)
+    callback = CTREvalCallback(rows["prompt"], rows["label"], tokenizer, batch_size=8)
+    before = ctr_metrics(np.asarray(rows["label"]), callback.score(model))["logloss"]
+    result = train_on_data(config, TrainingData(rows, None, None), model, tokenizer)
+    losses = [entry["loss"] for entry in result.metrics["log_history"]]
+    assert losses[-1] < 0.5 * losses[0]
+    after = ctr_metrics(np.asarray(rows["label"]), callback.score(model))
+    assert after["logloss"] < before and after["auc"] > 0.9
+
+
+def test_early_stopping_on_validation_auc(tmp_path, prompt_datasets):
+    with pytest.raises(ConfigError, match="load_best_model_at_end"):
+        _config(tmp_path, early_stopping_patience=1)
+    config = _config(tmp_path, eval_size=24, compute_eval_loss=False, max_steps=12, eval_strategy="steps",
+                     eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+                     metric_for_best_model="auc", early_stopping_patience=1, learning_rate=0.0)
+    metrics = train_on_data(config, build_training_data(config, prompt_datasets)).metrics
+    # With a learning rate of 0 the AUC never improves on the first evaluation: one more, then stop.
+    assert [entry["step"] for entry in metrics["eval_history"]] == [1, 2]
+    assert metrics["global_step"] == 2 and metrics["best_checkpoint"].endswith("checkpoint-1")

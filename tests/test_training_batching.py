@@ -93,3 +93,23 @@ def test_bf16_base_keeps_lora_weights_and_their_gradients_in_float32(tmp_path, t
     out = model(input_ids=ids, logits_to_keep=3)
     out.logits.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable.values())
+
+
+def test_uniform_lora_dropout_keeps_the_dropout_statistics_and_replaces_every_lora_dropout(tiny_bpe_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rella_hf.training.dropout import UniformDropout, use_uniform_lora_dropout
+
+    torch.manual_seed(0)
+    dropout = UniformDropout(0.25).train()
+    out = dropout(torch.ones(200_000))
+    assert out.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert abs((out == 0).float().mean().item() - 0.25) < 0.01 and abs(out.mean().item() - 1.0) < 0.01
+    assert torch.equal(dropout.eval()(torch.ones(5)), torch.ones(5))
+
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=len(tiny_bpe_tokenizer))
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    assert use_uniform_lora_dropout(model) == 4  # 2 layers x (q, v)
+    assert not any(type(m) is torch.nn.Dropout for name, m in model.named_modules() if "lora_dropout" in name)

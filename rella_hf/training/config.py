@@ -132,6 +132,9 @@ class ReiTConfig(SFTConfig):
             all processes; sets ``gradient_accumulation_steps = total / (per_device_train_batch_size
             * world_size)`` (capped at the number of training rows, as the paper's script does).
             None keeps ``gradient_accumulation_steps`` as given.
+        early_stopping_patience (`int` or `None`): stop after this many evaluations without a better
+            ``metric_for_best_model`` (validation AUC with ``metric_for_best_model="auc"``); needs
+            ``load_best_model_at_end``. None trains for the whole schedule.
         resume (`bool`, defaults to `False`): continue from the last checkpoint in ``output_dir``
             (same data order, optimizer, scheduler and RNG state as an uninterrupted run).
     """
@@ -223,6 +226,11 @@ class ReiTConfig(SFTConfig):
     total_batch_size: Optional[int] = field(
         default=256, metadata={"help": "Samples per optimizer step over all processes (sets gradient accumulation)."}
     )
+    early_stopping_patience: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better metric_for_best_model (e.g. "
+                          "validation AUC); needs load_best_model_at_end. None: the whole schedule."},
+    )
     resume: bool = field(
         default=False, metadata={"help": "Continue from the last checkpoint in output_dir."}
     )
@@ -269,6 +277,12 @@ class ReiTConfig(SFTConfig):
             raise ConfigError(f"lora_dropout={self.lora_dropout} must be in [0, 1).")
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj.")
+        if self.early_stopping_patience is not None and (
+                self.early_stopping_patience < 1 or not self.load_best_model_at_end):
+            raise ConfigError(
+                f"early_stopping_patience={self.early_stopping_patience} needs a positive value and "
+                "load_best_model_at_end=true (with metric_for_best_model, e.g. auc); set both or drop it."
+            )
         if self.total_batch_size is not None and self.total_batch_size <= 0:
             raise ConfigError(f"total_batch_size={self.total_batch_size} must be positive, or None to keep "
                               "gradient_accumulation_steps as given.")
@@ -321,7 +335,8 @@ class ReiTConfig(SFTConfig):
             "dataset", "data_dir", "K", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
             "eval_split", "embedder", "chat_model", "max_prompt_tokens", "compute_eval_loss", "model_name_or_path",
             "model_dtype", "completion_logits_only",
-            "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "resume",
+            "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "early_stopping_patience",
+            "resume",
         )
         return {**{name: getattr(self, name) for name in names}, "compute_dtype": self.base_dtype}
 

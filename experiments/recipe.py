@@ -1,0 +1,138 @@
+"""ReiT recipe runs on one setting, selected on validation AUC, with the sanity task as a switch.
+
+    python experiments/recipe.py --name qv-r8-lr1e-3 --lr 1e-3                        # real CTR labels
+    python experiments/recipe.py --task sanity --name sanity-qv-r8 --shots 1024       # mean shown rating >= 3.5
+    python experiments/recipe.py --name all-r16-lr3e-4 --targets all --lora_r 16 --lr 3e-4 --test
+
+Each run trains a LoRA adapter on SmolLM2-135M-Instruct with the fast CPU recipe (bf16 base,
+answer-only head, length-grouped batches), evaluates a fixed validation subset every
+``--eval_every`` optimizer steps (AUC / LogLoss / ACC through :class:`CTREvalCallback`), keeps
+the best checkpoint by validation AUC and stops early after ``--patience`` evaluations without a
+better one. With ``--test`` the best adapter then scores the fixed 1,000-sample test subset with
+recent-K and SUBR prompts (scores under ``runs/<dataset>/scores/``). One JSON line per finished
+run goes to ``results/recipe.jsonl`` (settings, validation curve, wall times, test metrics); a run
+killed mid-way continues from its last checkpoint when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, test_subset
+
+LORA_TARGETS = {"qv": ["q_proj", "v_proj"],
+                "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="run name (results key and folder)")
+    parser.add_argument("--task", choices=["ctr", "sanity"], default="ctr")
+    parser.add_argument("--dataset", default="ml-latest-small")
+    parser.add_argument("--K", type=int, default=10)
+    parser.add_argument("--train_type", choices=["simple", "sequential", "mixed"], default="simple")
+    parser.add_argument("--test_type", choices=["simple", "sequential"], default="simple")
+    parser.add_argument("--shots", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--targets", choices=sorted(LORA_TARGETS), default="qv")
+    parser.add_argument("--lora_r", type=int, default=8)
+    parser.add_argument("--lora_alpha", type=int, default=None, help="default: 2 x lora_r")
+    parser.add_argument("--total_batch_size", type=int, default=16)
+    parser.add_argument("--train_batch_size", type=int, default=8)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max_steps", type=int, default=-1)
+    parser.add_argument("--warmup_steps", type=int, default=0)
+    parser.add_argument("--eval_every", type=int, default=16, help="optimizer steps between validation scorings")
+    parser.add_argument("--eval_size", type=int, default=300)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--test", action="store_true", help="score the fixed test subset with the best adapter")
+    return parser.parse_args(argv)
+
+
+def training_data(args, config):
+    """The run's rows: real labels, or the sanity task's relabelled prompts."""
+    from rella_hf.training import build_training_data, load_prompt_datasets
+    from rella_hf.training.data import TrainingData, build_eval_rows, build_train_rows
+    from rella_hf.training.sanity import relabel_by_shown_ratings
+
+    prompt_datasets = load_prompt_datasets(config, MODEL)
+    if args.task == "ctr":
+        return build_training_data(config, prompt_datasets)
+    simple = prompt_datasets["simple"]
+    train = build_train_rows(relabel_by_shown_ratings(simple["train"]), None, "simple", args.shots,
+                             config.pool_size, config.sample_seed)
+    evaluation = build_eval_rows(relabel_by_shown_ratings(simple["validation"]), args.eval_size, "simple",
+                                 config.sample_seed)
+    return TrainingData(train, evaluation, "validation")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import rella_hf
+    from peft import PeftModel
+
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.models import adapter_compute_dtype, load_model
+    from rella_hf.report import write_scores
+    from rella_hf.scoring import CTRScorer, score_dataset
+    from rella_hf.training import ReiTConfig, train_on_data
+    from rella_hf.training.trainer import load_model_for_training
+
+    results_file = RESULTS / "recipe.jsonl"
+    key = f"{args.dataset}/{args.task}/{args.name}"
+    if key in done(results_file):
+        print(f"{key} is done: {json.dumps(done(results_file)[key]['best_validation'])}")
+        return
+    run_dir = RUNS / args.dataset
+    adapter_dir = run_dir / "recipe" / args.name
+    config = ReiTConfig(
+        output_dir=str(adapter_dir), dataset=args.dataset, data_dir=data_dir(args.dataset), K=args.K,
+        train_type=args.train_type if args.task == "ctr" else "simple", test_type=args.test_type,
+        shots=args.shots, embedder=EMBEDDER, model_name_or_path=MODEL, eval_size=args.eval_size,
+        compute_eval_loss=False, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_steps,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_target_modules=LORA_TARGETS[args.targets],
+        per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=8,
+        total_batch_size=args.total_batch_size, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        eval_strategy="steps", eval_steps=args.eval_every, save_strategy="steps", save_steps=args.eval_every,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="auc",
+        early_stopping_patience=args.patience, logging_steps=1, seed=args.seed, report_to="none", resume=True,
+    )
+    started = time.perf_counter()
+    model, tokenizer = load_model_for_training(config)
+    data = training_data(args, config)
+    result = train_on_data(config, data, model, tokenizer,
+                           extra_metrics={"task": args.task, "shots": args.shots, "K": args.K})
+    train_seconds = time.perf_counter() - started
+    history = result.metrics["eval_history"]
+    best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
+    row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
+           "shots": args.shots, "train_rows": result.metrics["train_rows"], "lr": args.lr, "targets": args.targets,
+           "lora_r": args.lora_r, "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
+           "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
+           "compute_dtype": config.base_dtype, "validation_curve": history, "best_validation": best,
+           "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1)}
+    print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
+
+    if args.test and args.task == "ctr":
+        base, tokenizer = load_model(MODEL, dtype=adapter_compute_dtype(adapter_dir))
+        tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        scorer = CTRScorer(tuned, tokenizer, batch_size=8)
+        common = dict(data_dir=data_dir(args.dataset), embedder=EMBEDDER, chat_model=MODEL)
+        for kind in ("recent", "semantic"):
+            subset = test_subset(rella_hf.load_dataset(args.dataset, K=args.K, retrieval=kind, **common)["test"])
+            score_start = time.perf_counter()
+            scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"recipe-{args.name}-test-{kind}")
+            meta = {"stage": f"recipe {args.name}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
+                    "shots": args.shots, "seed": args.seed, "model": MODEL}
+            write_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
+            row[f"test_{kind}"] = {**ctr_metrics(scored["label"], scored["score"]),
+                                   "seconds": round(time.perf_counter() - score_start, 1)}
+            print(f"{key} test {kind}: {json.dumps(row[f'test_{kind}'])}", flush=True)
+    append_result(results_file, row)
+
+
+if __name__ == "__main__":
+    main()
