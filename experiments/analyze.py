@@ -72,6 +72,28 @@ def _comparisons(dataset, settings):
     return lines
 
 
+def _recipe_section() -> list[str]:
+    """The recipe runs of ``results/recipe.jsonl``: sanity task and real labels, best validation AUC, wall time."""
+    rows = _rows("recipe")
+    if not rows:
+        return []
+    out = ["## Recipe runs (`experiments/recipe.py`)", "",
+           "Validation AUC on a fixed validation subset, scored every `eval_every` optimizer steps; the best checkpoint "
+           "is kept. Task `sanity`: the label is mean(shown ratings) >= 3.5 (a working pipeline reaches AUC >= 0.95); "
+           "task `ctr`: the real labels. SmolLM2-135M-Instruct, bf16 base weights, LoRA float32.", "",
+           "| run | task | K | train type | rows | lr | LoRA | total batch | steps | validation AUC by step | best | "
+           "train s | test AUC recent / SUBR |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        curve = ", ".join(f"{entry['step']}: {entry['eval_auc']:.3f}" for entry in row["validation_curve"])
+        best = row.get("best_validation") or {}
+        tests = " / ".join(f"{row[key]['auc']:.4f}" for key in ("test_recent", "test_semantic") if key in row) or "-"
+        out.append(f"| {row['setting'].split('/')[-1]} | {row['task']} | {row['K']} | {row['train_type']} | "
+                   f"{row['train_rows']} | {row['lr']:g} | {row['targets']} r{row['lora_r']} | {row['total_batch_size']} | "
+                   f"{row['steps']} | {curve} | {best.get('eval_auc', float('nan')):.3f} | {row['train_seconds']:,.0f} | "
+                   f"{tests} |")
+    return out + [""]
+
+
 def main() -> None:
     from rella_hf.report import load_settings, write_report
 
@@ -98,8 +120,9 @@ def main() -> None:
         for plot in ("auc_bars.png", "auc_vs_k.png", "roc.png", "calibration.png", "loss.png"):
             if (dataset_dir / plot).exists():
                 out += [f"![{dataset} {plot}](runs/{dataset}/{plot})", ""]
+    out += _recipe_section()
     timings = []
-    for name in ("zero_shot", "few_shot", "baseline", "prompt_signal"):
+    for name in ("zero_shot", "few_shot", "baseline", "prompt_signal", "recipe"):
         for row in _rows(name):
             parts = [f"{key.removesuffix('seconds').rstrip('_') or 'total'} {row[key]:,.1f}"
                      for key in row if key.endswith("seconds")]
@@ -113,6 +136,8 @@ def main() -> None:
             "pip install -e .[experiments]            # LightGBM, for the baseline",
             "python experiments/baseline_gbdt.py      # LightGBM, whole train split",
             "python experiments/prompt_signal.py      # no LLM: mean rating of the K prompt items",
+            "python experiments/recipe.py --task sanity --name sanity-K5-all-r16-lr1e-3 --K 5 --shots 1024 --targets all "
+            "--lora_r 16 --eval_size 200   # the sanity task",
             "python experiments/analyze.py            # this file", "```", ""]
     reading = EXPERIMENTS / "reading.md"
     if reading.exists():

@@ -424,6 +424,11 @@ def cmd_demo(argv):
     metrics = json.loads(Path(report).with_name("metrics.json").read_text())
     for name, values in metrics.items():
         print(f"{name:24s} AUC {values['auc']:.4f}  LogLoss {values['logloss']:.4f}  ACC {values['acc']:.4f}")
+    comparisons = Path(report).with_name("comparisons.json")
+    for row in json.loads(comparisons.read_text()) if comparisons.is_file() else []:
+        low, high = row["ci"]
+        verdict = "interval excludes 0" if row["excludes_zero"] else "interval includes 0: no significant difference"
+        print(f"{row['a']} vs {row['b']}: AUC {row['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({verdict})")
 
 
 COMMANDS = {

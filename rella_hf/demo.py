@@ -12,13 +12,24 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .training import ReiTConfig
+
 logger = logging.getLogger(__name__)
+
+#: Paired comparisons the demo's report makes: ReiT against zero-shot on the same prompts.
+COMPARISONS = [("ReiT-recent", "zero-shot-recent"), ("ReiT-semantic", "zero-shot-semantic")]
+
+
+#: LoRA target sets of the demo's ``lora_targets`` option.
+LORA_TARGET_SETS = {"qv": ["q_proj", "v_proj"],
+                    "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
 
 @dataclass
@@ -32,19 +43,48 @@ class DemoConfig:
     embedder: str = field(default="minilm", metadata={"help": "SUBR item embedder: minilm (fast) or smollm2 (the paper's LLM pooling)."})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM to score and finetune."})
     test_size: int = field(default=200, metadata={"help": "Fixed, seeded test subset scored in every setting."})
-    shots: int = field(default=32, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
+    shots: int = field(default=128, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
     epochs: float = field(default=1.0, metadata={"help": "Training epochs over the 2N rows."})
-    train_batch_size: int = field(default=4, metadata={"help": "Rows per forward pass while training."})
+    train_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass while training."})
     total_batch_size: int = field(default=16, metadata={"help": "Rows per optimizer step (gradient accumulation)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate (paper: 1e-3)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
+    lora_targets: str = field(default="all", metadata={"help": "LoRA on 'qv' (q_proj, v_proj: the paper) or 'all' linear layers.",
+                                                         "choices": sorted(LORA_TARGET_SETS)})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)."})
+    eval_size: int = field(default=100, metadata={"help": "Validation samples scored for AUC during training (0: none)."})
+    eval_every: int = field(default=8, metadata={"help": "Optimizer steps between validation scorings; the best is kept."})
     score_batch_size: int = field(default=8, metadata={"help": "Prompts per scoring forward pass."})
     seed: int = field(default=42, metadata={"help": "Seed of the test subset, shots and training."})
     skip_training: bool = field(default=False, metadata={"help": "Only zero-shot scoring (no finetuning)."})
 
     def __post_init__(self):
-        for name in ("K", "test_size", "shots", "train_batch_size", "total_batch_size", "score_batch_size"):
+        for name in ("K", "test_size", "shots", "train_batch_size", "total_batch_size", "score_batch_size", "lora_r",
+                     "eval_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.eval_size < 0:
+            raise ConfigError(f"eval_size={self.eval_size} must be >= 0 (0 trains without validation).")
+        if self.lora_targets not in LORA_TARGET_SETS:
+            raise ConfigError(f"lora_targets={self.lora_targets!r} is not one of {', '.join(sorted(LORA_TARGET_SETS))}.")
+
+    def reit_config(self, adapter_dir) -> "ReiTConfig":
+        """The :class:`~rella_hf.training.ReiTConfig` of the demo's ReiT run (validation AUC selects the checkpoint)."""
+        from .training import ReiTConfig
+
+        validate = self.eval_size > 0
+        return ReiTConfig(
+            output_dir=str(adapter_dir), dataset=self.dataset, data_dir=self.data_dir, K=self.K,
+            train_type="mixed", test_type="sequential", shots=self.shots, embedder=self.embedder,
+            model_name_or_path=self.model, num_train_epochs=self.epochs,
+            per_device_train_batch_size=self.train_batch_size, total_batch_size=self.total_batch_size,
+            learning_rate=self.learning_rate, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
+            lora_target_modules=LORA_TARGET_SETS[self.lora_targets], eval_size=self.eval_size,
+            compute_eval_loss=False, per_device_eval_batch_size=self.score_batch_size,
+            eval_strategy="steps" if validate else "no", eval_steps=self.eval_every,
+            save_strategy="steps" if validate else "no", save_steps=self.eval_every, save_total_limit=2,
+            load_best_model_at_end=validate, metric_for_best_model="auc" if validate else None,
+            logging_steps=1, seed=self.seed, report_to="none", resume=True,
+        )
 
 
 def fixed_subset(dataset, size: int, seed: int):
@@ -72,8 +112,11 @@ def run_demo(config: DemoConfig) -> Path:
     """Run the demo and return the path of its ``report.md``.
 
     Steps: build the K-item dataset with recent and SUBR histories; zero-shot score a fixed test
-    subset with both prompt kinds; ReiT-finetune LoRA on an N-shot mixed set; score the same subset
-    with the adapter; write ``report.md``, PNG plots and ``metrics.json``.
+    subset with both prompt kinds; ReiT-finetune LoRA on an N-shot mixed set, keeping the
+    checkpoint of best validation AUC; score the same subset with the adapter (in the precision it
+    was trained in); write ``report.md`` (with the paired-bootstrap AUC gain of ReiT over zero-shot,
+    the training loss and the validation AUC curves), PNG plots, ``metrics.json`` and
+    ``comparisons.json``.
     """
     import rella_hf
 
@@ -107,18 +150,15 @@ def run_demo(config: DemoConfig) -> Path:
     if not config.skip_training:
         from peft import PeftModel
 
-        from .training import ReiTConfig, run_training
+        from .models import adapter_compute_dtype
+        from .training import run_training
 
         adapter_dir = run_dir / "train" / "reit"
         if not (adapter_dir / "adapter_model.safetensors").exists():
-            run_training(ReiTConfig(
-                output_dir=str(adapter_dir), dataset=config.dataset, data_dir=config.data_dir, K=config.K,
-                train_type="mixed", test_type="sequential", shots=config.shots, embedder=config.embedder,
-                model_name_or_path=config.model, num_train_epochs=config.epochs,
-                per_device_train_batch_size=config.train_batch_size, total_batch_size=config.total_batch_size,
-                learning_rate=config.learning_rate, eval_size=0, eval_strategy="no", save_strategy="no",
-                logging_steps=1, seed=config.seed, report_to="none",
-            ))
+            run_training(config.reit_config(adapter_dir))
+        trained_dtype = adapter_compute_dtype(adapter_dir)
+        if trained_dtype is not None and str(model.dtype).removeprefix("torch.") != trained_dtype:
+            model, tokenizer = load_model(config.model, dtype=trained_dtype)  # score in the training precision
         tuned = PeftModel.from_pretrained(model, str(adapter_dir))
         tuned.eval()
         tuned_scorer = CTRScorer(tuned, tokenizer, batch_size=config.score_batch_size)
@@ -126,6 +166,7 @@ def run_demo(config: DemoConfig) -> Path:
             _score_setting(run_dir, f"ReiT-{kind}", tuned_scorer, subset,
                            {"stage": "ReiT", "K": config.K, "retrieval": kind, "model": config.model,
                             "shots": config.shots})
+        info["comparisons"] = COMPARISONS
     info["wall_seconds"] = round(time.perf_counter() - started, 1)
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))
     return write_report(run_dir)

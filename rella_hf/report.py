@@ -2,16 +2,18 @@
 
 A run folder holds:
 
-- ``run.json``: ``{"title": ..., "config": {...}, "dataset": {statistics}}`` (all optional);
+- ``run.json``: ``{"title": ..., "config": {...}, "dataset": {statistics}, "comparisons": [[a, b], ...]}``
+  (all optional; each comparison is a paired-bootstrap AUC difference of two settings);
 - ``scores/<setting>.jsonl``: one JSON object per scored sample with at least ``label`` and
   ``score`` (P(yes)), optionally ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
   setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
-- ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses.
+- ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses
+  (and ``eval_history`` the validation AUC of each evaluation).
 
 :func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws a bar
 chart of AUC with intervals, ROC curves and a reliability diagram of the best settings, the
-training loss and AUC against K, and writes ``report.md``,
-``metrics.json`` and the PNGs into the folder.
+training loss, the validation AUC during training and AUC against K, and writes ``report.md``,
+``metrics.json`` (``comparisons.json`` when comparisons were asked for) and the PNGs into the folder.
 """
 
 from __future__ import annotations
@@ -90,6 +92,62 @@ def _training_losses(run_dir: Path) -> dict[str, tuple[list[float], list[float]]
         if points:
             curves[name] = ([step for step, _ in points], [loss for _, loss in points])
     return curves
+
+
+def _validation_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Validation AUC per evaluation step of the trainings under ``run_dir/train`` (``metrics.json``'s ``eval_history``)."""
+    curves = {}
+    for path in sorted(run_dir.glob("train/**/metrics.json")):
+        if path.parent.name.startswith("checkpoint-"):
+            continue
+        history = json.loads(path.read_text()).get("eval_history", [])
+        points = [(entry["step"], entry["eval_auc"]) for entry in history if entry.get("eval_auc") is not None]
+        if points:
+            curves[str(path.parent.relative_to(run_dir / "train"))] = ([s for s, _ in points], [a for _, a in points])
+    return curves
+
+
+def _plot_validation_auc(curves, path):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, (steps, aucs) in curves.items():
+        axis.plot(steps, aucs, marker="o", label=name)
+    axis.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    axis.set(title="Validation AUC during training", xlabel="Optimizer step", ylabel="AUC")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def compare_settings(settings: dict, pairs, n_resamples: int = 1000) -> list[dict]:
+    """Paired-bootstrap AUC differences ``a - b`` for each ``(a, b)`` pair of scored settings.
+
+    Both settings must have scored the same samples in the same order (the same labels).
+
+    Args:
+        settings: ``load_settings`` output.
+        pairs: ``(a, b)`` setting names; pairs naming a missing setting are skipped.
+        n_resamples: bootstrap resamples.
+
+    Returns:
+        One dict per pair: ``a``, ``b``, ``difference``, ``ci`` (95 %), ``excludes_zero``.
+    """
+    from .metrics import paired_difference
+
+    rows = []
+    for a, b in pairs:
+        if a not in settings or b not in settings:
+            continue
+        if not np.array_equal(settings[a]["labels"], settings[b]["labels"]):
+            raise DataFormatError(a, f"scored other samples than {b}; a paired comparison needs the same samples")
+        result = paired_difference(settings[a]["labels"], settings[a]["scores"], settings[b]["scores"], "auc",
+                                   n_resamples=n_resamples)
+        low, high = result["ci"]
+        rows.append({"a": a, "b": b, "difference": result["difference"], "ci": (low, high),
+                     "excludes_zero": bool(low > 0 or high < 0)})
+    return rows
 
 
 def _best_settings(settings, limit: int | None) -> dict:
@@ -283,10 +341,21 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
                   "![Reliability diagram](calibration.png)", ""]
         if _plot_auc_vs_k(settings, run_dir / "auc_vs_k.png"):
             lines += ["## AUC vs K", "", "![AUC vs K](auc_vs_k.png)", ""]
+    comparisons = compare_settings(settings, info.get("comparisons", []), n_resamples or 1000) if settings else []
+    if comparisons:
+        lines += ["## Paired comparisons", "", "AUC difference on the same samples, 95 % paired-bootstrap interval.", "",
+                  "| setting | minus | AUC difference | 95 % interval | excludes 0 |", "|---|---|---|---|---|"]
+        lines += [f"| {row['a']} | {row['b']} | {row['difference']:+.4f} | [{row['ci'][0]:+.4f}, {row['ci'][1]:+.4f}] | "
+                  f"{'yes' if row['excludes_zero'] else 'no'} |" for row in comparisons]
+        lines.append("")
     curves = _training_losses(run_dir)
     if curves:
         _plot_losses(curves, run_dir / "loss.png")
         lines += ["## Training loss", "", "![Training loss](loss.png)", ""]
+    validation = _validation_curves(run_dir)
+    if validation:
+        _plot_validation_auc(validation, run_dir / "validation_auc.png")
+        lines += ["## Validation AUC during training", "", "![Validation AUC](validation_auc.png)", ""]
     shown = [(name, data) for name, data in settings.items() if any(data["prompts"])]
     if shown and examples:
         lines += ["## Example prompts", ""]
@@ -296,5 +365,7 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
                       "", "```text", data["prompts"][index] or "", "```", ""]
     metrics = {name: {key: value for key, value in data["metrics"].items()} | {"meta": data["meta"]}
                for name, data in settings.items()}
+    if comparisons:
+        atomic_write_text(run_dir / "comparisons.json", json.dumps(comparisons, indent=2, default=float))
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=float))
     return atomic_write_text(run_dir / "report.md", "\n".join(lines))
