@@ -83,7 +83,8 @@ class DemoConfig:
             eval_strategy="steps" if validate else "no", eval_steps=self.eval_every,
             save_strategy="steps" if validate else "no", save_steps=self.eval_every, save_total_limit=2,
             load_best_model_at_end=validate, metric_for_best_model="auc" if validate else None,
-            logging_steps=1, seed=self.seed, report_to="none", resume=True,
+            logging_steps=1, seed=self.seed, report_to="none",
+            resume=any(Path(adapter_dir).glob("checkpoint-*")),  # an interrupted demo continues its training
         )
 
 
