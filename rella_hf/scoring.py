@@ -9,13 +9,14 @@ The fast path (:class:`CTRScorer`) sorts prompts by length inside bounded window
 on the batch, never on the number of prompts. Under ``accelerate launch`` the prompts are split
 across processes and the scores gathered back in the original order.
 
-A prompt's score does not depend on its batch mates. Batches are padded on the right and run
-without an attention mask: causal attention never lets a real token see the padding after it,
-and every batch takes the same attention kernel (a mask would switch kernels between batches
-with and without padding, which in bfloat16 moved scores by up to 0.06). The final hidden state
-at each prompt's last token then meets the yes/no rows of the LM head in float32, so the score
-does not inherit the bfloat16 rounding of 49,152 logits. Models whose head scales or caps its
-logits take the general route instead (left padding, ``logits_to_keep=1``).
+Batches are padded on the right and run without an attention mask: causal attention never lets
+a real token see the padding after it, and every batch takes the same attention kernel (a mask
+would switch kernels between batches with and without padding). The final hidden state at each
+prompt's last token then meets the yes/no rows of the LM head in float32, so the score does not
+inherit the bfloat16 rounding of 49,152 logits. In bfloat16 the matmuls still round differently
+with the batch's shape, so a 16-bit model on the CPU scores each prompt alone by default
+(``batch_invariant``): its score then never depends on its batch mates. Models whose head scales
+or caps its logits take the general route instead (left padding, ``logits_to_keep=1``).
 """
 
 from __future__ import annotations
@@ -185,6 +186,13 @@ _SCALED_HEAD_SETTINGS = ("final_logit_softcapping", "logit_scale", "output_multi
                          "logits_scaling")
 
 
+def _causal_lm_and_head(model):
+    """The causal LM under a possible PEFT wrapper, and its output embeddings (None when it has none)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_head = getattr(causal_lm, "get_output_embeddings", None)
+    return causal_lm, get_head() if callable(get_head) else None
+
+
 def answer_head(model):
     """``(backbone, lm_head)`` when the answer logits are ``lm_head(backbone(ids).last_hidden_state)``, else None.
 
@@ -197,10 +205,8 @@ def answer_head(model):
     """
     import torch
 
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm, lm_head = _causal_lm_and_head(model)
     backbone = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
-    get_head = getattr(causal_lm, "get_output_embeddings", None)
-    lm_head = get_head() if callable(get_head) else None
     if not isinstance(backbone, torch.nn.Module) or not isinstance(lm_head, torch.nn.Linear):
         return None
     config = getattr(causal_lm, "config", None)
@@ -224,17 +230,15 @@ def contiguous_lm_head_input(model) -> None:
     """
     import torch
 
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get_head = getattr(causal_lm, "get_output_embeddings", None)
-    lm_head = get_head() if callable(get_head) else None
+    _, lm_head = _causal_lm_and_head(model)
     if not isinstance(lm_head, torch.nn.Module) or getattr(lm_head, "_rella_contiguous_input", False):
         return
     lm_head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
     lm_head._rella_contiguous_input = True
 
 
-def _runs_best_alone(model) -> bool:
-    """Whether prompts should run one per forward pass: a CPU model in a 16-bit dtype."""
+def _runs_alone_by_default(model) -> bool:
+    """Whether prompts run one per forward pass by default: a CPU model in a 16-bit dtype."""
     import torch
 
     parameter = next(model.parameters(), None)
@@ -265,8 +269,9 @@ class CTRScorer:
         batch_invariant: run every prompt in a forward pass of its own (no padding), so that its
             score is the same whatever else is scored with it. None (default): on when the model
             sits on the CPU in bfloat16/float16, where batched matmuls change their reduction order
-            with the batch's shape (scores moved by up to 0.03) and batching buys no speed; off
-            elsewhere (GPUs need batches; float32 moves scores by ~1e-5 at most).
+            with the batch's shape (scores moved by up to 0.03); it costs about a third of the
+            throughput there (``benchmarks/RESULTS.md``). Off elsewhere (GPUs need batches; float32
+            moves scores by ~1e-5 at most).
     """
 
     def __init__(
@@ -298,8 +303,9 @@ class CTRScorer:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = pad if pad is not None else 0  # padded positions are masked out anyway
         self._answer_head = answer_head(model)
-        self.batch_invariant = _runs_best_alone(model) if batch_invariant is None else batch_invariant
-        contiguous_lm_head_input(model)
+        self.batch_invariant = _runs_alone_by_default(model) if batch_invariant is None else batch_invariant
+        if self._answer_head is None:  # only the general route slices hidden states for the head
+            contiguous_lm_head_input(model)
         names, takes_kwargs = _forward_parameters(model)
         if "logits_to_keep" in names or takes_kwargs:
             self._last_only = {"logits_to_keep": 1}
