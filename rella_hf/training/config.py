@@ -48,7 +48,7 @@ def hardware_supports_bf16() -> bool:
 
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
-    if torch.accelerator.current_accelerator() is not None:
+    if _accelerator_present():
         return False
     from ..models import cpu_has_native_bf16
 
@@ -61,13 +61,14 @@ def _accelerator_present() -> bool:
     return torch.accelerator.current_accelerator() is not None
 
 
+def _deepspeed_requested(deepspeed_config) -> bool:
+    """Whether DeepSpeed was asked for, in the config or by ``accelerate launch`` (its environment flag)."""
+    return bool(deepspeed_config) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def _cpu_only_without_deepspeed(deepspeed_config) -> bool:
     """True on a machine without any accelerator, unless DeepSpeed was asked for (it sets up its own backend)."""
-    import torch
-
-    if deepspeed_config or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        return False
-    return torch.accelerator.current_accelerator() is None
+    return not _deepspeed_requested(deepspeed_config) and not _accelerator_present()
 
 
 @dataclass
@@ -243,8 +244,7 @@ class ReiTConfig(SFTConfig):
             self.hub_token = None
         if self.bf16 is None:
             # DeepSpeed on a CPU-only machine runs without use_cpu, where the Trainer refuses bf16.
-            deepspeed = bool(self.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-            cpu_deepspeed = deepspeed and not _accelerator_present()
+            cpu_deepspeed = _deepspeed_requested(self.deepspeed) and not _accelerator_present()
             self.bf16 = False if self.fp16 or cpu_deepspeed else hardware_supports_bf16()
         if not self.use_cpu and _cpu_only_without_deepspeed(self.deepspeed):
             # Processes started by torchrun / `accelerate launch` (multi_cpu.yaml) then form a gloo
