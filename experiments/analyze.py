@@ -18,6 +18,8 @@ import time
 from common import EXPERIMENTS, RESULTS, RUNS, machine
 
 RESAMPLES = 1000
+#: Score files of learning-curve points (``learning_curve.py``): K, train type, N, seed, test prompt kind.
+LEARNING_CURVE_SETTING = re.compile(r"recipe-lc-K(\d+)-(mixed|simple)-N(\d+)-seed(\d+)-test-(recent|semantic)")
 
 
 def _rows(name):
@@ -54,10 +56,23 @@ def _comparisons(dataset, settings):
                 pairs.append((name, untuned, "few-shot tuned vs zero-shot, same prompts"))
             if name.endswith("-test-semantic") and name.replace("-test-semantic", "-test-recent") in names:
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
+        curve_point = LEARNING_CURVE_SETTING.fullmatch(name)
+        if curve_point:
+            K, train_type, shots, seed, kind = curve_point.groups()
+            if train_type == "mixed":
+                other = f"recipe-lc-K{K}-simple-N{shots}-seed{seed}-test-{kind}"
+                if other in names:
+                    pairs.append((name, other, "ReiT mixed vs simple at equal steps"))
+            if kind == "semantic" and name.replace("-test-semantic", "-test-recent") in names:
+                pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
+            if f"zero-shot-K{K}-{kind}" in names:
+                pairs.append((name, f"zero-shot-K{K}-{kind}", "few-shot tuned vs zero-shot, same prompts"))
+            if f"history-mean-K{K}-recent" in names:
+                pairs.append((name, f"history-mean-K{K}-recent", "tuned LLM vs mean rating of the K recent items"))
     baseline = next((name for name in names if name.startswith("lightgbm")), None)
     if baseline:
         for name in sorted(names, key=natural_key):
-            if name.startswith(("mixed-", "simple-", "zero-shot-")):
+            if name.startswith(("mixed-", "simple-", "zero-shot-", "recipe-lc-")):
                 pairs.append((name, baseline, "LLM vs full-shot LightGBM"))
     lines = []
     for a, b, what in pairs:
@@ -70,6 +85,55 @@ def _comparisons(dataset, settings):
         lines.append(f"| {what} | {a} | {b} | {verdict['difference']:+.4f} | "
                      f"[{verdict['ci'][0]:+.4f}, {verdict['ci'][1]:+.4f}] | {winner} |")
     return lines
+
+
+def _learning_curve(dataset_dir, metrics) -> list[str]:
+    """Plot test AUC vs N (one line per train type x test prompt kind, 95 % intervals, seeds averaged).
+
+    Horizontal lines mark the no-LLM references measured on the same test subset: the mean rating
+    of the K recent items and LightGBM trained on the whole train split. Returns the report lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[tuple[str, str, str], dict[int, list]] = {}
+    for name, values in metrics.items():
+        match = LEARNING_CURVE_SETTING.fullmatch(name)
+        if match:
+            K, train_type, shots, _seed, kind = match.groups()
+            points.setdefault((K, train_type, kind), {}).setdefault(int(shots), []).append(values)
+    if not points:
+        return []
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    rows = ["| K | train | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |", "|---|---|---|---|---|---|---|"]
+    for (K, train_type, kind), by_shots in sorted(points.items()):
+        shots = sorted(by_shots)
+        means = [sum(v["auc"] for v in by_shots[n]) / len(by_shots[n]) for n in shots]
+        lows = [mean - by_shots[n][0]["auc_ci"][0] for n, mean in zip(shots, means)]
+        highs = [by_shots[n][0]["auc_ci"][1] - mean for n, mean in zip(shots, means)]
+        axis.errorbar(shots, means, yerr=[lows, highs], marker="o", capsize=3,
+                      label=f"{train_type}, {'SUBR' if kind == 'semantic' else 'recent'} test, K={K}")
+        for n, mean in zip(shots, means):
+            low, high = by_shots[n][0]["auc_ci"]
+            rows.append(f"| {K} | {train_type} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
+    K = sorted(points)[0][0]
+    for reference, style in ((f"history-mean-K{K}-recent", ":"), ("lightgbm-K10", "--")):
+        if reference in metrics:
+            axis.axhline(metrics[reference]["auc"], linestyle=style, color="grey")
+            axis.annotate(reference, (axis.get_xlim()[0], metrics[reference]["auc"]), fontsize=8, va="bottom")
+    axis.axhline(0.5, color="lightgrey", linewidth=0.8)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("N training samples (mixed trains 2N rows; simple N rows for twice the epochs)")
+    axis.set_ylabel("test AUC (1,000 fixed samples)")
+    axis.set_title(f"ReiT learning curve, {dataset_dir.name}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(dataset_dir / "learning_curve.png", dpi=120)
+    plt.close(figure)
+    return ["Learning curve (`experiments/learning_curve.py`):", "", *rows, "",
+            f"![{dataset_dir.name} learning curve](runs/{dataset_dir.name}/learning_curve.png)", ""]
 
 
 def _recipe_section() -> list[str]:
@@ -117,6 +181,7 @@ def main() -> None:
         out += ["", "Paired bootstrap of the AUC difference (a - b) on the same test samples:", "",
                 "| comparison | a | b | AUC(a) - AUC(b) | 95 % CI | win |", "|---|---|---|---|---|---|"]
         out += _comparisons(dataset, settings) + [""]
+        out += _learning_curve(dataset_dir, metrics)
         for plot in ("auc_bars.png", "auc_vs_k.png", "roc.png", "calibration.png", "loss.png"):
             if (dataset_dir / plot).exists():
                 out += [f"![{dataset} {plot}](runs/{dataset}/{plot})", ""]
@@ -138,6 +203,7 @@ def main() -> None:
             "python experiments/prompt_signal.py      # no LLM: mean rating of the K prompt items",
             "python experiments/recipe.py --task sanity --name sanity-K5-all-r16-lr1e-3 --K 5 --shots 1024 --targets all "
             "--lora_r 16 --eval_size 200   # the sanity task",
+            "python experiments/learning_curve.py --shots 512 2048 8192 --seeds 42 43   # ReiT learning curves",
             "python experiments/analyze.py            # this file", "```", ""]
     reading = EXPERIMENTS / "reading.md"
     if reading.exists():

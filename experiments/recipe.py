@@ -69,6 +69,26 @@ def training_data(args, config):
     return TrainingData(train, evaluation, "validation")
 
 
+def sanity_margins(adapter_dir, evaluation, config) -> list[dict]:
+    """Score the validation rows with the selected adapter; AUC by distance of the shown-rating mean from 3.5."""
+    import numpy as np
+    from peft import PeftModel
+
+    import rella_hf
+    from rella_hf.models import adapter_compute_dtype, load_model
+    from rella_hf.scoring import CTRScorer, score_dataset
+    from rella_hf.training.sanity import auc_by_margin, shown_rating_means
+
+    base, tokenizer = load_model(MODEL, dtype=adapter_compute_dtype(adapter_dir))
+    tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    scored = score_dataset(CTRScorer(tuned, tokenizer, batch_size=8), evaluation)
+    validation = rella_hf.load_dataset(config.dataset, K=config.K, retrieval="recent", data_dir=config.data_dir,
+                                       embedder=EMBEDDER, chat_model=MODEL)["validation"]
+    mean_by_sample = dict(zip(validation["sample_id"], shown_rating_means(validation)))
+    means = np.array([mean_by_sample[sample_id] for sample_id in evaluation["sample_id"]])
+    return auc_by_margin(scored["label"], scored["score"], means)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import rella_hf
@@ -115,6 +135,11 @@ def main(argv=None) -> None:
            "compute_dtype": config.base_dtype, "validation_curve": history, "best_validation": best,
            "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1)}
     print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
+
+    if args.task == "sanity" and data.evaluation is not None:
+        row["validation_auc_by_margin"] = sanity_margins(adapter_dir, data.evaluation, config)
+        print(f"{key} validation AUC by distance of the shown-rating mean from 3.5: "
+              f"{json.dumps(row['validation_auc_by_margin'])}", flush=True)
 
     if args.test and args.task == "ctr":
         base, tokenizer = load_model(MODEL, dtype=adapter_compute_dtype(adapter_dir))

@@ -451,6 +451,22 @@ def test_sanity_relabel_follows_the_shown_ratings(prompt_datasets):
         relabel_by_shown_ratings(split.remove_columns("history_ratings"))
 
 
+def test_sanity_auc_by_margin_separates_approximate_from_blind_readers():
+    from rella_hf.training.sanity import auc_by_margin
+
+    rng = np.random.default_rng(0)
+    means = rng.uniform(1.0, 5.0, 2000)
+    labels = (means >= 3.5).astype(int)
+    # An approximate reader: the right ranking blurred by noise that only matters near the threshold.
+    approximate = 1 / (1 + np.exp(-(means + rng.normal(0, 0.3, means.size) - 3.5)))
+    bands = auc_by_margin(labels, approximate, means, margins=(0.0, 1.0))
+    assert bands[0]["n"] == 2000 and bands[1]["n"] == int((np.abs(means - 3.5) >= 1.0).sum())
+    assert 0.9 < bands[0]["auc"] < 0.999 and bands[1]["auc"] == 1.0
+    blind = auc_by_margin(labels, rng.uniform(size=means.size), means, margins=(0.0, 1.0))
+    assert all(abs(band["auc"] - 0.5) < 0.06 for band in blind)
+    assert auc_by_margin(labels, approximate, means, margins=(5.0,)) == [{"margin": 5.0, "n": 0, "auc": None}]
+
+
 def test_a_tiny_model_fits_the_sanity_rows(tmp_path, prompt_datasets):
     """The test-sized sanity check: trained on the relabelled rows, the loss falls and the rows' AUC rises well above chance."""
     from rella_hf.metrics import ctr_metrics

@@ -64,3 +64,34 @@ def relabel_by_shown_ratings(dataset: datasets.Dataset, threshold: float = SANIT
     if "completion" in relabelled.column_names:
         relabelled = relabelled.remove_columns("completion")
     return relabelled.add_column("label", labels.tolist()).add_column("completion", completions)
+
+
+def auc_by_margin(labels, scores, means, threshold: float = SANITY_THRESHOLD,
+                  margins=(0.0, 0.25, 0.5, 1.0)) -> list[dict]:
+    """AUC of the sanity task on the samples whose shown-rating mean is at least ``margin`` from the threshold.
+
+    Tells a pipeline that does not read the prompt (AUC near 0.5 at every margin) from one that
+    reads it approximately (near 1 far from the threshold, lower only close to it, where the rule
+    asks for exact arithmetic over the shown ratings).
+
+    Args:
+        labels: sanity labels (0/1).
+        scores: P(yes) of each sample.
+        means: the shown-rating mean of each sample (:func:`shown_rating_means`).
+        threshold: the rule's threshold.
+        margins: distances from the threshold to report.
+
+    Returns:
+        One ``{"margin", "n", "auc"}`` per margin (``auc`` is None when one class is missing).
+    """
+    from ..metrics import ctr_metrics
+
+    labels, scores, means = (np.asarray(values, dtype=np.float64) for values in (labels, scores, means))
+    bands = []
+    for margin in margins:
+        keep = np.abs(means - threshold) >= margin
+        kept_labels = labels[keep].astype(np.int64)
+        both_classes = kept_labels.size and 0 < kept_labels.sum() < kept_labels.size
+        auc = ctr_metrics(kept_labels, scores[keep])["auc"] if both_classes else None
+        bands.append({"margin": float(margin), "n": int(keep.sum()), "auc": auc})
+    return bands
