@@ -136,8 +136,8 @@ def main(argv=None) -> None:
            "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1)}
     print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
 
-    if args.task == "sanity" and data.evaluation is not None:
-        row["validation_auc_by_margin"] = sanity_margins(adapter_dir, data.evaluation, config)
+    if args.task == "sanity" and data.eval is not None:
+        row["validation_auc_by_margin"] = sanity_margins(adapter_dir, data.eval, config)
         print(f"{key} validation AUC by distance of the shown-rating mean from 3.5: "
               f"{json.dumps(row['validation_auc_by_margin'])}", flush=True)
 
