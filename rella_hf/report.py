@@ -60,6 +60,31 @@ def _read_score_rows(path: Path) -> list[dict]:
     return rows
 
 
+def read_score_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{setting: (labels, scores)}`` of saved scores: a run folder (all its settings), a ``scores/<setting>.jsonl``
+    file or a ``.parquet`` file with ``label`` and ``score`` columns.
+
+    Raises:
+        DataFormatError: for a missing file or a path of another kind.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return {name: (data["labels"], data["scores"]) for name, data in load_settings(path).items()}
+    if not path.is_file():
+        raise DataFormatError(path, "no such file; expected a run folder, a .jsonl or a .parquet file of scores")
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        return {path.stem: (frame["label"].to_numpy(), frame["score"].to_numpy())}
+    if path.suffix == ".jsonl":
+        rows = _read_score_rows(path)
+        if not rows:
+            return {}
+        return {path.stem: (np.array([row["label"] for row in rows]), np.array([row["score"] for row in rows]))}
+    raise DataFormatError(path, "expected a run folder, a .jsonl or a .parquet file of scores")
+
+
 def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
     """Write one setting's scores (and what it is) where :func:`write_report` finds them.
 

@@ -28,6 +28,7 @@ from rella_hf.errors import ConfigError, PublishError, RedistributionError  # no
 
 FAKE_TOKEN = "hf_FAKEtokenForTestsDoNotLeak0123456789"
 SPLITS = ("train", "validation", "test")
+REMOTE_HEAD = "0123456789abcdef0123456789abcdef01234567"
 NO_REDISTRIBUTION = "The user may not redistribute the data without separate permission."
 
 
@@ -232,10 +233,10 @@ def test_dataset_card_is_complete_and_passes_metadata_parsing(tmp_path):
 
 
 def test_card_templates_ship_as_package_data():
-    link = Path(hub.__file__).parent / "hub_cards"
+    link = Path(hub.__file__).parent.parent / "hub_cards"
     assert link.is_symlink() and os.readlink(link) == "../hub_cards"
     for name in ("dataset_card.md", "model_card.md"):
-        assert Path(hub._template_path(name)).read_text().startswith("---\n{{ card_data }}\n---")
+        assert Path(hub.cards._template_path(name)).read_text().startswith("---\n{{ card_data }}\n---")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +259,17 @@ class FakeApi:
 
     def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
         self.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+
+    def repo_info(self, repo_id, *, repo_type=None, revision=None, **kwargs):
+        self.calls.append(("repo_info", repo_id, repo_type, revision))
+        if self.remote == "missing":
+            from huggingface_hub.errors import RepositoryNotFoundError
+
+            raise RepositoryNotFoundError("missing", response=SimpleNamespace(headers={}, status_code=404, request=None))
+        return SimpleNamespace(sha=REMOTE_HEAD)
+
+    def create_branch(self, repo_id, *, branch, repo_type=None, exist_ok=False, **kwargs):
+        self.calls.append(("create_branch", repo_id, branch, repo_type, exist_ok))
 
     def list_repo_files(self, repo_id, *, repo_type=None, **kwargs):
         self.calls.append(("list_repo_files", repo_id, repo_type))
@@ -283,7 +295,9 @@ class FakeApi:
         deletes = [op.path_in_repo for op in operations if not isinstance(op, CommitOperationAdd)]
         self.uploaded = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in adds}
         self.calls.append(("create_commit", repo_id, repo_type, [op.path_in_repo for op in adds], deletes, commit_message))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0123abc")
+        self.commit_options = kwargs  # revision, create_pr, parent_commit
+        pr_url = f"https://huggingface.co/{repo_id}/discussions/1" if kwargs.get("create_pr") else None
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0123abc", pr_url=pr_url)
 
 
 @pytest.fixture
@@ -331,11 +345,13 @@ def test_push_dataset_uploads_the_planned_files_and_keeps_published_configs(tmp_
                             token=FAKE_TOKEN, private=True)
     api = fake_api.instances[-1]
     assert api.token == FAKE_TOKEN
-    assert [call[0] for call in api.calls] == ["list_repo_files", "hf_hub_download", "hf_hub_download",
+    assert [call[0] for call in api.calls] == ["repo_info", "list_repo_files", "hf_hub_download", "hf_hub_download",
                                                "create_repo", "create_commit"]
     # The published card and the other configuration's settings are merged in, not overwritten.
-    assert sorted(call[2] for call in api.calls[1:3]) == ["K30-recent/" + hub.BUILD_CONFIG_FILENAME, "README.md"]
-    assert api.calls[3] == ("create_repo", "my-org/rella-ml", "dataset", True, True)
+    assert sorted(call[2] for call in api.calls[2:4]) == ["K30-recent/" + hub.BUILD_CONFIG_FILENAME, "README.md"]
+    assert api.calls[4] == ("create_repo", "my-org/rella-ml", "dataset", True, True)
+    # The commit is pinned to the head whose README was merged: a concurrent push makes it fail, not vanish.
+    assert api.commit_options == {"parent_commit": REMOTE_HEAD} and plan.parent_commit == REMOTE_HEAD
     commit = api.calls[-1]
     assert commit[:3] == ("create_commit", "my-org/rella-ml", "dataset")
     assert commit[3] == plan.paths_in_repo == dry.paths_in_repo == expected_dataset_files("K5-semantic", source)
@@ -351,9 +367,33 @@ def test_push_dataset_to_a_new_repository_creates_it_after_the_export(fake_api):
     source = make_dataset()
     plan = hub.push_dataset(source, "my-org/new-repo", corpus="ml-latest-small", build_config=build_config())
     api = fake_api.instances[-1]
-    assert [call[0] for call in api.calls] == ["list_repo_files", "create_repo", "create_commit"]
+    assert [call[0] for call in api.calls] == ["repo_info", "create_repo", "create_commit"]
     assert api.calls[-1][3] == plan.paths_in_repo == expected_dataset_files("K5-semantic", source)
-    assert api.calls[-1][4] == []
+    assert api.calls[-1][4] == [] and api.commit_options == {}
+
+
+def test_push_plan_with_revision_and_create_pr(tmp_path, fake_api, trained_adapter):
+    """A dataset push to a branch as a pull request: the branch is created, the commit goes to it as a PR."""
+    remote = hub.export_dataset(make_dataset(train_rows=30, seed=9), tmp_path / "remote", "ml-latest-small",
+                                build_config=build_config(K=30, retrieval="recent"))
+    fake_api.remote = remote
+    source = make_dataset()
+    dry = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                           revision="v2", create_pr=True, dry_run=True)
+    assert (dry.revision, dry.create_pr, dry.parent_commit) == ("v2", True, None) and fake_api.instances == []
+    assert "on branch v2 as a pull request" in str(dry)
+    plan = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                            revision="v2", create_pr=True)
+    api = fake_api.instances[-1]
+    assert api.calls[0] == ("repo_info", "my-org/rella-ml", "dataset", "v2")
+    assert ("create_branch", "my-org/rella-ml", "v2", "dataset", True) in api.calls
+    assert api.commit_options == {"revision": "v2", "create_pr": True, "parent_commit": REMOTE_HEAD}
+    assert plan.pr_url.endswith("/discussions/1") and plan.pr_url in str(plan)
+    adapter = hub.push_adapter(trained_adapter.output_dir, "my-org/rella-adapter", base_model="my-org/tiny-llama",
+                               revision="refs/pr/3")
+    api = fake_api.instances[-1]
+    assert not any(call[0] == "create_branch" for call in api.calls)  # a PR ref is not a branch to create
+    assert api.commit_options == {"revision": "refs/pr/3"} and adapter.revision == "refs/pr/3"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,10 +594,12 @@ def test_converted_smollm2_base_is_recorded_by_alias_and_hub_id(tmp_path):
     converted = tmp_path / "models" / SMOLLM2_NAME
     converted.mkdir(parents=True)
     (converted / CONVERSION_MARKER).write_text("{}")
-    recorded, hub_id, shown = hub._base_model_identity(str(converted))
-    assert (recorded, hub_id) == (SMOLLM2_NAME, "HuggingFaceTB/SmolLM2-135M-Instruct") and "Q4_1" in shown
-    assert hub._base_model_identity("my-org/tiny-llama")[:2] == ("my-org/tiny-llama", "my-org/tiny-llama")
-    assert hub._base_model_identity(str(tmp_path))[1] is None  # a local folder is no Hub id
+    # PEFT reads adapter_config.json: it gets the Hub id; the card says the weights were the dequantized GGUF.
+    recorded, hub_id, shown, offline_route = hub.adapters.base_model_identity(str(converted))
+    assert (recorded, hub_id) == ("HuggingFaceTB/SmolLM2-135M-Instruct",) * 2 and "Q4_1" in shown and offline_route
+    assert hub.adapters.base_model_identity(SMOLLM2_NAME)[:2] == ("HuggingFaceTB/SmolLM2-135M-Instruct",) * 2
+    assert hub.adapters.base_model_identity("my-org/tiny-llama") == ("my-org/tiny-llama",) * 3 + (False,)
+    assert hub.adapters.base_model_identity(str(tmp_path))[1] is None  # a local folder is no Hub id
 
 
 def test_only_repository_files_are_uploaded_from_a_reused_export_folder(tmp_path, trained_adapter):

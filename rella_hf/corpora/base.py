@@ -297,9 +297,14 @@ class Corpus:
     download_url: ClassVar[str | None] = None
     download_md5: ClassVar[str | None] = None  # GroupLens publishes MD5 (no SHA-256) beside each archive
     archive_folder: ClassVar[str | None] = None
-    licence: ClassVar[str]
+    licence: ClassVar[str]  # the licence's own sentence on redistribution, quoted in refusals and cards
     redistributable: ClassVar[bool] = False
     citation: ClassVar[str] = ""
+    # Hub metadata of the licence: ``license`` ("other" or "unknown"), ``license_name``, ``license_link``.
+    hub_license: ClassVar[str] = "other"
+    license_name: ClassVar[str | None] = None
+    license_link: ClassVar[str | None] = None
+    homepage: ClassVar[str] = "not recorded"
 
     def read_tables(self, data_dir: Path) -> CorpusTables:  # pragma: no cover - abstract
         raise NotImplementedError
