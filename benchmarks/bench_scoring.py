@@ -63,7 +63,8 @@ def run_worker(args: argparse.Namespace) -> None:
     import torch
 
     from rella_hf.models import load_model
-    from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts, naive_scores
+    from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts
+    from rella_hf.scoring_reference import naive_scores
 
     prompts, _ = sample_prompts(args.n, args.K, args.seed)
     model, tokenizer = load_model(dtype=args.dtype)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from .errors import ConfigError
+from .prompts import HISTORY_FORMATS
 from .retrieval import ORDERS, RETRIEVALS
 
-HISTORY_FORMATS = ("list", "lines")
 POOLINGS = ("average", "last")
 #: The offline chat model whose template wraps prompts by default.
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"

@@ -3,14 +3,12 @@ import hashlib
 import io
 import zipfile
 
-import numpy as np
 import pytest
+from corpus_fixtures import write_book_crossing, write_ml1m, write_ml100k, write_ml_latest
 
 from rella_hf.corpora import CORPORA, bundled_ml_latest_small, get_corpus
 from rella_hf.corpora.book_crossing import age_bucket, location_country
 from rella_hf.errors import DataFormatError, DownloadError, RellaError
-
-from corpus_fixtures import write_book_crossing, write_ml100k, write_ml1m, write_ml_latest
 
 
 def test_ml1m_profiles_and_items(tmp_path):

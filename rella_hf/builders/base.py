@@ -148,7 +148,8 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         tokenizer: chat template and token counter (None: Vicuna v1.1 wrapper, no budget).
         retriever: the SUBR retriever, needed for the token budget of chronological SUBR prompts.
     """
-    from ..prompts import answer_completion, fit_prompt_budgets, render_prompts_flat, wrap_prompts
+    from ..prompt_budget import fit_prompt_budgets
+    from ..prompts import answer_completion, render_prompts_flat, wrap_prompts
 
     corpus = samples.corpus
     titles = samples.items["title"].to_numpy()

@@ -86,10 +86,8 @@ def _read_training_config(path: Path) -> dict:
     return loaded
 
 
-def _check_output_folder(source: Path, out_dir: Path) -> Path:
+def _check_output_folder(source: Path) -> Path:
     """The training config file of a complete training output folder; refuse an incomplete one, naming what lacks."""
-    if out_dir.exists() and out_dir.resolve() == source.resolve():
-        raise PublishError(f"out_dir {out_dir} is the training output folder itself; export into another folder")
     missing = [name for name in _ADAPTER_REQUIRED_FILES if not (source / name).is_file()]
     training_config_path = next((source / name for name in _TRAINING_CONFIG_NAMES if (source / name).is_file()), None)
     if training_config_path is None:
@@ -160,13 +158,9 @@ def export_adapter(
         PublishError: when required files are missing or metrics.json is empty.
     """
     source, out_dir = Path(output_dir), Path(out_dir)
-    training_config_path = _check_output_folder(source, out_dir)
-    training_config = redact(_read_training_config(training_config_path))
-    metrics = json.loads((source / _METRICS_NAME).read_text(encoding="utf-8"))
-    metric_rows = card_metrics(metrics) if isinstance(metrics, dict) else []
-    if not metric_rows:
-        raise PublishError(f"{source / _METRICS_NAME} holds no numeric metrics; evaluate the adapter before publishing it")
-    adapter_config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    if out_dir.exists() and out_dir.resolve() == source.resolve():
+        raise PublishError(f"out_dir {out_dir} is the training output folder itself; export into another folder")
+    training_config_path, training_config, metric_rows, adapter_config = _card_inputs(source)
     base = _resolve_base(base_model, adapter_config, training_config, source)
     adapter_config["base_model_name_or_path"] = base[0]
     _copy_adapter_files(source, out_dir, adapter_config, training_config, training_config_path)
@@ -174,6 +168,44 @@ def export_adapter(
                      metric_rows=metric_rows, base=base, dataset_repo_id=dataset_repo_id, license=license,
                      license_name=license_name)
     return out_dir
+
+
+def _card_inputs(source: Path) -> tuple[Path, dict, list, dict]:
+    """``(training config path, redacted training config, metric rows, adapter config)`` of an output folder."""
+    training_config_path = _check_output_folder(source)
+    training_config = redact(_read_training_config(training_config_path))
+    metrics = json.loads((source / _METRICS_NAME).read_text(encoding="utf-8"))
+    metric_rows = card_metrics(metrics) if isinstance(metrics, dict) else []
+    if not metric_rows:
+        raise PublishError(f"{source / _METRICS_NAME} holds no numeric metrics; evaluate the adapter before publishing it")
+    adapter_config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    return training_config_path, training_config, metric_rows, adapter_config
+
+
+def write_output_card(output_dir: str | os.PathLike, *, repo_id: str | None = None,
+                      dataset_repo_id: str | None = None) -> Path:
+    """Write the model card into a training output folder itself, for ``Trainer.push_to_hub``.
+
+    Its ``adapter_config.json`` then names the base model by its Hub id (when one is known), as an
+    exported folder's does, so what the Trainer pushes loads with plain PEFT.
+
+    Args:
+        output_dir: the training output folder (adapter, tokenizer, training config and metrics written).
+        repo_id: the model repository it is pushed to.
+        dataset_repo_id: Hub dataset repository of the training data (card metadata).
+
+    Returns:
+        The written ``README.md``.
+    """
+    source = Path(output_dir)
+    _, training_config, metric_rows, adapter_config = _card_inputs(source)
+    base = _resolve_base(None, adapter_config, training_config, source)
+    if base[1] is not None and adapter_config.get("base_model_name_or_path") != base[0]:
+        adapter_config["base_model_name_or_path"] = base[0]
+        atomic_write_text(source / "adapter_config.json", json_text(adapter_config) + "\n")
+    write_model_card(source, repo_id=repo_id, training_config=training_config, adapter_config=adapter_config,
+                     metric_rows=metric_rows, base=base, dataset_repo_id=dataset_repo_id)
+    return source / README_NAME
 
 
 def push_adapter(
@@ -319,4 +351,4 @@ def _hub_tokenizer(repo_id: str, hub_kwargs: dict):
     return tokenizer
 
 
-__all__ = ["base_model_identity", "export_adapter", "load_adapter", "push_adapter"]
+__all__ = ["base_model_identity", "export_adapter", "load_adapter", "push_adapter", "write_output_card"]

@@ -258,6 +258,7 @@ def load_prompt_datasets(config: ReiTConfig, chat_model: str | None) -> dict[str
     published = is_published(config.dataset)
     options = config.build_options(changed_only=published)
     options.pop("K", None)
+    options.pop("chat_model", None)
     if not (published and config.chat_model == "auto"):
         options["chat_model"] = chat_model
     common = dict(data_dir=config.data_dir, cache_dir=config.cache_dir)
