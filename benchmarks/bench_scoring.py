@@ -149,7 +149,8 @@ def main(argv=None) -> None:
     # CPU seconds are less sensitive than wall time to other processes sharing the machine.
     print(f"matmul peak: float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
     print()
-    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while scoring MiB |")
+    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while "
+          "scoring MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for path, result in results.items():
         growth = result["peak_rss_mb"] - result["peak_rss_before_scoring_mb"]

@@ -74,9 +74,12 @@ def _save_atomically(folder: str, save) -> None:
 class BuildArguments:
     """rella-hf build: build a prompt dataset and optionally save or export it."""
 
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Save the DatasetDict here (datasets.save_to_disk)."})
-    export_dir: Optional[str] = field(default=None, metadata={"help": "Export as a Hub dataset folder (parquet configs + card)."})
-    permission_to_redistribute: bool = field(default=False, metadata={"help": "With --export_dir: assert you may redistribute a corpus whose licence forbids it."})
+    output_dir: Optional[str] = field(default=None, metadata={
+        "help": "Save the DatasetDict here (datasets.save_to_disk)."})
+    export_dir: Optional[str] = field(default=None, metadata={
+        "help": "Export as a Hub dataset folder (parquet configs + card)."})
+    permission_to_redistribute: bool = field(default=False, metadata={
+        "help": "With --export_dir: assert you may redistribute a corpus whose licence forbids it."})
 
 
 @dataclass
@@ -84,36 +87,44 @@ class EmbedArguments:
     """rella-hf embed: compute (or load cached) item embeddings of a corpus (dataset, data_dir, embedder,
     pooling and pca_dim are the dataset options)."""
 
-    output: Optional[str] = field(default=None, metadata={"help": "Write the [items x dim] float32 matrix here (.npy) and the item ids beside it."})
+    output: Optional[str] = field(default=None, metadata={
+        "help": "Write the [items x dim] float32 matrix here (.npy) and the item ids beside it."})
 
 
 @dataclass
 class ScoreArguments:
     """rella-hf score: zero-shot (or adapter) CTR scores of a split, and their metrics."""
 
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM: Hub id, local folder, or the offline smollm2-135m-instruct."})
+    model: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "Causal LM: Hub id, local folder, or the offline smollm2-135m-instruct."})
     adapter: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder or Hub repo to apply to --model."})
     split: str = field(default="test", metadata={"help": "Split to score."})
     limit: Optional[int] = field(default=None, metadata={"help": "Score a seeded subset of this many samples (None: all)."})
     seed: int = field(default=42, metadata={"help": "Seed of the subset."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass."})
-    output_dir: str = field(default="runs/score", metadata={"help": "Run folder: scores/<setting>.jsonl (resumable) and metrics."})
-    setting: Optional[str] = field(default=None, metadata={"help": "Name of this setting in the run folder (default: K<K>-<retrieval>[-adapter])."})
+    output_dir: str = field(default="runs/score", metadata={
+        "help": "Run folder: scores/<setting>.jsonl (resumable) and metrics."})
+    setting: Optional[str] = field(default=None, metadata={
+        "help": "Name of this setting in the run folder (default: K<K>-<retrieval>[-adapter])."})
 
 
 @dataclass
 class TrainArguments:
     """rella-hf train: ReiT LoRA training from a trainer_configs YAML (other options override it)."""
 
-    config: str = field(metadata={"help": "YAML of rella_hf.training.ReiTConfig fields, e.g. trainer_configs/demo-cpu.yaml."})
-    accelerate_config: Optional[str] = field(default=None, metadata={"help": "Launch with accelerate: a YAML path or a shipped name (single_gpu, multi_gpu, multi_cpu, deepspeed_zero2, deepspeed_zero3)."})
+    config: str = field(metadata={
+        "help": "YAML of rella_hf.training.ReiTConfig fields, e.g. trainer_configs/demo-cpu.yaml."})
+    accelerate_config: Optional[str] = field(default=None, metadata={
+        "help": "Launch with accelerate: a YAML path or a shipped name (single_gpu, multi_gpu, multi_cpu, "
+                "deepspeed_zero2, deepspeed_zero3)."})
 
 
 @dataclass
 class EvaluateArguments:
     """rella-hf evaluate: AUC / LogLoss / ACC (with bootstrap intervals) of saved scores."""
 
-    scores: str = field(metadata={"help": "A scores/<setting>.jsonl file, a scores.parquet, or a run folder (all its settings)."})
+    scores: str = field(metadata={
+        "help": "A scores/<setting>.jsonl file, a scores.parquet, or a run folder (all its settings)."})
     bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95 percent intervals (0: none)."})
 
 
@@ -122,14 +133,23 @@ class PushArguments:
     """rella-hf push: publish a trained adapter, or a built dataset (with the dataset options)."""
 
     repo_id: str = field(metadata={"help": "Hub repo 'org/name'."})
-    adapter_dir: Optional[str] = field(default=None, metadata={"help": "Training output folder to publish as an adapter; omit to publish the dataset described by the dataset options."})
-    permission_to_redistribute: bool = field(default=False, metadata={"help": "Assert you may redistribute a corpus whose licence forbids it."})
+    adapter_dir: Optional[str] = field(default=None, metadata={
+        "help": "Training output folder to publish as an adapter; omit to publish the dataset described by the "
+                "dataset options."})
+    permission_to_redistribute: bool = field(default=False, metadata={
+        "help": "Assert you may redistribute a corpus whose licence forbids it."})
     private: bool = field(default=False, metadata={"help": "Create the repo private."})
-    base_model: Optional[str] = field(default=None, metadata={"help": "With --adapter_dir: Hub id of the base model to record (default: from the training config; the offline SmolLM2 route records HuggingFaceTB/SmolLM2-135M-Instruct)."})
-    dataset_repo_id: Optional[str] = field(default=None, metadata={"help": "With --adapter_dir: Hub dataset repo of the training data (card metadata and model-index results)."})
-    revision: Optional[str] = field(default=None, metadata={"help": "Branch to commit to (created when missing); default: the main branch."})
-    create_pr: bool = field(default=False, metadata={"help": "Open a pull request instead of committing to the branch."})
-    dry_run: bool = field(default=False, metadata={"help": "Print the upload plan (files, repo, config) without uploading."})
+    base_model: Optional[str] = field(default=None, metadata={
+        "help": "With --adapter_dir: Hub id of the base model to record (default: from the training config; the "
+                "offline SmolLM2 route records HuggingFaceTB/SmolLM2-135M-Instruct)."})
+    dataset_repo_id: Optional[str] = field(default=None, metadata={
+        "help": "With --adapter_dir: Hub dataset repo of the training data (card metadata and model-index results)."})
+    revision: Optional[str] = field(default=None, metadata={
+        "help": "Branch to commit to (created when missing); default: the main branch."})
+    create_pr: bool = field(default=False, metadata={
+        "help": "Open a pull request instead of committing to the branch."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Print the upload plan (files, repo, config) without uploading."})
 
 
 @dataclass
@@ -239,7 +259,8 @@ def _check_adapter(source: str) -> None:
             raise UsageError(f"--adapter {source}: no such folder; expected a training output folder or a Hub repo id")
         return  # a Hub repo id
     if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
-        raise UsageError(f"--adapter {source}: not an adapter folder; expected adapter_config.json and adapter_model.safetensors in it")
+        raise UsageError(f"--adapter {source}: not an adapter folder; expected adapter_config.json and "
+                         f"adapter_model.safetensors in it")
     weights = folder / "adapter_model.safetensors"
     if weights.exists():
         from safetensors import safe_open
@@ -372,7 +393,8 @@ def cmd_evaluate(argv):
     for name, (labels, scores) in pairs.items():
         results[name] = ctr_metrics(labels, scores)
         if args.bootstrap:
-            results[name].update({f"{key}_ci": value for key, value in bootstrap_interval(labels, scores, args.bootstrap).items()})
+            intervals = bootstrap_interval(labels, scores, args.bootstrap)
+            results[name].update({f"{key}_ci": value for key, value in intervals.items()})
     _print_json(results)
 
 

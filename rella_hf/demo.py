@@ -80,7 +80,8 @@ class DemoConfig(ReLLaDataArguments):
         data = {name: value for name, value in self.build_options().items() if name != "retrieval"}
         return ReiTConfig(
             output_dir=str(adapter_dir), dataset=self.dataset, data_dir=self.data_dir, cache_dir=self.cache_dir,
-            **data, train_type="mixed", test_type="sequential", shots=self.shots, model_name_or_path=self.model, num_train_epochs=self.epochs,
+            **data, train_type="mixed", test_type="sequential", shots=self.shots, model_name_or_path=self.model,
+            num_train_epochs=self.epochs,
             per_device_train_batch_size=self.train_batch_size, total_batch_size=self.total_batch_size,
             learning_rate=self.learning_rate, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
             lora_target_modules=LORA_TARGET_SETS[self.lora_targets], eval_size=self.eval_size,

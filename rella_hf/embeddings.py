@@ -223,7 +223,8 @@ class HFEmbedder(ItemEmbedder):
             model = AutoModel.from_pretrained(str(model), dtype=torch.float32)
             model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         elif tokenizer is None:
-            raise ConfigError(f"a {type(model).__name__} model object needs its tokenizer; pass tokenizer=... or (model, tokenizer)")
+            raise ConfigError(f"a {type(model).__name__} model object needs its tokenizer; pass tokenizer=... or (model, "
+                              f"tokenizer)")
         model.eval()
         self.model = model
         self.tokenizer = tokenizer

@@ -537,9 +537,11 @@ def test_model_card_is_complete_and_passes_metadata_parsing(tmp_path, trained_ad
     assert {(r.metric_type, r.dataset_split, r.dataset_config) for r in card.data.eval_results} == {
         (name, "validation", "K5-semantic") for name in ("auc", "logloss", "acc")}
     for expected in ("| K (history behaviours per prompt) | 5 |", "| train type | mixed |", "| shots (training samples) | 256 |",
-                     "| dataset configuration | `K5-recent + K5-semantic` |", "| evaluation prompts | `K5-semantic`, validation split |",
+                     "| dataset configuration | `K5-recent + K5-semantic` |", "| evaluation prompts | `K5-semantic`, "
+                                                                              "validation split |",
                      "| auc | 0.7123 |", "| n | 100 |", "r=4, alpha=8", "q_proj, v_proj", "lin2024rella",
-                     'load_adapter("my-org/rella-adapter")', "peft 0.", "transformers 5.", "The user may redistribute the data set"):
+                     'load_adapter("my-org/rella-adapter")', "peft 0.", "transformers 5.", "The user may redistribute the "
+                                                                                           "data set"):
         assert expected in card.text, expected
     for unfilled in ("{{", "{%", "not recorded", "None", "runtime", "hub_token"):
         assert unfilled not in card.text, unfilled

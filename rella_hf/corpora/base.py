@@ -105,7 +105,8 @@ def _first_bad_record(text: str, sep: str, columns: dict[str, str], header: bool
     for number, fields in records[1:] if header else records:
         if len(fields) != len(names):
             shown = sep.join(fields)[:80]
-            return number, f"expected {len(names)} fields ({', '.join(names)}) separated by {sep!r}, found {len(fields)}: {shown!r}"
+            return number, (f"expected {len(names)} fields ({', '.join(names)}) separated by {sep!r}, "
+                            f"found {len(fields)}: {shown!r}")
         for name, kind, value in zip(names, kinds, fields):
             try:
                 _convert(value, kind)
@@ -269,7 +270,8 @@ def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header:
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         values = ", ".join(f"{key}={frame[key].iat[row]}" for key in keys)
-        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair once", row + 1 + int(header))
+        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair "
+                                    f"once", row + 1 + int(header))
 
 
 def _md5(path: Path) -> str:

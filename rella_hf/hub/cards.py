@@ -316,7 +316,8 @@ def _training_summary(training_config: dict) -> dict[str, Any]:
         elif train_type == "mixed":
             dataset_config = f"{names['simple']} + {names['sequential']}"
     test_type = find_setting(training_config, "test_type")
-    eval_config = names.get(test_type) if test_type else (dataset_config if dataset_config and "+" not in dataset_config else None)
+    single_config = dataset_config if dataset_config and "+" not in dataset_config else None
+    eval_config = names.get(test_type) if test_type else single_config
     trained_on = find_setting(training_config, "dataset_name", "dataset", "dataset_path")
     corpus = None
     for candidate in (find_setting(training_config, "corpus"), trained_on):

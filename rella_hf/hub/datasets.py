@@ -114,7 +114,8 @@ def _check_exportable(dataset_dict, build_config: dict):
     from datasets import DatasetDict
 
     if not isinstance(dataset_dict, DatasetDict) or len(dataset_dict) == 0:
-        raise PublishError(f"expected a non-empty datasets.DatasetDict (train/validation/test), got {type(dataset_dict).__name__}")
+        raise PublishError(f"expected a non-empty datasets.DatasetDict (train/validation/test), got "
+                           f"{type(dataset_dict).__name__}")
     first_split = next(iter(dataset_dict))
     features = dataset_dict[first_split].features
     for split, dataset in dataset_dict.items():

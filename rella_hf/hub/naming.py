@@ -77,7 +77,8 @@ def resolve_config_name(config_name: str | None, build_config: dict) -> str:
             )
         return config_name_for(settings["K"], settings["retrieval"], settings.get("order", DEFAULT_ORDER))
     if not isinstance(config_name, str) or not _ANY_CONFIG_NAME_RE.match(config_name):
-        raise ConfigError(f"config_name={config_name!r} is not a valid configuration name; use config_name_for(K, retrieval, order)")
+        raise ConfigError(f"config_name={config_name!r} is not a valid configuration name; use config_name_for(K, "
+                          f"retrieval, order)")
     if "K" in settings and "retrieval" in settings:
         expected = config_name_for(settings["K"], settings["retrieval"], settings.get("order", DEFAULT_ORDER))
         if expected != config_name:
@@ -92,7 +93,8 @@ def resolve_config_name(config_name: str | None, build_config: dict) -> str:
 def check_repo_id(repo_id: str) -> None:
     """Raise :class:`ConfigError` unless ``repo_id`` has the Hub's ``namespace/name`` shape."""
     if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id):
-        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repository id; expected 'namespace/name', e.g. 'my-org/rella-ml-latest-small'")
+        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repository id; expected 'namespace/name', e.g. "
+                          f"'my-org/rella-ml-latest-small'")
 
 
 def looks_like_hub_id(name: str) -> bool:

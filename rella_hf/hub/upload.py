@@ -80,7 +80,8 @@ class UploadPlan:
         return [planned.path_in_repo for planned in self.files]
 
     def __str__(self) -> str:
-        header = f"{'would upload' if self.dry_run else 'uploaded'} {len(self.files)} files to {self.repo_type} repo {self.repo_id}"
+        verb = "would upload" if self.dry_run else "uploaded"
+        header = f"{verb} {len(self.files)} files to {self.repo_type} repo {self.repo_id}"
         if self.config_name:
             header += f" (config {self.config_name})"
         if self.revision:
