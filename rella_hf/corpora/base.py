@@ -16,7 +16,6 @@ import io
 import os
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,6 +323,20 @@ class Corpus:
             raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(self.required_files)}")
         return self.read_tables(folder)
 
+    def _fetch_archive(self, downloads: Path) -> Path:
+        """The official archive, fetched once by ``datasets``' download manager (its cache, retries and
+        progress bars, which ``datasets.disable_progress_bars()`` turns off)."""
+        from datasets import DownloadConfig, DownloadManager
+
+        manager = DownloadManager(dataset_name=self.name, download_config=DownloadConfig(cache_dir=str(downloads)))
+        try:
+            return Path(manager.download(self.download_url))
+        except OSError as error:  # offline, unreachable, HTTP errors (ConnectionError is an OSError)
+            raise DownloadError(
+                f"could not download {self.name} from {self.download_url} ({error}); "
+                f"download it yourself and pass data_dir= pointing at the unpacked folder"
+            ) from None
+
     def download(self, cache_dir: str | os.PathLike | None = None) -> Path:
         """Download and unpack the official archive once, verify it, and return the data folder.
 
@@ -342,16 +355,9 @@ class Corpus:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            archive = Path(scratch) / Path(self.download_url).name
-            try:
-                with urllib.request.urlopen(self.download_url, timeout=60) as response, open(archive, "wb") as out:
-                    shutil.copyfileobj(response, out)
-            except OSError as error:
-                raise DownloadError(
-                    f"could not download {self.name} from {self.download_url} ({error}); "
-                    f"download it yourself and pass data_dir= pointing at the unpacked folder"
-                ) from None
+            archive = self._fetch_archive(target.parent / "downloads")
             if self.download_md5 is not None and _md5(archive) != self.download_md5:
+                archive.unlink(missing_ok=True)  # a corrupt download must not be served from the cache again
                 raise DownloadError(
                     f"{archive.name} from {self.download_url} does not match its published MD5 {self.download_md5}; "
                     "the download is corrupt or the release changed"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from accelerate.logging import get_logger
 from trl import SFTTrainer
 
 from ..errors import ConfigError
@@ -33,7 +33,8 @@ from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
 if TYPE_CHECKING:
     from .data import TrainingData
 
-logger = logging.getLogger(__name__)
+# Main process only: every rank runs the same code, one copy of each message is enough.
+logger = get_logger(__name__)
 
 METRICS_FILE = "metrics.json"
 
