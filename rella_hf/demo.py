@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class DemoConfig(ReLLaDataArguments):
 
     chat_model: Optional[str] = field(default="auto", metadata={
         "help": "Tokenizer whose chat template wraps prompts; 'auto' = the demo model's, 'none' = Vicuna."})
+    reads_retrieval: ClassVar[bool] = False
     output_dir: str = field(default="runs/demo", metadata={"help": "Run folder: scores, adapter, report.md, plots."})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM to score and finetune."})
     test_size: int = field(default=200, metadata={"help": "Fixed, seeded test subset scored in every setting."})

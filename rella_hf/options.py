@@ -10,7 +10,7 @@ default and help text (``HfArgumentParser`` / ``TrlParser`` read the ``help`` me
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import ClassVar, Optional
 
 from .errors import ConfigError
 from .prompts import HISTORY_FORMATS
@@ -83,6 +83,10 @@ class BuildOptions:
     test_sample_size: Optional[int] = field(default=None, metadata={
         "help": "Likewise for test (the paper uses 70,000 on ML-25M)."})
 
+    #: False where ``retrieval`` is not read (training and the demo build both prompt kinds, ``order`` applying
+    #: to the SUBR ones), so ``order="similarity"`` needs no ``retrieval="semantic"`` there.
+    reads_retrieval: ClassVar[bool] = True
+
     def check_build_options(self) -> None:
         """Raise :class:`ConfigError` naming the first option whose value cannot be built."""
         if self.chat_model in ("none", "None", ""):
@@ -93,7 +97,7 @@ class BuildOptions:
                               ("pooling", POOLINGS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.retrieval == "recent" and self.order != "chronological":
+        if self.reads_retrieval and self.retrieval == "recent" and self.order != "chronological":
             raise ConfigError("order='similarity' needs retrieval='semantic'; recent histories are chronological")
         for name in ("pca_dim", "max_prompt_tokens"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:

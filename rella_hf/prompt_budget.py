@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
 from .errors import ConfigError
 from .prompts import (
     HISTORY_FORMATS,
@@ -168,6 +166,8 @@ def fit_prompt_budgets(
     item_tokens: dict[str, int] = {}
 
     results: list[FittedPrompt | None] = [None] * len(items)
+    from datasets.utils import tqdm  # honours datasets.disable_progress_bars()
+
     bar = tqdm(total=len(items), desc="Fitting prompts to the token budget", unit="prompt", disable=not progress)
     for start in range(0, len(items), batch_size):
         samples = list(range(start, min(start + batch_size, len(items))))

@@ -437,7 +437,7 @@ class CTRScorer:
         return scores
 
     def _progress_bar(self, total: int, progress: bool, initial: int = 0):
-        from tqdm.auto import tqdm
+        from datasets.utils import tqdm  # honours datasets.disable_progress_bars()
 
         rank, count = _process_rank_and_count()
         # Other processes advance at the same pace; rank 0 shows its share, scaled to the total.

@@ -40,7 +40,7 @@ def naive_scores(
         progress: show a progress bar.
     """
     import torch
-    from tqdm.auto import tqdm
+    from datasets.utils import tqdm  # honours datasets.disable_progress_bars()
 
     prompts = list(prompts)
     if not prompts:

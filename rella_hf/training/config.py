@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from trl import SFTConfig
 
@@ -89,6 +89,7 @@ class ReiTDataArguments(ReLLaDataArguments):
         default="auto",
         metadata={"help": "Tokenizer whose chat template wraps prompts; 'auto' = the model's, null = Vicuna."},
     )
+    reads_retrieval: ClassVar[bool] = False
 
 
 @dataclass
