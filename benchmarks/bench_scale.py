@@ -204,14 +204,13 @@ class _Clock:
 
 def measure(percent: float) -> dict:
     """Steps (a)-(d) at ``percent`` of ML-25M, in this process; returns the measurements."""
+    import faiss
     import pyarrow as pa
 
     from rella_hf.builders.base import ReLLaConfig
     from rella_hf.corpora import get_corpus
     from rella_hf.retrieval import SemanticRetriever, recent_history
     from rella_hf.samples import SampleProtocol, build_samples
-
-    import faiss
 
     # GNU OpenMP's thread pool does not survive fork: a forked worker calling FAISS after the parent
     # ran a multi-threaded OpenMP region hangs. compute_distance_subset is single-threaded anyway.

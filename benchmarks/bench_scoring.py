@@ -63,7 +63,8 @@ def run_worker(args: argparse.Namespace) -> None:
     import torch
 
     from rella_hf.models import load_model
-    from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts, naive_scores
+    from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts
+    from rella_hf.scoring_reference import naive_scores
 
     prompts, _ = sample_prompts(args.n, args.K, args.seed)
     model, tokenizer = load_model(dtype=args.dtype)
@@ -148,7 +149,8 @@ def main(argv=None) -> None:
     # CPU seconds are less sensitive than wall time to other processes sharing the machine.
     print(f"matmul peak: float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
     print()
-    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while scoring MiB |")
+    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while "
+          "scoring MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for path, result in results.items():
         growth = result["peak_rss_mb"] - result["peak_rss_before_scoring_mb"]

@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import pandas as pd
-
 from common import EMBEDDER, RESULTS, RUNS, SUBSET_SEED, TEST_SUBSET, append_result, data_dir, done
 
 

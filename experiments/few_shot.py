@@ -35,9 +35,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 training and scoring (GPUs that support it).")
     args = parser.parse_args()
 
-    import rella_hf
     from peft import PeftModel
 
+    import rella_hf
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import load_model
     from rella_hf.report import write_scores

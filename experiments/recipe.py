@@ -91,9 +91,9 @@ def sanity_margins(adapter_dir, evaluation, config) -> list[dict]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import rella_hf
     from peft import PeftModel
 
+    import rella_hf
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import adapter_compute_dtype, load_model
     from rella_hf.report import write_scores

@@ -12,11 +12,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
 from .errors import ConfigError
+from .options import ReLLaDataArguments
 
 if TYPE_CHECKING:
     from .training import ReiTConfig
@@ -33,14 +34,18 @@ LORA_TARGET_SETS = {"qv": ["q_proj", "v_proj"],
 
 
 @dataclass
-class DemoConfig:
-    """Settings of :func:`run_demo` (each is also a ``rella-hf demo`` option)."""
+class DemoConfig(ReLLaDataArguments):
+    """Settings of :func:`run_demo` (each is also a ``rella-hf demo`` option).
 
+    The dataset options are :class:`~rella_hf.options.ReLLaDataArguments`' (the demo builds both the
+    recent-K and the SUBR prompts, so ``retrieval`` is not read); ``chat_model="auto"`` wraps the
+    prompts with the demo model's own chat template.
+    """
+
+    chat_model: Optional[str] = field(default="auto", metadata={
+        "help": "Tokenizer whose chat template wraps prompts; 'auto' = the demo model's, 'none' = Vicuna."})
+    reads_retrieval: ClassVar[bool] = False
     output_dir: str = field(default="runs/demo", metadata={"help": "Run folder: scores, adapter, report.md, plots."})
-    dataset: str = field(default="ml-latest-small", metadata={"help": "Corpus (the bundled ml-latest-small works offline)."})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "Folder of the corpus files (None: bundled/download)."})
-    K: int = field(default=5, metadata={"help": "History items per prompt."})
-    embedder: str = field(default="minilm", metadata={"help": "SUBR item embedder: minilm (fast) or smollm2 (the paper's LLM pooling)."})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM to score and finetune."})
     test_size: int = field(default=200, metadata={"help": "Fixed, seeded test subset scored in every setting."})
     shots: int = field(default=128, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
@@ -58,6 +63,7 @@ class DemoConfig:
     skip_training: bool = field(default=False, metadata={"help": "Only zero-shot scoring (no finetuning)."})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("K", "test_size", "shots", "train_batch_size", "total_batch_size", "score_batch_size", "lora_r",
                      "eval_every"):
             if getattr(self, name) <= 0:
@@ -72,10 +78,11 @@ class DemoConfig:
         from .training import ReiTConfig
 
         validate = self.eval_size > 0
+        data = {name: value for name, value in self.build_options().items() if name != "retrieval"}
         return ReiTConfig(
-            output_dir=str(adapter_dir), dataset=self.dataset, data_dir=self.data_dir, K=self.K,
-            train_type="mixed", test_type="sequential", shots=self.shots, embedder=self.embedder,
-            model_name_or_path=self.model, num_train_epochs=self.epochs,
+            output_dir=str(adapter_dir), dataset=self.dataset, data_dir=self.data_dir, cache_dir=self.cache_dir,
+            **data, train_type="mixed", test_type="sequential", shots=self.shots, model_name_or_path=self.model,
+            num_train_epochs=self.epochs,
             per_device_train_batch_size=self.train_batch_size, total_batch_size=self.total_batch_size,
             learning_rate=self.learning_rate, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
             lora_target_modules=LORA_TARGET_SETS[self.lora_targets], eval_size=self.eval_size,
@@ -119,8 +126,7 @@ def run_demo(config: DemoConfig) -> Path:
     the training loss and the validation AUC curves), PNG plots, ``metrics.json`` and
     ``comparisons.json``.
     """
-    import rella_hf
-
+    from .loading import load_from_arguments
     from .models import load_model
     from .report import write_report
     from .scoring import CTRScorer
@@ -128,11 +134,11 @@ def run_demo(config: DemoConfig) -> Path:
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    chat_model = config.model
+    chat_model = config.model if config.chat_model == "auto" else config.chat_model
     datasets_by_kind = {
-        kind: rella_hf.load_dataset(config.dataset, K=config.K, retrieval=retrieval, data_dir=config.data_dir,
-                                    embedder=config.embedder, chat_model=chat_model)
-        for kind, retrieval in (("recent", "recent"), ("semantic", "semantic"))
+        kind: load_from_arguments(config, retrieval=kind, order="chronological" if kind == "recent" else config.order,
+                                  chat_model=chat_model)
+        for kind in ("recent", "semantic")
     }
     subsets = {kind: fixed_subset(ds["test"], config.test_size, config.seed) for kind, ds in datasets_by_kind.items()}
     from .samples import load_samples

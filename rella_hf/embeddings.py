@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .errors import ConfigError, ModelError
 from .utils import atomic_write_bytes, atomic_write_text, cache_root, fingerprint
@@ -223,7 +222,8 @@ class HFEmbedder(ItemEmbedder):
             model = AutoModel.from_pretrained(str(model), dtype=torch.float32)
             model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         elif tokenizer is None:
-            raise ConfigError(f"a {type(model).__name__} model object needs its tokenizer; pass tokenizer=... or (model, tokenizer)")
+            raise ConfigError(f"a {type(model).__name__} model object needs its tokenizer; pass tokenizer=... or (model, "
+                              f"tokenizer)")
         model.eval()
         self.model = model
         self.tokenizer = tokenizer
@@ -264,6 +264,8 @@ class HFEmbedder(ItemEmbedder):
         device = next(self.model.parameters()).device
         output: np.ndarray | None = None
         batches = range(0, len(texts), batch_size)
+        from datasets.utils import tqdm  # honours datasets.disable_progress_bars()
+
         with torch.inference_mode(), _compute_context(self.compute_dtype, device.type):
             for start in tqdm(batches, desc="Embedding items", unit="batch", disable=not progress):
                 rows = order[start:start + batch_size]

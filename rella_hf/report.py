@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError, shorten
+from .errors import ConfigError, DataFormatError, shorten
 from .metrics import ctr_metrics
 from .utils import atomic_write_text, check_name, natural_key
 
@@ -58,6 +58,31 @@ def _read_score_rows(path: Path) -> list[dict]:
                                         '{"label": 0, "score": 0.42} (rerun rella-hf score to rewrite a cut file)', number)
         rows.append(row)
     return rows
+
+
+def read_score_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{setting: (labels, scores)}`` of saved scores: a run folder (all its settings), a ``scores/<setting>.jsonl``
+    file or a ``.parquet`` file with ``label`` and ``score`` columns.
+
+    Raises:
+        DataFormatError: for a missing file or a path of another kind.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return {name: (data["labels"], data["scores"]) for name, data in load_settings(path).items()}
+    if not path.is_file():
+        raise DataFormatError(path, "no such file; expected a run folder, a .jsonl or a .parquet file of scores")
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        return {path.stem: (frame["label"].to_numpy(), frame["score"].to_numpy())}
+    if path.suffix == ".jsonl":
+        rows = _read_score_rows(path)
+        if not rows:
+            return {}
+        return {path.stem: (np.array([row["label"] for row in rows]), np.array([row["score"] for row in rows]))}
+    raise DataFormatError(path, "expected a run folder, a .jsonl or a .parquet file of scores")
 
 
 def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
@@ -279,6 +304,15 @@ def bootstrap_interval(labels, scores, n_resamples: int = 1000, seed: int = 0) -
     return {name: tuple(np.nanpercentile(values, [2.5, 97.5]).tolist()) for name, values in draws.items()}
 
 
+def _require_matplotlib() -> None:
+    """Plots need matplotlib, an optional dependency: fail at once with the install hint."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("reports draw plots with matplotlib, which is not installed; "
+                          "run `pip install 'rella-hf[plots]'` (or `pip install matplotlib`)")
+
+
 def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int = 1000,
                  examples: int = 3, roc_limit: int | None = 6) -> Path:
     """Compute metrics and plots of a run folder and write ``report.md`` and ``metrics.json`` into it.
@@ -294,6 +328,7 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
     Returns:
         The path of ``report.md``.
     """
+    _require_matplotlib()
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     settings = load_settings(run_dir)
@@ -330,7 +365,8 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
                 suffix = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
                 return f"{metric[key]:.4f}{suffix}"
 
-            lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | {cell('acc')} |")
+            lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | "
+                         f"{cell('acc')} |")
         lines.append("")
         _plot_auc_bars(settings, run_dir / "auc_bars.png")
         _plot_roc(settings, run_dir / "roc.png", roc_limit)

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
+from corpus_fixtures import write_book_crossing, write_ml1m
 
 import rella_hf
 from rella_hf.builders import ReLLaConfig, dataset_settings, get_builder_class
 from rella_hf.embeddings import ItemEmbedder
 from rella_hf.errors import ConfigError, RellaError
-
-from corpus_fixtures import write_book_crossing, write_ml1m
 
 VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
           "detailed, and polite answers to the user's questions. USER: ")
@@ -97,8 +96,7 @@ def test_semantic_build_and_cache_reuse(tmp_path, counting_embedder):
 
 
 def test_semantic_history_is_the_most_similar_chronologically(tmp_path, counting_embedder):
-    from rella_hf.builders.base import item_embeddings, select_history
-    from rella_hf.retrieval import SemanticRetriever
+    from rella_hf.builders.base import item_embeddings
     from rella_hf.samples import load_samples
 
     data = write_ml1m(tmp_path / "data")

@@ -1,10 +1,9 @@
 import json
 
 import pytest
+from corpus_fixtures import write_ml1m
 
 from rella_hf.cli import COMMANDS, main
-
-from corpus_fixtures import write_ml1m
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

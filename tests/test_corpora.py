@@ -3,14 +3,12 @@ import hashlib
 import io
 import zipfile
 
-import numpy as np
 import pytest
+from corpus_fixtures import write_book_crossing, write_ml1m, write_ml100k, write_ml_latest
 
 from rella_hf.corpora import CORPORA, bundled_ml_latest_small, get_corpus
 from rella_hf.corpora.book_crossing import age_bucket, location_country
 from rella_hf.errors import DataFormatError, DownloadError, RellaError
-
-from corpus_fixtures import write_book_crossing, write_ml100k, write_ml1m, write_ml_latest
 
 
 def test_ml1m_profiles_and_items(tmp_path):
@@ -181,37 +179,45 @@ def _zip_of(folder, prefix):
     return buffer.getvalue()
 
 
-class _Response(io.BytesIO):
-    def __enter__(self):
-        return self
+def _serve(monkeypatch, tmp_path, archive: bytes) -> list:
+    """Let datasets' DownloadManager fetch ``archive`` for any URL (no network); returns the URLs asked for."""
+    import datasets
 
-    def __exit__(self, *exc):
-        return False
+    asked = []
+    path = tmp_path / "served.zip"
+    path.write_bytes(archive)
+
+    def download(self, url):
+        asked.append(url)
+        copy = tmp_path / f"cached-{len(asked)}.zip"
+        copy.write_bytes(path.read_bytes())
+        return str(copy)
+
+    monkeypatch.setattr(datasets.DownloadManager, "download", download)
+    return asked
 
 
 def test_download_verifies_checksum_and_unpacks(tmp_path, monkeypatch):
     archive = _zip_of(write_ml1m(tmp_path / "src"), "ml-1m")
     corpus = get_corpus("ml-1m")
-    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: _Response(archive))
+    asked = _serve(monkeypatch, tmp_path, archive)
     monkeypatch.setattr(type(corpus), "download_md5", hashlib.md5(archive).hexdigest())
     tables = corpus.read(cache_dir=tmp_path / "cache")
     assert tables.interactions.shape[0] == 21
     assert (tmp_path / "cache" / "ml-1m" / "ratings.dat").exists()
+    assert asked == [corpus.download_url]
 
 
 def test_download_rejects_wrong_checksum(tmp_path, monkeypatch):
     archive = _zip_of(write_ml1m(tmp_path / "src"), "ml-1m")
-    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: _Response(archive))
+    _serve(monkeypatch, tmp_path, archive)
     with pytest.raises(DownloadError, match="does not match its published MD5 c4d9eecfca2ab87c1945afe126590906"):
         get_corpus("ml-1m").read(cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "ml-1m").exists()  # nothing half-written left
 
 
-def test_download_offline_says_pass_data_dir(tmp_path, monkeypatch):
-    def offline(url, timeout):
-        raise OSError("Network is unreachable")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_download_offline_says_pass_data_dir(tmp_path):
+    # conftest.py sets HF_DATASETS_OFFLINE: the real download manager refuses the URL.
     with pytest.raises(DownloadError, match="pass data_dir"):
         get_corpus("ml-25m").read(cache_dir=tmp_path)
 

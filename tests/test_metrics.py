@@ -23,7 +23,8 @@ def test_small_example_by_hand():
 
 
 def test_matches_sklearn_on_random_data():
-    from sklearn.metrics import accuracy_score, log_loss as sk_log_loss, roc_auc_score
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.metrics import log_loss as sk_log_loss
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 500)

@@ -7,13 +7,12 @@ import pytest
 
 from rella_hf import prompts
 from rella_hf.errors import ConfigError, RellaError
+from rella_hf.prompt_budget import fit_prompt_budget, fit_prompt_budgets
 from rella_hf.prompts import (
     NO_ANSWER,
     VICUNA_SYSTEM,
     YES_ANSWER,
     answer_completion,
-    fit_prompt_budget,
-    fit_prompt_budgets,
     format_history,
     format_rating,
     history_item_text,
@@ -352,7 +351,7 @@ def test_budget_search_matches_brute_force_on_uneven_items():
 
 @pytest.mark.parametrize("size", [1, 2, 5, 17])
 def test_search_finds_the_threshold_from_any_first_guess(size):
-    from rella_hf.prompts import _Search
+    from rella_hf.prompt_budget import _Search
 
     for answer in range(size + 1):  # largest fitting number of items
         for guess in range(1, size + 1):

@@ -17,23 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import rella_hf
-from rella_hf.cli import main
-from rella_hf.corpora import get_corpus
-from rella_hf.errors import ConfigError, DataFormatError, RellaError
-
 from corpus_fixtures import (
-    BX_BOOKS_HEADER,
-    BX_USERS,
-    bx_books,
-    bx_ratings,
     ml1m_ratings,
     write_book_crossing,
     write_ml1m,
     write_ml100k,
     write_ml_latest,
 )
+
+import rella_hf
+from rella_hf.cli import main
+from rella_hf.corpora import get_corpus
+from rella_hf.errors import ConfigError, DataFormatError, RellaError
 
 WRITERS = {"ml-1m": write_ml1m, "ml-25m": write_ml_latest, "ml-100k": write_ml100k, "BookCrossing": write_book_crossing}
 

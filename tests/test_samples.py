@@ -1,12 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from corpus_fixtures import write_book_crossing, write_ml1m, write_ml100k, write_ml_latest
 
 from rella_hf.corpora import get_corpus
 from rella_hf.errors import ConfigError
-from rella_hf.samples import SampleProtocol, build_samples, load_samples
-
-from corpus_fixtures import write_book_crossing, write_ml100k, write_ml1m, write_ml_latest
+from rella_hf.samples import SampleProtocol, load_samples
 
 
 def _all_samples(samples):

@@ -15,7 +15,8 @@ import torch
 
 from rella_hf.errors import ConfigError, ModelError
 from rella_hf.prompts import wrap_prompts
-from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts, naive_scores, score_dataset
+from rella_hf.scoring import CTRScorer, answer_token_ids, encode_prompts, score_dataset
+from rella_hf.scoring_reference import naive_scores
 
 RAW_PROMPTS = [
     "The user watched Toy Story (1995) and rated it 5 stars. Will the user like Heat (1995)? Answer with Yes or No.",

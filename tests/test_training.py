@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -500,3 +499,27 @@ def test_early_stopping_on_validation_auc(tmp_path, prompt_datasets):
     # With a learning rate of 0 the AUC never improves on the first evaluation: one more, then stop.
     assert [entry["step"] for entry in metrics["eval_history"]] == [1, 2]
     assert metrics["global_step"] == 2 and metrics["best_checkpoint"].endswith("checkpoint-1")
+
+
+@pytest.mark.slow
+def test_training_from_an_exported_dataset_folder(tmp_path, models_in_isolated_cache):
+    """A folder written by rella_hf.hub.export_dataset trains like the corpus it was built from."""
+    from corpus_fixtures import write_ml1m
+
+    import rella_hf
+    from rella_hf import hub
+    from rella_hf.training import run_training
+
+    built = rella_hf.load_dataset("ml-1m", K=3, data_dir=write_ml1m(tmp_path / "data"))
+    folder = hub.export_dataset(built, tmp_path / "published", permission_to_redistribute=True)
+    config = _config(tmp_path, dataset=str(folder), K=3, train_type="simple", test_type="simple", shots=2,
+                     pool_size=len(built["train"]), max_steps=1, total_batch_size=None)
+    result = run_training(config)
+    assert (result.output_dir / "adapter_model.safetensors").is_file() and result.metrics["train_rows"] == 2
+    # Options asked of a published dataset are compared with those it was built with, not refused.
+    loaded = rella_hf.load_dataset(str(folder), K=3, split="train", history_format="list", chat_model="smollm2-135m-instruct")
+    assert loaded["prompt"] == built["train"]["prompt"]
+    with pytest.raises(ConfigError, match="built with history_format='list', but history_format='lines'"):
+        rella_hf.load_dataset(str(folder), K=3, history_format="lines")
+    streamed = rella_hf.load_dataset(str(folder), K=3, split="train", streaming=True)
+    assert next(iter(streamed))["prompt"] == built["train"][0]["prompt"]

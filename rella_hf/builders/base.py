@@ -1,4 +1,4 @@
-"""The shared ``datasets`` builder of ReLLa prompt datasets; one thin subclass per corpus.
+"""The shared ``datasets`` builder of ReLLa prompt datasets (one subclass per registered corpus).
 
 A build reads the corpus, makes the lifelong samples (:mod:`rella_hf.samples`), selects K
 history items per sample (:mod:`rella_hf.retrieval`, with item embeddings from
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import datasets
 import numpy as np
@@ -19,81 +19,34 @@ import pyarrow as pa
 
 from ..corpora import Corpus, get_corpus
 from ..errors import ConfigError
-from ..retrieval import ORDERS, RETRIEVALS, HistorySelection, SemanticRetriever, recent_history
+from ..options import BuildOptions
+from ..retrieval import HistorySelection, SemanticRetriever, recent_history
 from ..samples import LifelongSamples, SampleProtocol, build_samples
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FORMATS = ("list", "lines")
 _ROWS_PER_TABLE = 20_000
 
 
 @dataclass
-class ReLLaConfig(datasets.BuilderConfig):
+class ReLLaConfig(datasets.BuilderConfig, BuildOptions):
     """Settings of a ReLLa prompt dataset (every field is part of the cache fingerprint).
 
+    The build options (K, retrieval, order, history_format, embedder, pooling, pca_dim, chat_model,
+    max_prompt_tokens and the sample protocol) are those of :class:`rella_hf.options.BuildOptions`;
+    this config adds the protocol's two seeds.
+
     Args:
-        K: how many history items each prompt shows.
-        retrieval: ``"recent"`` (the K most recent) or ``"semantic"`` (SUBR: the K most similar to
-            the target item).
-        order: for ``"semantic"``: ``"chronological"`` (ReLLa's default) or ``"similarity"`` (most
-            similar last). ``"recent"`` is always chronological.
-        history_format: ``"list"`` (the paper's Python-list rendering) or ``"lines"`` (one item per line).
-        embedder: item-text embedder for SUBR: ``"minilm"`` (offline all-MiniLM-L6-v2; ``"minilm-bf16"``
-            computes it in bfloat16, ~2-4x faster on AMX CPUs but it changes some SUBR selections),
-            ``"smollm2"`` (the paper's LLM pooling route, offline SmolLM2-135M) or a model name/path.
-        pooling: ``"average"`` or ``"last"`` for LM embedders.
-        pca_dim: reduce embeddings to this many dimensions with PCA (paper: 512); None keeps them.
-        chat_model: model whose tokenizer chat template wraps the prompts (default the offline
-            SmolLM2-135M-Instruct); None uses the Vicuna v1.1 wrapper.
-        max_prompt_tokens: drop the least relevant history items until the wrapped prompt fits
-            (tokenised with ``chat_model``'s tokenizer); None keeps all K.
-        label_threshold, min_history, min_user_ratings, train_fraction, validation_fraction, seed,
-        train_sample_size, validation_sample_size, test_sample_size, sample_seed: the sample
-            protocol (:class:`rella_hf.samples.SampleProtocol`); defaults reproduce the paper. When
-            ``train_sample_size`` and ``test_sample_size`` are set and ``validation_sample_size`` is
-            None, validation is sampled to ``test_sample_size`` too (every split is rendered, and a
-            whole ML-25M validation split is 2.4 M prompts); pass a larger number to keep all of it.
+        seed: seed of the Book-Crossing per-user shuffle and sample shuffle (and of PCA).
+        sample_seed: seed of the split subsets (``*_sample_size``; paper: 42).
     """
 
-    K: int = 5
-    retrieval: str = "recent"
-    order: str = "chronological"
-    history_format: str = "list"
-    embedder: str = "minilm"
-    pooling: str = "average"
-    pca_dim: Optional[int] = None
-    chat_model: Optional[str] = "smollm2-135m-instruct"
-    max_prompt_tokens: Optional[int] = None
-    label_threshold: Optional[float] = None
-    min_history: int = 5
-    min_user_ratings: int = 6
-    train_fraction: Optional[float] = None
-    validation_fraction: Optional[float] = None
     seed: int = 42
-    train_sample_size: Optional[int] = None
-    validation_sample_size: Optional[int] = None
-    test_sample_size: Optional[int] = None
     sample_seed: int = 42
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.K, int) or isinstance(self.K, bool) or self.K <= 0:
-            raise ConfigError(f"K={self.K!r} must be a positive integer number of history items")
-        if self.retrieval not in RETRIEVALS:
-            raise ConfigError(f"retrieval={self.retrieval!r} is not one of {', '.join(RETRIEVALS)}")
-        if self.order not in ORDERS:
-            raise ConfigError(f"order={self.order!r} is not one of {', '.join(ORDERS)}")
-        if self.retrieval == "recent" and self.order != "chronological":
-            raise ConfigError("order='similarity' needs retrieval='semantic'; recent histories are chronological")
-        if self.history_format not in HISTORY_FORMATS:
-            raise ConfigError(f"history_format={self.history_format!r} is not one of {', '.join(HISTORY_FORMATS)}")
-        if self.pooling not in ("average", "last"):
-            raise ConfigError(f"pooling={self.pooling!r} is not one of average, last")
-        if self.pca_dim is not None and self.pca_dim <= 0:
-            raise ConfigError(f"pca_dim={self.pca_dim} must be a positive number of dimensions or None")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens <= 0:
-            raise ConfigError(f"max_prompt_tokens={self.max_prompt_tokens} must be positive or None")
+        self.check_build_options()
         self.protocol()  # validates the protocol fields
 
     def protocol(self) -> SampleProtocol:
@@ -195,7 +148,8 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         tokenizer: chat template and token counter (None: Vicuna v1.1 wrapper, no budget).
         retriever: the SUBR retriever, needed for the token budget of chronological SUBR prompts.
     """
-    from ..prompts import answer_completion, fit_prompt_budgets, render_prompts_flat, wrap_prompts
+    from ..prompt_budget import fit_prompt_budgets
+    from ..prompts import answer_completion, render_prompts_flat, wrap_prompts
 
     corpus = samples.corpus
     titles = samples.items["title"].to_numpy()

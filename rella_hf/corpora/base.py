@@ -16,7 +16,6 @@ import io
 import os
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +104,8 @@ def _first_bad_record(text: str, sep: str, columns: dict[str, str], header: bool
     for number, fields in records[1:] if header else records:
         if len(fields) != len(names):
             shown = sep.join(fields)[:80]
-            return number, f"expected {len(names)} fields ({', '.join(names)}) separated by {sep!r}, found {len(fields)}: {shown!r}"
+            return number, (f"expected {len(names)} fields ({', '.join(names)}) separated by {sep!r}, "
+                            f"found {len(fields)}: {shown!r}")
         for name, kind, value in zip(names, kinds, fields):
             try:
                 _convert(value, kind)
@@ -269,7 +269,8 @@ def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header:
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         values = ", ".join(f"{key}={frame[key].iat[row]}" for key in keys)
-        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair once", row + 1 + int(header))
+        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair "
+                                    f"once", row + 1 + int(header))
 
 
 def _md5(path: Path) -> str:
@@ -297,9 +298,14 @@ class Corpus:
     download_url: ClassVar[str | None] = None
     download_md5: ClassVar[str | None] = None  # GroupLens publishes MD5 (no SHA-256) beside each archive
     archive_folder: ClassVar[str | None] = None
-    licence: ClassVar[str]
+    licence: ClassVar[str]  # the licence's own sentence on redistribution, quoted in refusals and cards
     redistributable: ClassVar[bool] = False
     citation: ClassVar[str] = ""
+    # Hub metadata of the licence: ``license`` ("other" or "unknown"), ``license_name``, ``license_link``.
+    hub_license: ClassVar[str] = "other"
+    license_name: ClassVar[str | None] = None
+    license_link: ClassVar[str | None] = None
+    homepage: ClassVar[str] = "not recorded"
 
     def read_tables(self, data_dir: Path) -> CorpusTables:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -316,6 +322,20 @@ class Corpus:
         if not folder.is_dir():
             raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(self.required_files)}")
         return self.read_tables(folder)
+
+    def _fetch_archive(self, downloads: Path) -> Path:
+        """The official archive, fetched once by ``datasets``' download manager (its cache, retries and
+        progress bars, which ``datasets.disable_progress_bars()`` turns off)."""
+        from datasets import DownloadConfig, DownloadManager
+
+        manager = DownloadManager(dataset_name=self.name, download_config=DownloadConfig(cache_dir=str(downloads)))
+        try:
+            return Path(manager.download(self.download_url))
+        except OSError as error:  # offline, unreachable, HTTP errors (ConnectionError is an OSError)
+            raise DownloadError(
+                f"could not download {self.name} from {self.download_url} ({error}); "
+                f"download it yourself and pass data_dir= pointing at the unpacked folder"
+            ) from None
 
     def download(self, cache_dir: str | os.PathLike | None = None) -> Path:
         """Download and unpack the official archive once, verify it, and return the data folder.
@@ -335,16 +355,9 @@ class Corpus:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            archive = Path(scratch) / Path(self.download_url).name
-            try:
-                with urllib.request.urlopen(self.download_url, timeout=60) as response, open(archive, "wb") as out:
-                    shutil.copyfileobj(response, out)
-            except OSError as error:
-                raise DownloadError(
-                    f"could not download {self.name} from {self.download_url} ({error}); "
-                    f"download it yourself and pass data_dir= pointing at the unpacked folder"
-                ) from None
+            archive = self._fetch_archive(target.parent / "downloads")
             if self.download_md5 is not None and _md5(archive) != self.download_md5:
+                archive.unlink(missing_ok=True)  # a corrupt download must not be served from the cache again
                 raise DownloadError(
                     f"{archive.name} from {self.download_url} does not match its published MD5 {self.download_md5}; "
                     "the download is corrupt or the release changed"

@@ -66,6 +66,8 @@ class BookCrossing(Corpus):
     protocol = "shuffled_user"
     label_threshold = 4  # label = rating >= 5 on the 0-10 integer scale; 0 (implicit) is negative
     profile_columns = ("location", "age")
+    hub_license = "unknown"
+    homepage = "http://www2.informatik.uni-freiburg.de/~cziegler/BX/ (offline)"
     licence = (
         "No licence is known to rella-hf for Book-Crossing (the original site is offline); treat it as not "
         "redistributable without permission."

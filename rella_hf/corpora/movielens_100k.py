@@ -35,6 +35,8 @@ class MovieLens100K(MovieLens1M):
     download_url = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
     download_md5 = "0e33842e24a9c977be4e0107933c0723"
     archive_folder = "ml-100k"
+    license_name = "movielens-100k"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-100k-README.txt"
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         users_path = resolve_file(data_dir, "u.user")

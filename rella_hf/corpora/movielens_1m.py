@@ -95,6 +95,9 @@ class MovieLens1M(Corpus):
     download_url = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
     download_md5 = "c4d9eecfca2ab87c1945afe126590906"
     archive_folder = "ml-1m"
+    homepage = "https://grouplens.org/datasets/movielens/"
+    license_name = "movielens-1m"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-1m-README.txt"
     licence = "The user may not redistribute the data without separate permission."
     citation = (
         "@article{harper2015movielens, title={The MovieLens Datasets: History and Context}, "

@@ -17,7 +17,6 @@ from .movielens_1m import MovieLens1M, first_genre, validate_ratings
 from .validation import check_ids, check_line_end
 
 
-
 def bundled_ml_latest_small() -> Path:
     """Folder of the ml-latest-small copy shipped inside the package (licence kept beside it)."""
     return Path(str(resources.files("rella_hf").joinpath("data", "ml-latest-small")))
@@ -34,6 +33,7 @@ class MovieLensLatest(Corpus):
     label_threshold = 3  # so 3.5 stars is positive
     licence = "The user may not redistribute the data without separate permission."
     citation = MovieLens1M.citation
+    homepage = MovieLens1M.homepage
 
     def read_tables(self, data_dir: Path) -> CorpusTables:
         movies_path = resolve_file(data_dir, "movies.csv")
@@ -66,6 +66,8 @@ class MovieLens25M(MovieLensLatest):
     download_url = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
     download_md5 = "6b51fb2759a8657d3bfcbfc42b592ada"
     archive_folder = "ml-25m"
+    license_name = "movielens-25m"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-25m-README.html"
 
 
 class MovieLens20M(MovieLensLatest):
@@ -75,6 +77,8 @@ class MovieLens20M(MovieLensLatest):
     download_url = "https://files.grouplens.org/datasets/movielens/ml-20m.zip"
     download_md5 = "cd245b17a1ae2cc31bb14903e1204af3"
     archive_folder = "ml-20m"
+    license_name = "movielens-20m"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-20m-README.html"
 
 
 class MovieLens32M(MovieLensLatest):
@@ -83,6 +87,8 @@ class MovieLens32M(MovieLensLatest):
     name = "ml-32m"
     download_url = "https://files.grouplens.org/datasets/movielens/ml-32m.zip"
     archive_folder = "ml-32m"
+    license_name = "movielens-32m"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-32m-README.html"
 
 
 class MovieLensLatestFull(MovieLensLatest):
@@ -91,6 +97,8 @@ class MovieLensLatestFull(MovieLensLatest):
     name = "ml-latest"
     download_url = "https://files.grouplens.org/datasets/movielens/ml-latest.zip"
     archive_folder = "ml-latest"
+    license_name = "movielens-latest"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-latest-README.html"
 
 
 class MovieLensLatestSmall(MovieLensLatest):
@@ -99,6 +107,8 @@ class MovieLensLatestSmall(MovieLensLatest):
     name = "ml-latest-small"
     download_url = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
     archive_folder = "ml-latest-small"
+    license_name = "movielens-latest-small"
+    license_link = "https://files.grouplens.org/datasets/movielens/ml-latest-small-README.html"
     licence = (
         "The user may redistribute the data set, including transformations, so long as it is distributed "
         "under these same license conditions."

@@ -10,13 +10,14 @@ by validation AUC, as the paper does.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
+from accelerate.logging import get_logger
 from transformers import TrainerCallback
 
-logger = logging.getLogger(__name__)
+# Main process only: every rank runs the same code, one copy of each message is enough.
+logger = get_logger(__name__)
 
 #: Metrics of :func:`rella_hf.metrics.ctr_metrics` the callback reports.
 REPORTED_METRICS = ("auc", "logloss", "acc")

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from trl import SFTConfig
 
 from ..errors import ConfigError
+from ..models import TINY_RANDOM_LLAMA  # noqa: F401 - re-exported: ``model_name_or_path`` of the tiny test model
+from ..options import ReLLaDataArguments
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
 TRAIN_TYPES = ("simple", "sequential", "mixed")
 #: Kinds of evaluation prompts.
 TEST_TYPES = ("simple", "sequential")
-#: ``model_name_or_path`` value that builds a tiny random Llama with SmolLM2's tokenizer (tests, CI).
-TINY_RANDOM_LLAMA = "tiny-random-llama"
 
 
 def hardware_supports_bf16() -> bool:
@@ -72,7 +72,28 @@ def _cpu_only_without_deepspeed(deepspeed_config) -> bool:
 
 
 @dataclass
-class ReiTConfig(SFTConfig):
+class ReiTDataArguments(ReLLaDataArguments):
+    """The dataset options of a training run: :class:`~rella_hf.options.ReLLaDataArguments` with the trained
+    model's own chat template as the default wrapper.
+
+    ``retrieval`` is not read: ``train_type`` / ``test_type`` choose the recent-K and SUBR prompt
+    datasets; ``order`` applies to the SUBR ones.
+
+    Args:
+        chat_model: tokenizer whose chat template wraps the prompts; ``"auto"`` (default) uses the
+            trained model's own (for a published dataset: keeps the wrapping it was built with),
+            None the Vicuna v1.1 wrapper.
+    """
+
+    chat_model: Optional[str] = field(
+        default="auto",
+        metadata={"help": "Tokenizer whose chat template wraps prompts; 'auto' = the model's, null = Vicuna."},
+    )
+    reads_retrieval: ClassVar[bool] = False
+
+
+@dataclass
+class ReiTConfig(SFTConfig, ReiTDataArguments):
     r"""Configuration of one ReiT (retrieval-enhanced instruction tuning) run.
 
     Every :class:`trl.SFTConfig` / :class:`transformers.TrainingArguments` field is available too
@@ -87,11 +108,11 @@ class ReiTConfig(SFTConfig):
     several launched CPU processes train together.
 
     Parameters that control the data:
-        dataset (`str`, defaults to `"ml-latest-small"`): corpus name passed to
-            :func:`rella_hf.load_dataset` (``"ml-1m"``, ``"ml-25m"``, ``"BookCrossing"``, ...).
-        data_dir (`str` or `None`): folder with the corpus's release files (None: download, or the
-            bundled copy for ml-latest-small).
-        K (`int`, defaults to `5`): history items per prompt.
+        dataset, data_dir, cache_dir, K, order, history_format, embedder, pooling, pca_dim,
+        chat_model, max_prompt_tokens and the sample protocol: the prompt datasets' options, declared
+        once in :class:`~rella_hf.options.ReLLaDataArguments` (see :class:`ReiTDataArguments`);
+        ``dataset`` may also be a published Hub repo or an exported folder holding the
+        ``K<K>-recent`` / ``K<K>-semantic`` configurations.
         train_type (`str`, defaults to `"mixed"`): ``"simple"`` (recent-K prompts),
             ``"sequential"`` (SUBR prompts, chronological order) or ``"mixed"`` (ReiT: each shot
             twice, once per prompt kind, interleaved, so ``2 * shots`` rows).
@@ -106,10 +127,6 @@ class ReiTConfig(SFTConfig):
             LogLoss / ACC at every evaluation; None scores the whole split, 0 disables it.
         eval_split (`str` or `None`): split the evaluation subset comes from; None takes
             ``"validation"``, or ``"test"`` for corpora without one (Book-Crossing).
-        embedder (`str`, defaults to `"minilm"`): item embedder of SUBR retrieval.
-        chat_model (`str` or `None`, defaults to `"auto"`): tokenizer whose chat template wraps
-            the prompts; ``"auto"`` uses the trained model's own, None the Vicuna v1.1 wrapper.
-        max_prompt_tokens (`int` or `None`): drop history items until the wrapped prompt fits.
         compute_eval_loss (`bool`, defaults to `True`): also compute ``eval_loss`` with the
             Trainer's evaluation loop; False reports only the CTR metrics (faster on CPU).
 
@@ -164,10 +181,7 @@ class ReiTConfig(SFTConfig):
         default="none", metadata={"help": "Integrations to report to (e.g. 'tensorboard', 'trackio'); 'none' for none."}
     )
 
-    # Data.
-    dataset: str = field(default="ml-latest-small", metadata={"help": "Corpus name for rella_hf.load_dataset."})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "Folder with the corpus's release files."})
-    K: int = field(default=5, metadata={"help": "History items per prompt."})
+    # Data (the prompt dataset itself: ReLLaDataArguments' fields).
     train_type: str = field(
         default="mixed",
         metadata={"help": "Training prompts: simple (recent-K), sequential (SUBR) or mixed (ReiT, both).",
@@ -186,15 +200,6 @@ class ReiTConfig(SFTConfig):
     eval_split: Optional[str] = field(
         default=None, metadata={"help": "Split of the evaluation subset; None: validation, else test."}
     )
-    embedder: str = field(default="minilm", metadata={"help": "Item embedder of SUBR retrieval."})
-    chat_model: Optional[str] = field(
-        default="auto",
-        metadata={"help": "Tokenizer whose chat template wraps prompts; 'auto' = the model's, null = Vicuna."},
-    )
-    max_prompt_tokens: Optional[int] = field(
-        default=None, metadata={"help": "Drop history items until the wrapped prompt fits this many tokens."}
-    )
-
     completion_logits_only: bool = field(
         default=True,
         metadata={"help": "Left-pad batches and compute the LM head at the answer positions only; false uses "
@@ -250,6 +255,7 @@ class ReiTConfig(SFTConfig):
             # Processes started by torchrun / `accelerate launch` (multi_cpu.yaml) then form a gloo
             # process group; without it each would train alone on the whole data.
             self.use_cpu = True
+        self.check_build_options()
         self._validate_reit_fields()
         if self.total_batch_size is not None:
             self.gradient_accumulation_steps = self.accumulation_steps_for(self.total_batch_size)
@@ -332,13 +338,14 @@ class ReiTConfig(SFTConfig):
     def reit_settings(self) -> dict:
         """The ReLLa-specific fields (data, model, LoRA, batching) as a plain JSON-ready dict."""
         names = (
-            "dataset", "data_dir", "K", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
-            "eval_split", "embedder", "chat_model", "max_prompt_tokens", "compute_eval_loss", "model_name_or_path",
-            "model_dtype", "completion_logits_only",
+            "dataset", "data_dir", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
+            "eval_split", "compute_eval_loss", "model_name_or_path", "model_dtype", "completion_logits_only",
             "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "early_stopping_patience",
             "resume",
         )
-        return {**{name: getattr(self, name) for name in names}, "compute_dtype": self.base_dtype}
+        # retrieval is not a setting of the run: train_type / test_type choose the prompt kinds.
+        build = {name: value for name, value in self.build_options().items() if name != "retrieval"}
+        return {**build, **{name: getattr(self, name) for name in names}, "compute_dtype": self.base_dtype}
 
 
 def lora_config(config: ReiTConfig) -> LoraConfig:

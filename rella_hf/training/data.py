@@ -240,24 +240,38 @@ class TrainingData:
 
 
 def load_prompt_datasets(config: ReiTConfig, chat_model: str | None) -> dict[str, datasets.DatasetDict]:
-    """Build (or load from cache) the prompt datasets ``config`` needs, keyed by prompt kind.
+    """Build (or load) the prompt datasets ``config`` needs, keyed by prompt kind.
 
-    ``simple`` is the recent-K dataset; ``sequential`` the SUBR one (semantic, chronological).
+    ``simple`` is the recent-K dataset; ``sequential`` the SUBR one (semantic, in ``config.order``).
+    ``config.dataset`` may be a corpus (built with the config's dataset options) or a published
+    repo / exported folder holding both configurations; for those only the options the config
+    changes from their defaults are compared with the stored build settings, and with
+    ``chat_model="auto"`` the prompts keep the wrapping they were published with.
 
     Args:
         config: the run configuration.
         chat_model: tokenizer name/path that wraps the prompts (None: Vicuna v1.1).
     """
-    import rella_hf
+    from ..loading import is_published, load_dataset
+    from ..options import BuildOptions
 
-    common = dict(data_dir=config.data_dir, chat_model=chat_model, max_prompt_tokens=config.max_prompt_tokens)
+    published = is_published(config.dataset)
+    options = config.build_options(changed_only=published)
+    options.pop("K", None)
+    options.pop("chat_model", None)
+    if not (published and config.chat_model == "auto"):
+        options["chat_model"] = chat_model
+    common = dict(data_dir=config.data_dir, cache_dir=config.cache_dir)
     built = {}
     if config.wants_simple:
-        built["simple"] = rella_hf.load_dataset(config.dataset, K=config.K, retrieval="recent", **common)
+        recent = {**options, "order": "chronological"}
+        if not published:  # options recent prompts never read stay at their defaults: one cache entry for all runs
+            recent.update({name: getattr(BuildOptions, name) for name in ("embedder", "pooling", "pca_dim")})
+        recent.pop("retrieval", None)
+        built["simple"] = load_dataset(config.dataset, K=config.K, retrieval="recent", **common, **recent)
     if config.wants_sequential:
-        built["sequential"] = rella_hf.load_dataset(
-            config.dataset, K=config.K, retrieval="semantic", order="chronological", embedder=config.embedder, **common
-        )
+        semantic = {name: value for name, value in options.items() if name != "retrieval"}
+        built["sequential"] = load_dataset(config.dataset, K=config.K, retrieval="semantic", **common, **semantic)
     return built
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from accelerate.logging import get_logger
 from trl import SFTTrainer
 
 from ..errors import ConfigError
@@ -33,7 +33,8 @@ from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
 if TYPE_CHECKING:
     from .data import TrainingData
 
-logger = logging.getLogger(__name__)
+# Main process only: every rank runs the same code, one copy of each message is enough.
+logger = get_logger(__name__)
 
 METRICS_FILE = "metrics.json"
 
@@ -177,6 +178,24 @@ class ReiTTrainer(SFTTrainer):
     :class:`~rella_hf.training.CTREvalCallback` fills in (and logs) AUC / LogLoss / ACC, which
     best-checkpoint selection then reads.
     """
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
+        """Write rella-hf's model card (``hub_cards/model_card.md``) into ``output_dir``, not TRL's generic one.
+
+        ``Trainer.push_to_hub`` calls this before uploading the output folder. The card needs the
+        run's ``training_config.json`` and ``metrics.json``; before :func:`train_on_data` has written
+        them (a push at a checkpoint) no card is written.
+        """
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        if not ((output_dir / TRAINING_CONFIG_FILE).is_file() and (output_dir / METRICS_FILE).is_file()):
+            logger.info("No model card yet: %s lacks %s or %s.", output_dir, TRAINING_CONFIG_FILE, METRICS_FILE)
+            return
+        # Publishing sits above training; the card writer is imported only when a push asks for it.
+        from ..hub.adapters import write_output_card
+
+        write_output_card(output_dir, repo_id=self.args.hub_model_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Completion-only NLL from the answer columns' logits (TRL's own loss when disabled)."""
@@ -383,7 +402,6 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     ]
     final_eval = final_evaluation(trainer) if data.eval is not None else {}
     output_dir = Path(config.output_dir)
-    trainer.save_model(str(output_dir))  # adapter (safetensors) + tokenizer
     metrics = {
         "train": dict(train_output.metrics),
         "final_eval": {key: value for key, value in final_eval.items() if key.startswith("eval_")},
@@ -402,9 +420,12 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
         **(extra_metrics or {}),
     }
     if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
         settings = {"reit": config.reit_settings(), "training_arguments": config.to_dict()}
         _write_json(output_dir / TRAINING_CONFIG_FILE, settings)
         _write_json(output_dir / METRICS_FILE, metrics)
+    # After the two files: with push_to_hub, save_model pushes the folder with rella-hf's card (create_model_card).
+    trainer.save_model(str(output_dir))  # adapter (safetensors) + tokenizer
     trainer.accelerator.wait_for_everyone()
     if hasattr(trainer, "end"):  # transformers >= 5.18: close trackers and the process group
         trainer.end()

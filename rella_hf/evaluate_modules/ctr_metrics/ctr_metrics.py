@@ -6,6 +6,7 @@ The numbers come from :func:`rella_hf.metrics.ctr_metrics`, the same code the li
 
 import datasets
 import evaluate
+
 from rella_hf.metrics import DEFAULT_EPS, ctr_metrics
 
 _DESCRIPTION = """

@@ -1,0 +1,439 @@
+"""The ``rella-hf`` subcommands: one options dataclass and one small function per command.
+
+Each subcommand's options are dataclasses parsed by ``transformers.HfArgumentParser`` (so
+``--help`` lists every option with its default); the dataset options are
+:class:`rella_hf.options.ReLLaDataArguments`, the same ones the library, the training config and
+the demo use. The work is done by the library; :mod:`rella_hf.cli` only dispatches and turns
+errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .options import ReLLaDataArguments
+
+
+class UsageError(Exception):
+    """Bad command-line input detected by the CLI itself (exit code 2)."""
+
+
+def load_data(data: ReLLaDataArguments, split=None):
+    """Build or load the dataset the dataset options describe, after the CLI's own checks of paths."""
+    from .loading import load_from_arguments
+
+    if data.data_dir is not None and not Path(data.data_dir).is_dir():
+        raise UsageError(f"--data_dir {data.data_dir}: no such folder")
+    for option in ("chat_model", "embedder"):
+        _check_local_model(f"--{option}", getattr(data, option))
+    return load_from_arguments(data, split=split)
+
+
+def _check_local_model(option: str, value: Optional[str]) -> None:
+    """A model given as a path (``./x``, ``/x``, ``~/x``) must be an existing folder (not read as a Hub id)."""
+    if value is None:
+        return
+    name = value.split(":", 1)[1] if value.startswith(("st:", "hf:")) else value
+    if name.startswith((".", "/", "~")):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"{option} {value}: {'not a folder' if path.exists() else 'no such folder'}; "
+                             "expected a local model folder, a Hub id 'org/name' or a shipped alias")
+
+
+def _check_output_folder(option: str, value: Optional[str]) -> None:
+    """An output folder may be new or an existing folder, never an existing file."""
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        raise UsageError(f"{option} {value}: is a file; expected a folder (new or existing)")
+
+
+def _save_atomically(folder: str, save) -> None:
+    """Call ``save(temporary_folder)`` and move the result to ``folder``: a failed save leaves nothing."""
+    import shutil
+    import tempfile
+
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()) and not (target / "dataset_dict.json").exists():
+        raise UsageError(f"{folder}: exists and does not hold a saved dataset; choose a new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        save(scratch / "out")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch / "out", target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class BuildArguments:
+    """rella-hf build: build a prompt dataset and optionally save or export it."""
+
+    output_dir: Optional[str] = field(default=None, metadata={
+        "help": "Save the DatasetDict here (datasets.save_to_disk)."})
+    export_dir: Optional[str] = field(default=None, metadata={
+        "help": "Export as a Hub dataset folder (parquet configs + card)."})
+    permission_to_redistribute: bool = field(default=False, metadata={
+        "help": "With --export_dir: assert you may redistribute a corpus whose licence forbids it."})
+
+
+@dataclass
+class EmbedArguments:
+    """rella-hf embed: compute (or load cached) item embeddings of a corpus (dataset, data_dir, embedder,
+    pooling and pca_dim are the dataset options)."""
+
+    output: Optional[str] = field(default=None, metadata={
+        "help": "Write the [items x dim] float32 matrix here (.npy) and the item ids beside it."})
+
+
+@dataclass
+class ScoreArguments:
+    """rella-hf score: zero-shot (or adapter) CTR scores of a split, and their metrics."""
+
+    model: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "Causal LM: Hub id, local folder, or the offline smollm2-135m-instruct."})
+    adapter: Optional[str] = field(default=None, metadata={"help": "LoRA adapter folder or Hub repo to apply to --model."})
+    split: str = field(default="test", metadata={"help": "Split to score."})
+    limit: Optional[int] = field(default=None, metadata={"help": "Score a seeded subset of this many samples (None: all)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the subset."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass."})
+    output_dir: str = field(default="runs/score", metadata={
+        "help": "Run folder: scores/<setting>.jsonl (resumable) and metrics."})
+    setting: Optional[str] = field(default=None, metadata={
+        "help": "Name of this setting in the run folder (default: K<K>-<retrieval>[-adapter])."})
+
+
+@dataclass
+class TrainArguments:
+    """rella-hf train: ReiT LoRA training from a trainer_configs YAML (other options override it)."""
+
+    config: str = field(metadata={
+        "help": "YAML of rella_hf.training.ReiTConfig fields, e.g. trainer_configs/demo-cpu.yaml."})
+    accelerate_config: Optional[str] = field(default=None, metadata={
+        "help": "Launch with accelerate: a YAML path or a shipped name (single_gpu, multi_gpu, multi_cpu, "
+                "deepspeed_zero2, deepspeed_zero3)."})
+
+
+@dataclass
+class EvaluateArguments:
+    """rella-hf evaluate: AUC / LogLoss / ACC (with bootstrap intervals) of saved scores."""
+
+    scores: str = field(metadata={
+        "help": "A scores/<setting>.jsonl file, a scores.parquet, or a run folder (all its settings)."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95 percent intervals (0: none)."})
+
+
+@dataclass
+class PushArguments:
+    """rella-hf push: publish a trained adapter, or a built dataset (with the dataset options)."""
+
+    repo_id: str = field(metadata={"help": "Hub repo 'org/name'."})
+    adapter_dir: Optional[str] = field(default=None, metadata={
+        "help": "Training output folder to publish as an adapter; omit to publish the dataset described by the "
+                "dataset options."})
+    permission_to_redistribute: bool = field(default=False, metadata={
+        "help": "Assert you may redistribute a corpus whose licence forbids it."})
+    private: bool = field(default=False, metadata={"help": "Create the repo private."})
+    base_model: Optional[str] = field(default=None, metadata={
+        "help": "With --adapter_dir: Hub id of the base model to record (default: from the training config; the "
+                "offline SmolLM2 route records HuggingFaceTB/SmolLM2-135M-Instruct)."})
+    dataset_repo_id: Optional[str] = field(default=None, metadata={
+        "help": "With --adapter_dir: Hub dataset repo of the training data (card metadata and model-index results)."})
+    revision: Optional[str] = field(default=None, metadata={
+        "help": "Branch to commit to (created when missing); default: the main branch."})
+    create_pr: bool = field(default=False, metadata={
+        "help": "Open a pull request instead of committing to the branch."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Print the upload plan (files, repo, config) without uploading."})
+
+
+@dataclass
+class ReportArguments:
+    """rella-hf report: markdown report with plots from a run folder."""
+
+    run_dir: str = field(metadata={"help": "Run folder with scores/*.jsonl (and train/*/metrics.json)."})
+    title: Optional[str] = field(default=None, metadata={"help": "Report title."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for intervals (0: none)."})
+
+
+def _parse(dataclass_types, argv, prog):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types, prog=prog)
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
+    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if parsed[-1]:
+        raise UsageError(f"unknown option(s) {' '.join(parsed[-1])}; see {prog} --help")
+    return parsed[:-1]
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=True, default=float))
+
+
+def cmd_build(argv):
+    data, build, _ = _parse((ReLLaDataArguments, BuildArguments), argv, "rella-hf build")
+    _check_output_folder("--output_dir", build.output_dir)
+    _check_output_folder("--export_dir", build.export_dir)
+    ds = load_data(data)
+    print(ds)
+    if build.output_dir:
+        _save_atomically(build.output_dir, lambda folder: ds.save_to_disk(str(folder)))
+        print(f"saved to {build.output_dir}")
+    if build.export_dir:
+        from .hub import config_name_for, export_dataset
+
+        export_dataset(ds, build.export_dir, config_name=config_name_for(data.K, data.retrieval, data.order),
+                       permission_to_redistribute=build.permission_to_redistribute)
+        print(f"exported to {build.export_dir}")
+
+
+def cmd_embed(argv):
+    data, args, _ = _parse((ReLLaDataArguments, EmbedArguments), argv, "rella-hf embed")
+    from .builders.base import ReLLaConfig, item_embeddings
+    from .samples import load_samples
+
+    if args.output is not None and (Path(args.output).is_dir() or not args.output.endswith(".npy")):
+        raise UsageError(f"--output {args.output}: expected a file name ending in .npy")
+    _check_local_model("--embedder", data.embedder)
+    samples = load_samples(data.dataset, data_dir=data.data_dir)
+    config = ReLLaConfig(name="embed", retrieval="semantic", embedder=data.embedder, pooling=data.pooling,
+                         pca_dim=data.pca_dim)
+    vectors = item_embeddings(samples, config)
+    print(f"{vectors.shape[0]:,} items x {vectors.shape[1]} dims ({data.embedder}, cached under the rella-hf cache)")
+    if args.output:
+        from .utils import atomic_save_npy, atomic_write_text
+
+        atomic_save_npy(args.output, vectors)
+        atomic_write_text(Path(args.output).with_suffix(".item_ids.json"), json.dumps(samples.items["item_id"].tolist()))
+        print(f"wrote {args.output}")
+
+
+def cmd_score(argv):
+    data, args, _ = _parse((ReLLaDataArguments, ScoreArguments), argv, "rella-hf score")
+    from .demo import fixed_subset
+    from .metrics import ctr_metrics
+    from .models import load_model, model_source_exists
+    from .report import write_scores
+    from .scoring import CTRScorer, score_dataset
+    from .utils import check_name
+
+    if args.adapter is None and not model_source_exists(args.model):
+        raise UsageError(f"--model {args.model}: not a readable model folder, the offline alias or a Hub id")
+    setting = check_name(args.setting, "--setting") if args.setting else None
+    _check_output_folder("--output_dir", args.output_dir)
+    if args.adapter:
+        _check_adapter(args.adapter)
+    dataset = load_data(data, split=args.split)
+    if args.limit is not None:
+        dataset = fixed_subset(dataset, args.limit, args.seed)
+    if args.adapter:
+        from .hub import load_adapter
+
+        with _model_loading("--adapter", args.adapter):
+            scorer = load_adapter(args.adapter, base_model=args.model, batch_size=args.batch_size)
+    else:
+        with _model_loading("--model", args.model):
+            model, tokenizer = load_model(args.model)
+        scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size)
+    setting = setting or f"K{data.K}-{data.retrieval}" + ("-adapter" if args.adapter else "")
+    run_dir = Path(args.output_dir)
+    scored = score_dataset(scorer, dataset, output_dir=run_dir / "partial" / setting)
+    write_scores(run_dir, setting, scored["label"], scored["score"],
+                 {"stage": "adapter" if args.adapter else "zero-shot", "K": data.K, "retrieval": data.retrieval,
+                  "dataset": data.dataset, "model": args.model, "adapter": args.adapter},
+                 raw_prompts=scored["raw_prompt"] if "raw_prompt" in scored.column_names else None)
+    _print_json({setting: ctr_metrics(scored["label"], scored["score"])})
+
+
+def _check_adapter(source: str) -> None:
+    """A local adapter folder needs its config and a readable weights file (checked before any model loads)."""
+    folder = Path(source)
+    if not folder.exists():
+        if source.startswith((".", "/", "~")):
+            raise UsageError(f"--adapter {source}: no such folder; expected a training output folder or a Hub repo id")
+        return  # a Hub repo id
+    if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"--adapter {source}: not an adapter folder; expected adapter_config.json and "
+                         f"adapter_model.safetensors in it")
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="numpy") as handle:
+                handle.keys()
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise UsageError(f"--adapter {source}: {weights.name} is corrupt or cut ({str(error).splitlines()[0][:80]}); "
+                             "copy or train the adapter again") from None
+
+
+class _model_loading:
+    """Turn a model that cannot be loaded from a user-given path into a usage error (exit 2)."""
+
+    def __init__(self, option: str, value: str):
+        self.option, self.value = option, value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        from .errors import RellaError
+
+        if error is None or isinstance(error, (RellaError, UsageError)) or not isinstance(error, (OSError, ValueError)):
+            return False
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{self.option} {self.value}: cannot be loaded ({first[:160]}); "
+                         "expected a complete model folder (config.json, weights, tokenizer) or a Hub id") from error
+
+
+def _split_accelerate_flags(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """``(--accelerate_config value, flags of accelerate launch, everything else)`` of ``rella-hf train``'s argv.
+
+    A flag goes to ``accelerate launch`` only when it is one of its options and no training field has
+    that name (``--gradient_accumulation_steps`` and ``--debug`` stay with the training); every other
+    flag passes through to the training's own parser.
+    """
+    import dataclasses
+
+    from accelerate.commands.launch import launch_command_parser
+
+    from .training import ReiTConfig
+
+    parser = launch_command_parser()
+    training = {f"--{item.name}" for item in dataclasses.fields(ReiTConfig)} | {"--config", "--debug"}
+    takes_value = {option: action.nargs != 0 for action in parser._actions for option in action.option_strings}
+    launcher, accelerate_flags, rest = None, [], []
+    tokens = iter(argv)
+    for token in tokens:
+        flag, has_value, value = token.partition("=")
+        if flag == "--accelerate_config":
+            launcher = value if has_value else next(tokens, None)
+        elif flag in takes_value and flag not in training:
+            accelerate_flags.append(token)
+            if takes_value[flag] and not has_value:
+                accelerate_flags.append(next(tokens, ""))
+        else:
+            rest.append(token)
+    return launcher, accelerate_flags, rest
+
+
+def _accelerate_config_file(launcher: str) -> str:
+    """A YAML path, or the path of one shipped in ``rella_hf/accelerate_configs``."""
+    config_file = Path(launcher)
+    if not config_file.exists():
+        config_file = Path(__file__).resolve().parent / "accelerate_configs" / f"{launcher}.yaml"
+    if not config_file.exists():
+        raise UsageError(f"--accelerate_config {launcher}: neither a file nor a shipped config name")
+    return str(config_file)
+
+
+def cmd_train(argv):
+    # --accelerate_config and accelerate's own flags go to accelerate's launch_command; every other
+    # flag goes to the training's TrlParser (YAML + overrides) in the launched processes.
+    if any(flag in argv for flag in ("-h", "--help")):
+        from .training import make_parser
+
+        print("usage: rella-hf train --config YAML [--accelerate_config NAME_OR_YAML] [accelerate launch flags] "
+              "[--<ReiTConfig field> VALUE ...]\n")
+        print("  --accelerate_config: launch with accelerate (a YAML, or one of single_gpu, multi_gpu, multi_cpu, "
+              "deepspeed_zero2, deepspeed_zero3 shipped with rella-hf); any `accelerate launch` flag (e.g. "
+              "--num_processes 2) launches too. Default: None (this process).\n")
+        make_parser().print_help()
+        return
+    launcher, accelerate_flags, rest = _split_accelerate_flags(argv)
+    if "--config" not in rest and not any(token.startswith("--config=") for token in rest):
+        raise UsageError("rella-hf train needs --config trainer_configs/<setting>.yaml")
+    if launcher or accelerate_flags:
+        from accelerate.commands.launch import launch_command, launch_command_parser
+
+        config = ["--config_file", _accelerate_config_file(launcher)] if launcher else []
+        args = launch_command_parser().parse_args([*config, *accelerate_flags, "--module", "rella_hf.cli", "train", *rest])
+        launch_command(args)
+        return
+    _train_here(rest)
+
+
+def _train_here(argv: list[str]) -> None:
+    from .errors import RellaError
+    from .training import parse_config, run_training
+
+    try:
+        config = parse_config(argv)
+    except RellaError:
+        raise
+    except ValueError as error:  # the parser's "arguments not used" (an unknown key) and TrainingArguments' checks
+        raise UsageError(f"{' '.join(argv)}: {str(error).splitlines()[0] if str(error) else 'invalid'}; "
+                         "see rella-hf train --help for the fields") from error
+    _check_output_folder("output_dir", config.output_dir)
+    result = run_training(config)
+    if config.process_index == 0:
+        _print_json({"output_dir": str(result.output_dir), "final_eval": result.metrics.get("final_eval", {})})
+
+
+def cmd_evaluate(argv):
+    args, _ = _parse((EvaluateArguments,), argv, "rella-hf evaluate")
+    from .metrics import ctr_metrics
+    from .report import bootstrap_interval, read_score_pairs
+
+    path = Path(args.scores)
+    if not path.is_dir() and path.suffix not in (".jsonl", ".parquet"):
+        raise UsageError(f"--scores {args.scores}: expected a run folder, a .jsonl or a .parquet file")
+    if not path.exists():
+        raise UsageError(f"--scores {args.scores}: no such file")
+    pairs = read_score_pairs(path)
+    if not pairs:
+        raise UsageError(f"--scores {args.scores}: no scores found")
+    results = {}
+    for name, (labels, scores) in pairs.items():
+        results[name] = ctr_metrics(labels, scores)
+        if args.bootstrap:
+            intervals = bootstrap_interval(labels, scores, args.bootstrap)
+            results[name].update({f"{key}_ci": value for key, value in intervals.items()})
+    _print_json(results)
+
+
+def cmd_push(argv):
+    data, args, _ = _parse((ReLLaDataArguments, PushArguments), argv, "rella-hf push")
+    from .hub import config_name_for, push_adapter, push_dataset
+
+    upload = dict(private=args.private, revision=args.revision, create_pr=args.create_pr, dry_run=args.dry_run)
+    if args.adapter_dir:
+        if not Path(args.adapter_dir).is_dir():
+            raise UsageError(f"--adapter_dir {args.adapter_dir}: no such folder")
+        plan = push_adapter(args.adapter_dir, args.repo_id, base_model=args.base_model,
+                            dataset_repo_id=args.dataset_repo_id, **upload)
+    else:
+        plan = push_dataset(load_data(data), args.repo_id, config_name_for(data.K, data.retrieval, data.order),
+                            permission_to_redistribute=args.permission_to_redistribute, **upload)
+    print(plan)
+
+
+def cmd_report(argv):
+    args, _ = _parse((ReportArguments,), argv, "rella-hf report")
+    from .report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"--run_dir {args.run_dir}: no such folder")
+    print(write_report(args.run_dir, title=args.title, n_resamples=args.bootstrap))
+
+
+def cmd_demo(argv):
+    from .demo import DemoConfig, run_demo
+
+    (config, _) = _parse((DemoConfig,), argv, "rella-hf demo")
+    report = run_demo(config)
+    print(f"report: {report}")
+    metrics = json.loads(Path(report).with_name("metrics.json").read_text())
+    for name, values in metrics.items():
+        print(f"{name:24s} AUC {values['auc']:.4f}  LogLoss {values['logloss']:.4f}  ACC {values['acc']:.4f}")
+    comparisons = Path(report).with_name("comparisons.json")
+    for row in json.loads(comparisons.read_text()) if comparisons.is_file() else []:
+        low, high = row["ci"]
+        verdict = "interval excludes 0" if row["excludes_zero"] else "interval includes 0: no significant difference"
+        print(f"{row['a']} vs {row['b']}: AUC {row['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({verdict})")
