@@ -52,6 +52,7 @@ class DataFormatError(RellaError):
     def __init__(self, path, message: str, line: int | None = None):
         self.path = str(path)
         self.line = line
+        self.detail = message  # the message without its "path, line N: " prefix
         where = f"{self.path}, line {line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
 

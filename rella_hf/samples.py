@@ -227,12 +227,14 @@ def _item_ranks(items: pd.DataFrame) -> np.ndarray:
     return ranks
 
 
-def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, sizes: dict, seed: int,
-                   keep_validation: bool) -> dict[str, np.ndarray]:
-    """Split name -> the ranks (positions in the protocol's global order) of the samples it keeps.
+def split_plan(n: int, train_fraction: float, validation_fraction: float, sizes: dict, seed: int,
+               keep_validation: bool) -> dict[str, tuple[int, int, np.ndarray | None]]:
+    """Split name -> ``(start, stop, chosen)``: which ranks of the protocol's global order it keeps.
 
-    Splits are contiguous ranges of the global order (train, validation, the rest test); a split
-    with a sample size keeps a seeded random subset of its range, in order.
+    Splits are contiguous ranges ``[start, stop)`` of the global order (train, validation, the rest
+    test); a split with a sample size keeps a seeded random subset of its range, ``chosen`` (sorted
+    offsets from ``start``); ``chosen`` is None where the whole range is kept. Only ``n`` enters,
+    so an engine that counts the samples without holding them (Spark) draws the same subsets.
     """
     n_train = int(train_fraction * n)
     n_validation = int(validation_fraction * n)
@@ -240,14 +242,33 @@ def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, si
               "test": (n_train + n_validation, n)}
     if not keep_validation:
         del bounds["validation"]
-    ranks = {}
+    plan = {}
     for name, (start, stop) in bounds.items():
         size, count = sizes[name], stop - start
-        if size is None or size >= count:
-            ranks[name] = np.arange(start, stop, dtype=np.int64)
-        else:
-            ranks[name] = start + np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
-    return ranks
+        chosen = None
+        if size is not None and size < count:
+            chosen = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+        plan[name] = (start, stop, chosen)
+    return plan
+
+
+def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, sizes: dict, seed: int,
+                   keep_validation: bool) -> dict[str, np.ndarray]:
+    """Split name -> the ranks (positions in the protocol's global order) of the samples it keeps (see :func:`split_plan`)."""
+    plan = split_plan(n, train_fraction, validation_fraction, sizes, seed, keep_validation)
+    return {name: np.arange(start, stop, dtype=np.int64) if chosen is None else start + chosen
+            for name, (start, stop, chosen) in plan.items()}
+
+
+def split_fractions(corpus: Corpus, protocol: SampleProtocol) -> tuple[float, float]:
+    """``(train_fraction, validation_fraction)`` of ``protocol`` with the corpus's defaults applied, checked.
+
+    Raises:
+        ConfigError: for negative fractions or fractions summing above 1.
+    """
+    default_fractions = (0.8, 0.1) if corpus.protocol == "chronological" else (0.9, 0.0)
+    train_fraction, validation_fraction = split_fractions(corpus, protocol)
+    return train_fraction, validation_fraction
 
 
 def _sample_frame(tables, log_order, item_rows, ratings, timestamps, group_starts, sample_positions, ranks,
@@ -320,7 +341,6 @@ def build_samples(
             sample_positions = eligible[global_order]
             del global_order
         del item_ranks, eligible
-        default_fractions = (0.8, 0.1)
     elif corpus.protocol == "shuffled_user":
         counts = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()
         kept = np.flatnonzero(counts >= protocol.min_user_ratings)
@@ -333,17 +353,11 @@ def build_samples(
         is_last[:-1] = sorted_users[1:] != sorted_users[:-1]
         sample_positions = np.flatnonzero(is_last)
         sample_positions = sample_positions[rng.permutation(len(sample_positions))]
-        default_fractions = (0.9, 0.0)
         timestamps_all = inter["timestamp"].to_numpy(np.int64)
     else:  # pragma: no cover - registry guards this
         raise ConfigError(f"corpus {corpus.name} declares unknown protocol {corpus.protocol!r}")
 
-    train_fraction = default_fractions[0] if protocol.train_fraction is None else protocol.train_fraction
-    validation_fraction = default_fractions[1] if protocol.validation_fraction is None else protocol.validation_fraction
-    if train_fraction < 0 or validation_fraction < 0 or train_fraction + validation_fraction > 1:
-        raise ConfigError(
-            f"train_fraction={train_fraction} and validation_fraction={validation_fraction} must be >= 0 and sum to <= 1"
-        )
+    train_fraction, validation_fraction = split_fractions(corpus, protocol)
     log = pd.DataFrame({
         "item_row": item_rows_all[log_order],
         "rating": inter["rating"].to_numpy(np.float32)[log_order],

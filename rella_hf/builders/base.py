@@ -69,12 +69,26 @@ def check_samples(samples: LifelongSamples, tables, config: ReLLaConfig) -> None
         ConfigError: naming the filter that removed every sample (and the value that would keep
             some), or K above the longest history of the corpus.
     """
-    corpus, protocol = samples.corpus, samples.protocol
     counts = {name: len(frame) for name, frame in samples.splits.items()}
     per_user = tables.interactions["user_id"].value_counts()
-    logger.info("%s: %d users, %d items, %d ratings -> samples %s", corpus.name, len(per_user), len(tables.items),
-                len(tables.interactions), counts)
-    most = int(per_user.max()) if len(per_user) else 0
+    longest = max((int(frame["history_length"].max()) for frame in samples.splits.values() if len(frame)), default=0)
+    check_counts(samples.corpus, samples.protocol, config, counts, users=len(per_user), items=len(tables.items),
+                 interactions=len(tables.interactions), most_ratings=int(per_user.max()) if len(per_user) else 0,
+                 longest_history=longest)
+
+
+def check_counts(corpus: Corpus, protocol: SampleProtocol, config: ReLLaConfig, counts: dict[str, int], *,
+                 users: int, items: int, interactions: int, most_ratings: int, longest_history: int) -> None:
+    """:func:`check_samples` on counts alone (an engine that never holds the samples passes them).
+
+    Args:
+        counts: split name -> samples kept.
+        users, items, interactions: corpus sizes, for the log line.
+        most_ratings: the most ratings any user has.
+        longest_history: the longest history among the kept samples.
+    """
+    logger.info("%s: %d users, %d items, %d ratings -> samples %s", corpus.name, users, items, interactions, counts)
+    most = most_ratings
     if sum(counts.values()) == 0:
         if corpus.protocol == "chronological":
             raise ConfigError(
@@ -85,10 +99,10 @@ def check_samples(samples: LifelongSamples, tables, config: ReLLaConfig) -> None
             f"{corpus.name}: no user is left after the min_user_ratings={protocol.min_user_ratings} filter (the most "
             f"ratings any user has is {most}); lower min_user_ratings or use a larger corpus"
         )
-    longest = max(int(frame["history_length"].max()) for frame in samples.splits.values() if len(frame))
-    if config.K > longest:
+    if config.K > longest_history:
         raise ConfigError(
-            f"K={config.K} exceeds the longest history any {corpus.name} sample has ({longest} items); choose K <= {longest}"
+            f"K={config.K} exceeds the longest history any {corpus.name} sample has ({longest_history} items); "
+            f"choose K <= {longest_history}"
         )
 
 
@@ -245,6 +259,9 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     """Builds the train / validation / test prompt splits of one corpus (set ``CORPUS``)."""
 
     BUILDER_CONFIG_CLASS = ReLLaConfig
+    #: Splits another engine already rendered (:mod:`rella_hf.spark`): split name -> parquet files in
+    #: sample order. When set, the build copies them into this cache entry instead of reading the corpus.
+    rendered_parquet: Optional[dict] = None
     # 1.1.0: validation is sampled by default when train and test are (caches of 1.0.0 builds are not reused).
     VERSION = datasets.Version("1.1.0")
     CORPUS: ClassVar[str]
@@ -262,6 +279,9 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        if self.rendered_parquet is not None:
+            return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name})
+                    for name, files in self.rendered_parquet.items() if files]
         corpus = get_corpus(self.CORPUS)
         tables = corpus.read(self.config.data_dir)
         samples = build_samples(corpus, tables, self.config.protocol())
@@ -282,9 +302,22 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     def _generate_tables(self, split: str):
         from datasets.builder import Key
 
+        if self.rendered_parquet is not None:
+            yield from self._parquet_tables(split)
+            return
         samples, retriever, tokenizer = self._prepared
         frame = samples.splits[split]
         for batch, start in enumerate(range(0, len(frame), _ROWS_PER_TABLE)):
             chunk = frame.iloc[start:start + _ROWS_PER_TABLE]
             selection = select_history(samples, chunk, self.config, retriever)
             yield Key(0, batch), render_table(samples, chunk, selection, self.config, tokenizer, retriever)
+
+    def _parquet_tables(self, split: str):
+        """The tables of ``rendered_parquet[split]``, file by file in order, as the features' columns."""
+        import pyarrow.parquet as pq
+        from datasets.builder import Key
+
+        names = list(self.info.features)
+        for file_index, path in enumerate(self.rendered_parquet[split]):
+            for batch_index, batch in enumerate(pq.ParquetFile(path).iter_batches(batch_size=_ROWS_PER_TABLE, columns=names)):
+                yield Key(file_index, batch_index), pa.Table.from_batches([batch]).select(names)

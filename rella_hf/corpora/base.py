@@ -50,6 +50,47 @@ class CorpusTables:
     interactions: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class RatingsFile:
+    """Layout and value rules of a chronological corpus's ratings file.
+
+    One description serves two readers: the corpus's own ``read_tables`` (the whole file in this
+    process) and :mod:`rella_hf.spark` (the file in pieces, on executors), so both parse the same
+    fields and apply the same rules with the same messages.
+
+    Args:
+        name: release file name (a gzipped ``<name>.gz`` is also accepted).
+        sep: field separator.
+        columns: ``(name, kind)`` pairs in file order (kinds as :func:`read_delimited` takes them).
+        encoding: text encoding.
+        header: the expected header fields, or None.
+        low, high, step: the rating scale.
+        users_file: the file whose user ids ratings must reference (None: no user file).
+        items_file: the file whose item ids ratings must reference.
+    """
+
+    name: str
+    sep: str
+    columns: tuple[tuple[str, str], ...]
+    encoding: str = "utf-8"
+    header: tuple[str, ...] | None = None
+    low: float = 1
+    high: float = 5
+    step: float = 1
+    users_file: str | None = None
+    items_file: str = ""
+
+    def read_kwargs(self) -> dict:
+        """Keyword arguments of :func:`read_delimited` for this file."""
+        return {"sep": self.sep, "encoding": self.encoding, "columns": dict(self.columns),
+                "header": None if self.header is None else list(self.header)}
+
+    def rule_kwargs(self) -> dict:
+        """Keyword arguments of the rating rules (``validate_ratings`` / ``rating_checks``)."""
+        return {"users_file": self.users_file, "items_file": self.items_file, "header": self.header is not None,
+                "low": self.low, "high": self.high, "step": self.step}
+
+
 def _read_bytes(path: Path) -> bytes:
     with open(path, "rb") as handle:
         head = handle.read(2)
@@ -260,17 +301,18 @@ def read_delimited(
     return _to_pandas(parsed)
 
 
-def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header: bool) -> None:
+def check_unique_pairs(path: Path, frame: pd.DataFrame, keys: list[str], header: bool, lines=None) -> None:
     """Raise :class:`DataFormatError` at the first row that repeats an earlier ``keys`` combination.
 
-    The line number assumes one record per line, which holds for every rating file we read.
+    The line number assumes one record per line, which holds for every rating file we read;
+    ``lines`` gives each row's line instead (rows then in file order) when the reader numbered them.
     """
     duplicated = frame.duplicated(subset=keys, keep="first").to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         values = ", ".join(f"{key}={frame[key].iat[row]}" for key in keys)
-        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair "
-                                    f"once", row + 1 + int(header))
+        line = row + 1 + int(header) if lines is None else int(lines[row])
+        raise DataFormatError(path, f"duplicate ({', '.join(keys)}) pair ({values}); expected each pair once", line)
 
 
 def _md5(path: Path) -> str:
@@ -307,8 +349,19 @@ class Corpus:
     license_link: ClassVar[str | None] = None
     homepage: ClassVar[str] = "not recorded"
 
+    #: The ratings file of a chronological corpus (None where the reader is not split this way).
+    ratings_file: ClassVar[RatingsFile | None] = None
+
     def read_tables(self, data_dir: Path) -> CorpusTables:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def read_catalogue(self, data_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+        """The users (None when the corpus has no user file) and items tables, read and validated.
+
+        Corpora with a :attr:`ratings_file` implement it; their ``read_tables`` is this plus the
+        ratings, so an engine that reads the ratings elsewhere reads the catalogue the same way.
+        """
+        raise NotImplementedError(f"{self.name} does not read its catalogue apart from its ratings")
 
     def read(self, data_dir: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> CorpusTables:
         """Read the release files into :class:`CorpusTables`.

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import GENDERS, MovieLens1M, map_codes, validate_ratings
+from .base import CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
+from .movielens_1m import GENDERS, MovieLens1M, map_codes, read_ratings
 from .validation import check_ids, check_line_end, check_numbers
 
 #: The 19 genre flags of u.item, in file order (u.genre).
@@ -38,7 +38,14 @@ class MovieLens100K(MovieLens1M):
     license_name = "movielens-100k"
     license_link = "https://files.grouplens.org/datasets/movielens/ml-100k-README.txt"
 
-    def read_tables(self, data_dir: Path) -> CorpusTables:
+    ratings_file = RatingsFile(
+        name="u.data", sep="\t",
+        columns=(("user_id", "int"), ("item_id", "int"), ("rating", "int"), ("timestamp", "int")),
+        users_file="u.user", items_file="u.item",
+    )
+
+    def read_catalogue(self, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``u.user`` (ages bucketed like ML-1M's) and ``u.item`` (title, first flagged genre)."""
         users_path = resolve_file(data_dir, "u.user")
         check_line_end(users_path)
         users = read_delimited(
@@ -69,12 +76,9 @@ class MovieLens100K(MovieLens1M):
         genre = np.where(flags.any(axis=1), np.asarray(GENRES)[flags.argmax(axis=1)], "unknown")
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": genre})
 
-        ratings_path = resolve_file(data_dir, "u.data")
-        check_line_end(ratings_path)
-        ratings = read_delimited(
-            ratings_path, sep="\t",
-            columns={"user_id": "int", "item_id": "int", "rating": "int", "timestamp": "int"},
-        )
-        validate_ratings(ratings_path, ratings, users, items, users_file="u.user", items_file="u.item")
-        ratings["rating"] = ratings["rating"].astype(np.float32)
+        return users, items
+
+    def read_tables(self, data_dir: Path) -> CorpusTables:
+        users, items = self.read_catalogue(data_dir)
+        ratings = read_ratings(self, data_dir, users, items)
         return CorpusTables(users=users, items=items, interactions=ratings)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataFormatError
-from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
+from .base import Corpus, CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
 from .validation import check_ids, check_line_end, check_numbers, check_references, check_timestamps
 
 GENDERS = {"M": "male", "F": "female"}
@@ -67,18 +67,50 @@ def map_codes(path: Path, codes: pd.Series, mapping: dict, column: str) -> pd.Se
     return mapped
 
 
+def rating_checks(path: Path, ratings: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame, *,
+                  users_file: str | None, items_file: str, header: bool = False, low: float = 1, high: float = 5,
+                  step: float = 1, locate: dict | None = None) -> list[tuple[str, object]]:
+    """The MovieLens rating rules that look at one record at a time, in the order they are applied.
+
+    Returns ``(rule name, check)`` pairs; each check raises :class:`DataFormatError` at the first
+    record breaking its rule. :func:`validate_ratings` runs them on a whole file; the Spark engine
+    runs them on each piece of a file (``locate={"lines": ...}`` numbers the piece's records).
+    """
+    checks = [
+        ("user id", lambda: check_ids(path, ratings, ["user_id"], header=header, locate=locate)),
+        ("item id", lambda: check_ids(path, ratings, ["item_id"], header=header, locate=locate)),
+        ("rating", lambda: check_numbers(path, ratings, "rating", low=low, high=high, step=step, header=header,
+                                         what="a rating", locate=locate)),
+        ("timestamp", lambda: check_timestamps(path, ratings, header=header, locate=locate)),
+    ]
+    if users is not None:
+        checks.append(("user reference", lambda: check_references(path, ratings, "user_id", users["user_id"], users_file,
+                                                                  header=header, locate=locate)))
+    checks.append(("item reference", lambda: check_references(path, ratings, "item_id", items["item_id"], items_file,
+                                                              header=header, locate=locate)))
+    return checks
+
+
 def validate_ratings(path: Path, ratings: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame, *,
                      users_file: str | None, items_file: str, header: bool = False, low: float = 1, high: float = 5,
                      step: float = 1) -> None:
     """The MovieLens rating rules: positive ids that the user and item files list, ratings from
     ``low`` to ``high`` in steps of ``step`` (NaN refused), Unix-second timestamps, each (user, item) once."""
-    check_ids(path, ratings, ["user_id", "item_id"], header=header)
-    check_numbers(path, ratings, "rating", low=low, high=high, step=step, header=header, what="a rating")
-    check_timestamps(path, ratings, header=header)
-    if users is not None:
-        check_references(path, ratings, "user_id", users["user_id"], users_file, header=header)
-    check_references(path, ratings, "item_id", items["item_id"], items_file, header=header)
+    for _, check in rating_checks(path, ratings, users, items, users_file=users_file, items_file=items_file,
+                                  header=header, low=low, high=high, step=step):
+        check()
     check_unique_pairs(path, ratings, ["user_id", "item_id"], header=header)
+
+
+def read_ratings(corpus: Corpus, data_dir: Path, users: pd.DataFrame | None, items: pd.DataFrame) -> pd.DataFrame:
+    """Read and validate ``corpus.ratings_file`` from ``data_dir`` (ratings as float32)."""
+    spec = corpus.ratings_file
+    path = resolve_file(data_dir, spec.name)
+    check_line_end(path)
+    ratings = read_delimited(path, **spec.read_kwargs())
+    validate_ratings(path, ratings, users, items, **spec.rule_kwargs())
+    ratings["rating"] = ratings["rating"].astype(np.float32)
+    return ratings
 
 
 class MovieLens1M(Corpus):
@@ -105,7 +137,14 @@ class MovieLens1M(Corpus):
         "Intelligent Systems}, volume={5}, number={4}, year={2015}}"
     )
 
-    def read_tables(self, data_dir: Path) -> CorpusTables:
+    ratings_file = RatingsFile(
+        name="ratings.dat", sep="::", encoding="latin-1",
+        columns=(("user_id", "int"), ("item_id", "int"), ("rating", "int"), ("timestamp", "int")),
+        users_file="users.dat", items_file="movies.dat",
+    )
+
+    def read_catalogue(self, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``users.dat`` (profiles mapped to ReLLa's words) and ``movies.dat`` (title, first genre)."""
         users_path = resolve_file(data_dir, "users.dat")
         check_line_end(users_path)
         users = read_delimited(
@@ -130,13 +169,9 @@ class MovieLens1M(Corpus):
         check_ids(movies_path, movies, ["item_id"])
         check_unique_pairs(movies_path, movies, ["item_id"], header=False)
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": first_genre(movies["genres"])})
+        return users, items
 
-        ratings_path = resolve_file(data_dir, "ratings.dat")
-        check_line_end(ratings_path)
-        ratings = read_delimited(
-            ratings_path, sep="::", encoding="latin-1",
-            columns={"user_id": "int", "item_id": "int", "rating": "int", "timestamp": "int"},
-        )
-        validate_ratings(ratings_path, ratings, users, items, users_file="users.dat", items_file="movies.dat")
-        ratings["rating"] = ratings["rating"].astype(np.float32)
+    def read_tables(self, data_dir: Path) -> CorpusTables:
+        users, items = self.read_catalogue(data_dir)
+        ratings = read_ratings(self, data_dir, users, items)
         return CorpusTables(users=users, items=items, interactions=ratings)

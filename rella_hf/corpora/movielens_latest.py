@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import Corpus, CorpusTables, check_unique_pairs, read_delimited, resolve_file
-from .movielens_1m import MovieLens1M, first_genre, validate_ratings
+from .base import Corpus, CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
+from .movielens_1m import MovieLens1M, first_genre, read_ratings
 from .validation import check_ids, check_line_end
 
 
@@ -35,7 +35,14 @@ class MovieLensLatest(Corpus):
     citation = MovieLens1M.citation
     homepage = MovieLens1M.homepage
 
-    def read_tables(self, data_dir: Path) -> CorpusTables:
+    ratings_file = RatingsFile(
+        name="ratings.csv", sep=",", header=("userId", "movieId", "rating", "timestamp"),
+        columns=(("user_id", "int"), ("item_id", "int"), ("rating", "float"), ("timestamp", "int")),
+        low=0.5, high=5, step=0.5, users_file=None, items_file="movies.csv",
+    )
+
+    def read_catalogue(self, data_dir: Path) -> tuple[None, pd.DataFrame]:
+        """No user file (users are the ids ratings.csv names); ``movies.csv`` (title, first genre)."""
         movies_path = resolve_file(data_dir, "movies.csv")
         check_line_end(movies_path)
         movies = read_delimited(
@@ -45,16 +52,11 @@ class MovieLensLatest(Corpus):
         check_ids(movies_path, movies, ["item_id"], header=True, locate={"sep": ","})
         check_unique_pairs(movies_path, movies, ["item_id"], header=True)
         items = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"], "genre": first_genre(movies["genres"])})
+        return None, items
 
-        ratings_path = resolve_file(data_dir, "ratings.csv")
-        check_line_end(ratings_path)
-        ratings = read_delimited(
-            ratings_path, sep=",", header=["userId", "movieId", "rating", "timestamp"],
-            columns={"user_id": "int", "item_id": "int", "rating": "float", "timestamp": "int"},
-        )
-        validate_ratings(ratings_path, ratings, None, items, users_file=None, items_file="movies.csv", header=True,
-                         low=0.5, high=5, step=0.5)
-        ratings["rating"] = ratings["rating"].astype(np.float32)
+    def read_tables(self, data_dir: Path) -> CorpusTables:
+        _, items = self.read_catalogue(data_dir)
+        ratings = read_ratings(self, data_dir, None, items)
         users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
         return CorpusTables(users=users, items=items, interactions=ratings)
 

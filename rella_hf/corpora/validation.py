@@ -45,12 +45,16 @@ def _content(path: Path) -> bytes:
 
 
 def record_line(path: Path, row: int, header: bool, *, sep: str | None = None, encoding: str = "utf-8",
-                escapechar: str | None = None) -> int:
+                escapechar: str | None = None, lines=None) -> int:
     """1-based line where parsed record ``row`` (0-based, header excluded) starts.
 
     Files with one record per line need arithmetic only; for quoted files (``sep`` given), whose
     values may hold line breaks, the file is walked with :mod:`csv` (only on the error path).
+    ``lines`` gives each record's line directly when the reader numbered them itself (the Spark
+    engine validates a file in pieces, each knowing where it starts).
     """
+    if lines is not None:
+        return int(lines[row])
     first = row + 1 + int(header)
     if sep is None:
         return first
@@ -168,11 +172,12 @@ def check_ids(path: Path, frame: pd.DataFrame, columns: list[str], header: bool 
         _first_bad(path, frame, values < 1, column, "a positive integer id", header, locate)
 
 
-def check_timestamps(path: Path, frame: pd.DataFrame, column: str = "timestamp", header: bool = False) -> None:
+def check_timestamps(path: Path, frame: pd.DataFrame, column: str = "timestamp", header: bool = False,
+                     locate: dict | None = None) -> None:
     """Timestamps are Unix seconds between 1970 and 2100."""
     values = frame[column].to_numpy()
     bad = (values < 0) | (values > MAX_TIMESTAMP)
-    _first_bad(path, frame, bad, column, f"Unix seconds from 0 to {MAX_TIMESTAMP} (1970-2100)", header, None)
+    _first_bad(path, frame, bad, column, f"Unix seconds from 0 to {MAX_TIMESTAMP} (1970-2100)", header, locate)
 
 
 def check_references(path: Path, frame: pd.DataFrame, column: str, known: pd.Series, known_file: str,
