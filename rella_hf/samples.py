@@ -267,7 +267,12 @@ def split_fractions(corpus: Corpus, protocol: SampleProtocol) -> tuple[float, fl
         ConfigError: for negative fractions or fractions summing above 1.
     """
     default_fractions = (0.8, 0.1) if corpus.protocol == "chronological" else (0.9, 0.0)
-    train_fraction, validation_fraction = split_fractions(corpus, protocol)
+    train_fraction = default_fractions[0] if protocol.train_fraction is None else protocol.train_fraction
+    validation_fraction = default_fractions[1] if protocol.validation_fraction is None else protocol.validation_fraction
+    if train_fraction < 0 or validation_fraction < 0 or train_fraction + validation_fraction > 1:
+        raise ConfigError(
+            f"train_fraction={train_fraction} and validation_fraction={validation_fraction} must be >= 0 and sum to <= 1"
+        )
     return train_fraction, validation_fraction
 
 
