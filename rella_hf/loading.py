@@ -99,6 +99,15 @@ def build_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: st
                   data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                   **config_kwargs):
     """Build (or reuse from the ``datasets`` cache) the prompt dataset of corpus ``path``; see :func:`load_dataset`."""
+    builder = make_builder(path, K, retrieval, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    prepare(builder)
+    return builder.as_dataset(split=split)
+
+
+def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, **config_kwargs):
+    """The builder :func:`build_dataset` prepares for corpus ``path``: its cache entry is keyed by the
+    options and the corpus files' contents, so another engine (:mod:`rella_hf.spark`) fills the same entry."""
     from .builders import get_builder_class
     from .builders.fingerprint import corpus_files_digest
     from .corpora import get_corpus
@@ -115,7 +124,7 @@ def build_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: st
     # The cache key holds the files' contents, not only their folder: a fixed file is a new build.
     source = data_dir if data_dir is not None else (corpus.download() if corpus.redistributable else None)
     content = corpus_files_digest(corpus, source) if source is not None else "release-verified-by-download"
-    builder = builder_class(
+    return builder_class(
         cache_dir=None if cache_dir is None else str(cache_dir),
         data_dir=None if data_dir is None else str(os.path.abspath(data_dir)),
         hash=fingerprint("rella-hf", __version__, content)[:16],
@@ -123,6 +132,10 @@ def build_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: st
         retrieval=retrieval,
         **config_kwargs,
     )
+
+
+def prepare(builder) -> None:
+    """``builder.download_and_prepare()``, re-raising the rella-hf error a generation error wraps."""
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as error:
@@ -130,7 +143,6 @@ def build_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: st
         if ours is error:
             raise
         raise ours from None
-    return builder.as_dataset(split=split)
 
 
 def _our_error(error: BaseException) -> BaseException:
@@ -188,4 +200,4 @@ def load_from_arguments(arguments: ReLLaDataArguments, split: str | None = None,
                         cache_dir=arguments.cache_dir, **options)
 
 
-__all__ = ["build_dataset", "is_published", "load_dataset", "load_from_arguments"]
+__all__ = ["build_dataset", "is_published", "load_dataset", "load_from_arguments", "make_builder", "prepare"]

@@ -1,0 +1,183 @@
+"""The Spark engine's build: corpus files -> validated ratings -> samples -> prompts -> parquet.
+
+:func:`prompt_frames` returns the rendered rows as Spark DataFrames (one per split, in sample
+order), e.g. for :meth:`datasets.Dataset.from_spark`; :func:`write_parquet` writes them as parquet
+shards; :func:`load_dataset` fills the same ``datasets`` cache entry the in-process builder would
+(same settings, same corpus-file digest) from those shards, so both engines return the same
+``DatasetDict``, with the same features and dataset card, and either one's cache serves the other.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import ConfigError, DataFormatError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SparkBuild:
+    """What :func:`prompt_frames` made: the rendered rows and the split sizes they must have.
+
+    Attributes:
+        rendered: every kept sample's row (:data:`rella_hf.spark.render.RENDER_SCHEMA`), persisted.
+        sizes: split name -> samples kept (splits without samples included, with 0).
+        cached: DataFrames this build persisted; :meth:`release` unpersists them.
+    """
+
+    rendered: object
+    sizes: dict[str, int]
+    cached: list = field(default_factory=list)
+
+    def split(self, name: str):
+        """The rows of split ``name`` in sample order, without the split code."""
+        from pyspark.sql import functions as F
+
+        from .samples import SPLIT_CODES
+
+        return (self.rendered.filter(F.col("split") == SPLIT_CODES.index(name)).drop("split")
+                .orderBy("sample_id"))
+
+    def release(self) -> None:
+        """Unpersist what the build cached."""
+        for frame in self.cached:
+            frame.unpersist()
+
+
+def _corpus_folder(corpus, data_dir) -> Path:
+    folder = Path(data_dir) if data_dir is not None else corpus.download()
+    if not folder.is_dir():
+        raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(corpus.required_files)}")
+    return folder
+
+
+def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
+    """Validate the corpus files and describe its prompt rows on Spark, as the in-process builder makes them.
+
+    Validation, counting and ranking run now (errors are raised here, one line each, as the
+    in-process reader words them); retrieval and rendering run when the rows are used.
+
+    Args:
+        spark: the SparkSession.
+        corpus_name: a chronological corpus with a ratings file (the MovieLens family).
+        data_dir: folder with its release files (None: the download cache).
+        config: the :class:`~rella_hf.builders.ReLLaConfig` of the build.
+
+    Raises:
+        ConfigError: for a corpus the Spark engine does not build, or the in-process protocol errors.
+        DataFormatError: for a bad corpus file.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from ..builders.base import check_counts, item_embeddings
+    from ..corpora import get_corpus
+    from ..samples import LifelongSamples
+    from .ratings import RatingsSource
+    from .render import RENDER_SCHEMA, render_input, render_partition
+    from .samples import corpus_counts, lifelong_log, select_samples, split_sizes
+
+    corpus = get_corpus(corpus_name)
+    if corpus.ratings_file is None or corpus.protocol != "chronological":
+        raise ConfigError(
+            f"engine='spark' builds the chronological corpora (the MovieLens family), not {corpus.name}: its per-user "
+            "shuffle draws from one sequential random stream; use the default engine for it"
+        )
+    folder = _corpus_folder(corpus, data_dir)
+    users, items = corpus.read_catalogue(folder)
+    source = RatingsSource(spark, corpus, folder, users, items)
+    log = lifelong_log(source.parsed).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [log]
+    source.raise_first_error(log)
+    counts = corpus_counts(log)
+    if counts["repeaters"]:
+        source.raise_duplicate()
+        raise RuntimeError("a user rates an item twice but no repeated line was found")  # pragma: no cover
+    protocol = config.protocol()
+    selected, plan = select_samples(log, corpus, protocol)
+    selected = selected.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(selected)
+    sizes = split_sizes(plan)
+    longest = selected.agg(F.max("pos")).first()[0] if sum(sizes.values()) else 0
+    check_counts(corpus, protocol, config, sizes, users=counts["users"], items=len(items),
+                 interactions=counts["interactions"], most_ratings=counts["most"], longest_history=int(longest or 0))
+    empty_log = pd.DataFrame({"item_row": [], "rating": [], "timestamp": []})
+    users_table = users if users is not None else pd.DataFrame({"user_id": []})
+    vectors = None
+    if config.retrieval == "semantic":
+        # Embeddings are computed once, here on the driver (and cached on its disk), then broadcast.
+        vectors = item_embeddings(LifelongSamples(corpus, users_table, items, empty_log, {}, protocol), config)
+    context = spark.sparkContext.broadcast({"corpus": corpus.name, "config": config, "items": items,
+                                            "users": users_table, "vectors": vectors})
+    rendered = render_input(log, selected, sum(sizes.values())).mapInArrow(
+        partial(render_partition, context=context), RENDER_SCHEMA)
+    rendered = rendered.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(rendered)
+    return SparkBuild(rendered=rendered, sizes=sizes, cached=cached)
+
+
+def write_parquet(build: SparkBuild, output_dir) -> dict[str, list[str]]:
+    """Write each non-empty split as parquet shards ``output_dir/<split>/part-*.parquet`` in sample order.
+
+    Returns:
+        split name -> its shard paths, in order (rows ascend by ``sample_id`` across them).
+
+    Raises:
+        RuntimeError: when a split's row count differs from the protocol's (a broken partitioning).
+    """
+    from .samples import SPLIT_CODES
+
+    written = {}
+    counts = {row["split"]: row["count"] for row in build.rendered.groupBy("split").count().collect()}
+    for name, size in build.sizes.items():
+        got = counts.get(SPLIT_CODES.index(name), 0)
+        if got != size:
+            raise RuntimeError(f"the Spark build rendered {got} {name} rows; the protocol keeps {size}")
+        if not size:
+            continue
+        folder = os.path.join(str(output_dir), name)
+        build.split(name).write.mode("overwrite").parquet(folder)
+        written[name] = sorted(glob.glob(os.path.join(folder, "part-*.parquet")))
+    return written
+
+
+def load_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: str | None = None, data_dir=None,
+                 cache_dir=None, spark_master: str | None = None, spark_session=None, **config_kwargs):
+    """:func:`rella_hf.load_dataset` on Spark: the same cache entry, filled from parquet shards.
+
+    When the entry exists (built by either engine) it is returned as it is. Otherwise the corpus is
+    built on Spark, written as parquet shards beside the entry (``<entry>.spark-parquet/<split>/``,
+    kept for ``datasets.load_dataset("parquet", ...)``), and copied into the entry.
+
+    Args:
+        path, K, retrieval, split, data_dir, cache_dir, **config_kwargs: as :func:`rella_hf.load_dataset`.
+        spark_master: master URL of a session to start (default ``local[2]``).
+        spark_session: an existing SparkSession to use instead.
+    """
+    from ..loading import _check_known, is_published, make_builder, prepare
+    from .session import require_spark, spark_session as start_session
+
+    _check_known(config_kwargs)
+    if is_published(path):
+        raise ConfigError(f"engine='spark' builds from a corpus; {path!r} is a published dataset, load it without engine")
+    if spark_session is not None and spark_master is not None:
+        raise ConfigError("pass spark_master or spark_session, not both")
+    require_spark()
+    builder = make_builder(path, K, retrieval, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if not os.path.exists(os.path.join(builder._output_dir, "dataset_info.json")):
+        spark = spark_session if spark_session is not None else start_session(spark_master or "local[2]")
+        build = prompt_frames(spark, builder.CORPUS, builder.config.data_dir, builder.config)
+        try:
+            builder.rendered_parquet = write_parquet(build, builder._output_dir + ".spark-parquet")
+        finally:
+            build.release()
+    prepare(builder)
+    return builder.as_dataset(split=split)
