@@ -55,7 +55,11 @@ def _parse_run(lines: list[bytes], block: int, first: int, *, path: str, spec: R
     """Parse and check consecutive lines of one block, ``first`` being the index of ``lines[0]`` in it."""
     import pyarrow.csv as pacsv
 
-    from ..corpora.base import _FIELD_SEPARATOR_STANDIN, _first_bad_record, _parse_options
+    from ..corpora.base import (
+        _FIELD_SEPARATOR_STANDIN,
+        _first_bad_record,
+        _parse_options,
+    )
 
     if spec.header is not None and block == 0 and first == 0:
         lines, first = lines[1:], 1  # the header line: checked by the driver
@@ -207,7 +211,7 @@ class RatingsSource:
             raise self.header_problem
         if first is None:
             return
-        kind, block, line, detail = first
+        _, block, line, detail = first
         raise DataFormatError(self.path, detail, None if line is None else self._file_line(block, line))
 
     def raise_duplicate(self) -> None:

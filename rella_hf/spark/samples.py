@@ -18,10 +18,11 @@ its bucket. Only the samples kept by the plan leave this step.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pandas as pd
 
-from ..samples import split_plan, split_fractions
+from ..samples import split_fractions, split_plan
 
 _BUCKET_ROWS = 200_000
 SPLIT_CODES = ("train", "validation", "test")
