@@ -7,13 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import (
-    CorpusTables,
-    RatingsFile,
-    check_unique_pairs,
-    read_delimited,
-    resolve_file,
-)
+from .base import CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
 from .movielens_1m import GENDERS, MovieLens1M, map_codes, read_ratings
 from .validation import check_ids, check_line_end, check_numbers
 

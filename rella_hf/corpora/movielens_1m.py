@@ -8,21 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataFormatError
-from .base import (
-    Corpus,
-    CorpusTables,
-    RatingsFile,
-    check_unique_pairs,
-    read_delimited,
-    resolve_file,
-)
-from .validation import (
-    check_ids,
-    check_line_end,
-    check_numbers,
-    check_references,
-    check_timestamps,
-)
+from .base import Corpus, CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
+from .validation import check_ids, check_line_end, check_numbers, check_references, check_timestamps
 
 GENDERS = {"M": "male", "F": "female"}
 

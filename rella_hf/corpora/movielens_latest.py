@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import (
-    Corpus,
-    CorpusTables,
-    RatingsFile,
-    check_unique_pairs,
-    read_delimited,
-    resolve_file,
-)
+from .base import Corpus, CorpusTables, RatingsFile, check_unique_pairs, read_delimited, resolve_file
 from .movielens_1m import MovieLens1M, first_genre, read_ratings
 from .validation import check_ids, check_line_end
+
 
 
 def bundled_ml_latest_small() -> Path:
