@@ -22,15 +22,28 @@ class UsageError(Exception):
     """Bad command-line input detected by the CLI itself (exit code 2)."""
 
 
-def load_data(data: ReLLaDataArguments, split=None):
-    """Build or load the dataset the dataset options describe, after the CLI's own checks of paths."""
+def load_data(data: ReLLaDataArguments, split=None, engine: str = "inprocess", spark_master: Optional[str] = None):
+    """Build or load the dataset the dataset options describe, after the CLI's own checks of paths
+    (``engine``, ``spark_master``: see :func:`rella_hf.load_dataset`)."""
+    from . import ENGINES
     from .loading import load_from_arguments
 
     if data.data_dir is not None and not Path(data.data_dir).is_dir():
         raise UsageError(f"--data_dir {data.data_dir}: no such folder")
     for option in ("chat_model", "embedder"):
         _check_local_model(f"--{option}", getattr(data, option))
-    return load_from_arguments(data, split=split)
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    if spark_master is not None and engine != "spark":
+        raise UsageError("--spark_master needs --engine spark")
+    if engine == "inprocess":
+        return load_from_arguments(data, split=split)
+    from . import load_dataset
+
+    options = data.build_options()
+    K, retrieval = options.pop("K"), options.pop("retrieval")
+    return load_dataset(data.dataset, K=K, retrieval=retrieval, split=split, data_dir=data.data_dir,
+                        cache_dir=data.cache_dir, engine=engine, spark_master=spark_master, **options)
 
 
 def _check_local_model(option: str, value: Optional[str]) -> None:
@@ -80,6 +93,11 @@ class BuildArguments:
         "help": "Export as a Hub dataset folder (parquet configs + card)."})
     permission_to_redistribute: bool = field(default=False, metadata={
         "help": "With --export_dir: assert you may redistribute a corpus whose licence forbids it."})
+    engine: str = field(default="inprocess", metadata={
+        "help": "inprocess (the corpus in this process) or spark (the same rows built on Apache Spark; "
+                "needs rella-hf[spark] and Java 17+)."})
+    spark_master: Optional[str] = field(default=None, metadata={
+        "help": "With --engine spark: the Spark master URL (default local[2])."})
 
 
 @dataclass
@@ -180,7 +198,7 @@ def cmd_build(argv):
     data, build, _ = _parse((ReLLaDataArguments, BuildArguments), argv, "rella-hf build")
     _check_output_folder("--output_dir", build.output_dir)
     _check_output_folder("--export_dir", build.export_dir)
-    ds = load_data(data)
+    ds = load_data(data, engine=build.engine, spark_master=build.spark_master)
     print(ds)
     if build.output_dir:
         _save_atomically(build.output_dir, lambda folder: ds.save_to_disk(str(folder)))
