@@ -240,8 +240,16 @@ def equality(cap_gb: float) -> int:
                 lines.append(f"| {K} | {retrieval} | {split} | {len(left):,} | {len(right):,} | {same:,} | "
                              f"{'yes' if as_set else 'NO'} | {timing} |")
                 print(lines[-1], flush=True)
+            _write_equality(lines, identical, total, done=False)
+    _write_equality(lines, identical, total, done=True)
+    return failures
+
+
+def _write_equality(lines: list[str], identical: int, total: int, done: bool) -> None:
+    """Write part 1's section (after every configuration, so an interrupted run keeps what it measured)."""
     summary = f"spark equality: {identical:,}/{total:,} rows identical"
-    print(summary)
+    if done:
+        print(summary)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     _replace_section("equality", "\n".join([
         "## Spark engine: the same rows as the in-process engine (`benchmarks/bench_spark.py --equality`)",
@@ -249,16 +257,17 @@ def equality(cap_gb: float) -> int:
         f"Run {when}; machine: {machine_facts()}; Spark `local[2]`, 8 shuffle partitions, 4 GB driver memory. "
         "Corpus: the ../shared ML-1M copy (users 1-2999, 487,650 ratings); default settings (MiniLM embeddings, "
         "SmolLM2 chat template, whole splits). Each build runs in a fresh process with an empty cache; rows are "
-        "sha256 of their JSON.",
+        "sha256 of their JSON. Times and memory are the whole child process (start-up included) on a machine "
+        "shared with training jobs, at nice 19: they measure contention as much as the engines.",
         "",
         "| K | retrieval | split | in-process rows | Spark rows | identical in order | same multiset | "
         "build time in-process / Spark; peak memory |",
         "|---|---|---|---|---|---|---|---|",
         *lines,
         "",
-        f"**{summary}** (command: `python benchmarks/bench_spark.py --equality`)",
+        f"**{summary}**" + ("" if done else " so far (the run was still going)")
+        + " (command: `python benchmarks/bench_spark.py --equality`)",
     ]))
-    return failures
 
 
 def _exponent(sizes, seconds) -> float:
