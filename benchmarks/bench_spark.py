@@ -303,10 +303,16 @@ def scale(millions: list[float], cap_gb: float, grant: Path, deadline: float) ->
             print(f"{size:g} M {engine}: {status}, {run['wall']:.0f} s, peak {run['peak_tree_rss_mb']:,.0f} MiB", flush=True)
             rows.append(f"| {size:g} M | {engine} | {status} | {run.get('seconds', run['wall']):.0f} | "
                         f"{run['peak_tree_rss_mb'] / 1024:.2f} | {json.dumps(run.get('rows', {}))} |")
+            _write_scale(rows, measured, cap_gb)
         both = [measured[e].get(size) for e in ("spark", "inprocess")]
         if all(both):
             same = both[0]["digests"] == both[1]["digests"]
             rows.append(f"| {size:g} M | both | rows {'IDENTICAL' if same else 'DIFFERENT'} between engines | | | |")
+    _write_scale(rows, measured, cap_gb)
+
+
+def _write_scale(rows: list[str], measured: dict, cap_gb: float) -> None:
+    """Write part 2's section (after every run, so an interrupted run keeps what it measured)."""
     growth = []
     for engine, points in measured.items():
         if len(points) >= 2:
