@@ -93,9 +93,10 @@ def child_equality(engine: str, K: int, retrieval: str) -> dict:
 
 def child_scale(engine: str, folder: str, partitions: int) -> dict:
     """Build the synthetic corpus in ``folder`` (K=30 SUBR, paper's sample sizes) with ``engine``."""
+    from bench_scale import TEST, TRAIN, VALIDATION, standin_embeddings
+
     import rella_hf
     import rella_hf.builders.base as base
-    from bench_scale import TEST, TRAIN, VALIDATION, standin_embeddings
 
     base.item_embeddings = lambda samples, config: standin_embeddings(samples.items)  # labelled stand-in
     cache = Path(tempfile.mkdtemp(prefix="rella-bench-spark-", dir="/tmp"))

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_fixtures import ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
 
 import rella_hf
 from rella_hf.builders import ReLLaConfig
 from rella_hf.corpora import get_corpus
 from rella_hf.errors import ConfigError, DataFormatError
-
-from corpus_fixtures import ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
 
 if importlib.util.find_spec("pyspark") is None:
     pytest.skip("pyspark is not installed; pip install 'rella-hf[spark]' (make install does)", allow_module_level=True)

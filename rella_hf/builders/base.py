@@ -261,7 +261,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     BUILDER_CONFIG_CLASS = ReLLaConfig
     #: Splits another engine already rendered (:mod:`rella_hf.spark`): split name -> parquet files in
     #: sample order. When set, the build copies them into this cache entry instead of reading the corpus.
-    rendered_parquet: Optional[dict] = None
+    rendered_parquet: dict | None = None
     # 1.1.0: validation is sampled by default when train and test are (caches of 1.0.0 builds are not reused).
     VERSION = datasets.Version("1.1.0")
     CORPUS: ClassVar[str]

@@ -17,7 +17,6 @@ from .movielens_1m import MovieLens1M, first_genre, read_ratings
 from .validation import check_ids, check_line_end
 
 
-
 def bundled_ml_latest_small() -> Path:
     """Folder of the ml-latest-small copy shipped inside the package (licence kept beside it)."""
     return Path(str(resources.files("rella_hf").joinpath("data", "ml-latest-small")))

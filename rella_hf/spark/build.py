@@ -163,7 +163,8 @@ def load_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: str
         spark_session: an existing SparkSession to use instead.
     """
     from ..loading import _check_known, is_published, make_builder, prepare
-    from .session import require_spark, spark_session as start_session
+    from .session import require_spark
+    from .session import spark_session as start_session
 
     _check_known(config_kwargs)
     if is_published(path):
