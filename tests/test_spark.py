@@ -235,3 +235,25 @@ def test_cli_build_takes_the_engine(capsys):
     assert main(["build", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--engine" in out and "--spark_master" in out
+
+
+def test_worker_context_is_keyed_by_build_not_by_object_address(monkeypatch):
+    """A long-lived Python worker must not hand one build's context (retriever, items) to a later
+    build whose broadcast object happens to reuse the same memory address."""
+    import pandas as pd
+
+    from rella_hf.spark import render
+
+    class Reused:  # one object, two builds: what address reuse looks like to the worker
+        value = None
+
+    monkeypatch.setattr(render, "_WORKER_CACHE", {})
+    items = {8: np.arange(8), 200: np.arange(200)}
+    contexts = []
+    for build_id, count in (("first", 8), ("second", 200)):
+        Reused.value = {"build_id": build_id, "corpus": "ml-1m", "config": ReLLaConfig(K=2, chat_model=None),
+                        "items": pd.DataFrame({"item_id": items[count]}), "users": None, "vectors": None}
+        contexts.append(render._context(Reused))
+    assert len(contexts[0]["items"]) == 8 and len(contexts[1]["items"]) == 200
+    assert list(render._WORKER_CACHE) == ["second"]  # earlier builds' contexts are released
+    assert render._context(Reused) is contexts[1]  # and a build's own tasks reuse it

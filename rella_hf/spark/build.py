@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -115,8 +116,10 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
     if config.retrieval == "semantic":
         # Embeddings are computed once, here on the driver (and cached on its disk), then broadcast.
         vectors = item_embeddings(LifelongSamples(corpus, users_table, items, empty_log, {}, protocol), config)
-    context = spark.sparkContext.broadcast({"corpus": corpus.name, "config": config, "items": items,
-                                            "users": users_table, "vectors": vectors})
+    # Workers cache the context by ``build_id``: broadcast objects carry no id on the worker side,
+    # and their memory address is reused by a later build in a long-lived worker.
+    context = spark.sparkContext.broadcast({"build_id": uuid.uuid4().hex, "corpus": corpus.name, "config": config,
+                                            "items": items, "users": users_table, "vectors": vectors})
     rendered = render_input(log, selected, sum(sizes.values())).mapInArrow(
         partial(render_partition, context=context), RENDER_SCHEMA)
     rendered = rendered.persist(StorageLevel.MEMORY_AND_DISK)

@@ -43,12 +43,14 @@ def render_input(log, selected, kept: int):
 
 def _context(broadcast) -> dict:
     """This worker's copy of the build context: tables, config, FAISS retriever, tokenizer (made once)."""
-    key = broadcast.id if hasattr(broadcast, "id") else id(broadcast)
+    value = broadcast.value
+    key = value["build_id"]
     if key not in _WORKER_CACHE:
         from ..corpora import get_corpus
         from ..retrieval import SemanticRetriever
 
-        value = dict(broadcast.value)
+        _WORKER_CACHE.clear()  # a reused worker keeps one build's context, not every earlier one
+        value = dict(value)
         config = value["config"]
         value["corpus"] = get_corpus(value["corpus"])
         value["retriever"] = None
