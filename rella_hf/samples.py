@@ -186,7 +186,7 @@ def id_hash(ids) -> np.ndarray:
     return _mix64(key ^ lengths.astype(np.uint64))
 
 
-def shuffle_keys(seed: int, user_ids, item_ids=None) -> np.ndarray:
+def shuffle_keys(seed: int, user_ids, item_ids=None, *, item_hashes: np.ndarray | None = None) -> np.ndarray:
     """Keyed-hash order keys of the shuffled-user protocol (Book-Crossing): non-negative int64.
 
     With ``item_ids``, a key per rating (user, item): sorting a user's ratings by it shuffles them.
@@ -201,13 +201,17 @@ def shuffle_keys(seed: int, user_ids, item_ids=None) -> np.ndarray:
         seed: the protocol's ``seed``.
         user_ids: user id per rating (or per user), integers.
         item_ids: item id per rating (integers or strings, see :func:`id_hash`), or None for user keys.
+        item_hashes: ``id_hash(item_ids)`` when the caller has it (hashing each distinct item once
+            and gathering is much cheaper than hashing a string per rating); replaces ``item_ids``.
     """
     users = id_hash(np.asarray(user_ids))
-    stream = _USER_STREAM if item_ids is None else _RATING_STREAM
+    stream = _USER_STREAM if item_ids is None and item_hashes is None else _RATING_STREAM
     start = _mix64(np.array([seed % 2**64], dtype=np.uint64) ^ stream)
     key = _mix64(users ^ start)
-    if item_ids is not None:
-        key = _mix64(key ^ id_hash(item_ids))
+    if item_hashes is None and item_ids is not None:
+        item_hashes = id_hash(item_ids)
+    if item_hashes is not None:
+        key = _mix64(key ^ item_hashes)
     return (key >> np.uint64(1)).view(np.int64)
 
 
@@ -459,7 +463,8 @@ def build_samples(
         counts = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()
         kept = np.flatnonzero(counts >= protocol.min_user_ratings)
         # Keyed hashes, not a random stream: a rating's place depends on (seed, user, item) only.
-        item_keys = shuffle_keys(protocol.seed, users[kept], inter["item_id"].to_numpy()[kept])
+        item_keys = shuffle_keys(protocol.seed, users[kept],
+                                 item_hashes=id_hash(tables.items["item_id"])[item_rows_all[kept]])
         item_ranks = _item_ranks(tables.items)[item_rows_all[kept]]
         log_order = kept[np.lexsort((item_ranks, item_keys, users[kept]))]
         del item_keys, item_ranks
