@@ -111,6 +111,7 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
     from .builders import get_builder_class
     from .builders.fingerprint import corpus_files_digest
     from .corpora import get_corpus
+    from .samples import sampler_version
     from .utils import fingerprint
 
     builder_class = get_builder_class(path)
@@ -124,10 +125,15 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
     # The cache key holds the files' contents, not only their folder: a fixed file is a new build.
     source = data_dir if data_dir is not None else (corpus.download() if corpus.redistributable else None)
     content = corpus_files_digest(corpus, source) if source is not None else "release-verified-by-download"
+    key = ["rella-hf", __version__, content]
+    # A sampler that changed its rows (Book-Crossing's keyed-hash shuffle) keys new cache entries;
+    # unchanged samplers add nothing, so their existing entries stay valid.
+    if sampler_version(corpus) is not None:
+        key.append(sampler_version(corpus))
     return builder_class(
         cache_dir=None if cache_dir is None else str(cache_dir),
         data_dir=None if data_dir is None else str(os.path.abspath(data_dir)),
-        hash=fingerprint("rella-hf", __version__, content)[:16],
+        hash=fingerprint(*key)[:16],
         K=K,
         retrieval=retrieval,
         **config_kwargs,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .corpora import Corpus, CorpusTables, get_corpus
 from .errors import ConfigError, DataFormatError
@@ -31,7 +32,7 @@ class SampleProtocol:
             many ratings (6 = "more than 5").
         train_fraction: share of samples in the train split (None: 0.8 chronological, 0.9 shuffled).
         validation_fraction: share in validation (None: 0.1 chronological, 0 shuffled); the rest is test.
-        seed: seed of the Book-Crossing per-user shuffle and sample shuffle.
+        seed: key of the Book-Crossing per-user shuffle and sample shuffle (see :func:`shuffle_keys`).
         train_sample_size: keep a seeded random subset of this many train samples (None = all;
             the paper uses 90,000 on ML-25M).
         validation_sample_size: likewise for validation. None keeps all of it, except when both
@@ -109,7 +110,117 @@ class LifelongSamples:
         }
 
 
-def _item_rows(corpus: Corpus, items: pd.DataFrame, item_ids: pd.Series) -> np.ndarray:
+#: Version of each protocol's sampler; a changed sampler makes new rows, so it enters the dataset
+#: cache key (:func:`sampler_version`). "keyed-hash-1": Book-Crossing's shuffles became
+#: :func:`shuffle_keys` (they were one sequential numpy stream, which Spark cannot replay).
+SAMPLER_VERSIONS = {"chronological": None, "shuffled_user": "keyed-hash-1"}
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+# Domain tags: the within-user order and the user order are two independent streams of one seed.
+_RATING_STREAM = np.uint64(0x5241544E47000001)
+_USER_STREAM = np.uint64(0x5553455253000002)
+
+
+def sampler_version(corpus: Corpus) -> str | None:
+    """The version of ``corpus``'s sampler (:data:`SAMPLER_VERSIONS`), None for one that never changed."""
+    return SAMPLER_VERSIONS[corpus.protocol]
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64 (golden-ratio increment, then its finalizer) of each uint64: a bijection whose every
+    output bit depends on every input bit. uint64 arrays wrap on overflow, as the algorithm needs."""
+    z = values + _GOLDEN
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def id_hash(ids) -> np.ndarray:
+    """A uint64 per id, a function of the id's value alone (the same on every machine and run).
+
+    Integer ids hash their int64 value; string ids (Book-Crossing ISBNs) their UTF-8 bytes, read
+    as little-endian 8-byte words and folded through :func:`_mix64`, then their byte length.
+
+    Args:
+        ids: integer ids (numpy or pyarrow), or strings (numpy object/str array, pandas Series,
+            pyarrow string array); nulls are refused.
+    """
+    if isinstance(ids, pd.Series):
+        ids = ids.to_numpy()
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer):
+        return _mix64(ids.astype(np.int64).view(np.uint64))
+    array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(ids, dtype=object))
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_integer(array.type):
+        return id_hash(array.to_numpy(zero_copy_only=False))
+    array = array.cast(pa.large_string())
+    if array.null_count:
+        raise ValueError("id_hash: ids must not be null")
+    n = len(array)
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[array.offset: array.offset + n + 1]
+    lengths = np.diff(offsets)
+    width = -(-int(lengths.max(initial=0)) // 8) * 8
+    # Each string's bytes, zero-padded into one row of a (n, width) matrix, without a Python loop.
+    padded = np.zeros((n, max(width, 8)), dtype=np.uint8)
+    total = int(lengths.sum())
+    if total:
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[0] + total]
+        rows = np.repeat(np.arange(n), lengths)
+        padded[rows, np.arange(total) - np.repeat(offsets[:-1] - offsets[0], lengths)] = data
+    words = padded.view("<u8").astype(np.uint64)
+    needed = (lengths + 7) // 8
+    key = np.zeros(n, dtype=np.uint64)
+    for column in range(width // 8):
+        # Only an id's own words are folded: its hash must not depend on the longest id beside it.
+        key = np.where(column < needed, _mix64(key ^ words[:, column]), key)
+    # The length tells "AB" from "AB\0" and every id from the empty one.
+    return _mix64(key ^ lengths.astype(np.uint64))
+
+
+def shuffle_keys(seed: int, user_ids, item_ids=None, *, item_hashes: np.ndarray | None = None) -> np.ndarray:
+    """Keyed-hash order keys of the shuffled-user protocol (Book-Crossing): non-negative int64.
+
+    With ``item_ids``, a key per rating (user, item): sorting a user's ratings by it shuffles them.
+    Without, a key per user: sorting the users' samples by it shuffles the samples. A key is a
+    splitmix64 hash of (seed, stream, user id, item id), so it depends on the rating's identity and
+    the seed only, never on the rating's line in the file or on the other ratings; both engines
+    (and any split of the work into pieces) compute the same keys. Keys take 63 bits, so they
+    order alike as int64 (Spark's ``long``) and as uint64. Equal keys (a 2**-63 chance per pair)
+    are broken by item id, then user id.
+
+    Args:
+        seed: the protocol's ``seed``.
+        user_ids: user id per rating (or per user), integers.
+        item_ids: item id per rating (integers or strings, see :func:`id_hash`), or None for user keys.
+        item_hashes: ``id_hash(item_ids)`` when the caller has it (hashing each distinct item once
+            and gathering is much cheaper than hashing a string per rating); replaces ``item_ids``.
+    """
+    users = id_hash(np.asarray(user_ids))
+    stream = _USER_STREAM if item_ids is None and item_hashes is None else _RATING_STREAM
+    start = _mix64(np.array([seed % 2**64], dtype=np.uint64) ^ stream)
+    key = _mix64(users ^ start)
+    if item_hashes is None and item_ids is not None:
+        item_hashes = id_hash(item_ids)
+    if item_hashes is not None:
+        key = _mix64(key ^ item_hashes)
+    return (key >> np.uint64(1)).view(np.int64)
+
+
+def item_rows(corpus: Corpus, items: pd.DataFrame, item_ids: pd.Series) -> np.ndarray:
+    """Row of ``items`` of each id of ``item_ids`` (int32).
+
+    Raises:
+        DataFormatError: for an id the item table does not list, naming the interaction.
+    """
     rows = pd.Index(items["item_id"]).get_indexer(item_ids)
     if (rows < 0).any():
         first = int(np.flatnonzero(rows < 0)[0])
@@ -314,8 +425,10 @@ def build_samples(
     and the two orderings are single packed-key sorts when the keys fit 64 bits.
 
     Shuffled-user corpora (Book-Crossing, no timestamps): users with at least ``min_user_ratings``
-    ratings; each user's ratings shuffled (seed); the last is the target, the others its history;
-    the samples shuffled (seed) and split 90/10 into train/test.
+    ratings; each user's ratings shuffled (ordered by :func:`shuffle_keys` of (seed, user, item));
+    the last is the target, the others its history; the samples shuffled (ordered by the user's
+    key) and split 90/10 into train/test. The keys are hashes, not a random stream, so the order
+    does not depend on the order of the file's lines, and a distributed build computes it too.
 
     Args:
         corpus: the corpus (or its registered name) the tables came from.
@@ -327,7 +440,7 @@ def build_samples(
     threshold = corpus.label_threshold if protocol.label_threshold is None else protocol.label_threshold
     inter = tables.interactions
     users = inter["user_id"].to_numpy()
-    item_rows_all = _item_rows(corpus, tables.items, inter["item_id"])
+    item_rows_all = item_rows(corpus, tables.items, inter["item_id"])
 
     if corpus.protocol == "chronological":
         timestamps_all = inter["timestamp"].to_numpy(np.int64)
@@ -349,15 +462,19 @@ def build_samples(
     elif corpus.protocol == "shuffled_user":
         counts = pd.Series(users).map(pd.Series(users).value_counts()).to_numpy()
         kept = np.flatnonzero(counts >= protocol.min_user_ratings)
-        rng = np.random.default_rng(protocol.seed)
-        shuffle_key = rng.random(len(kept))
-        log_order = kept[np.lexsort((shuffle_key, users[kept]))]
+        # Keyed hashes, not a random stream: a rating's place depends on (seed, user, item) only.
+        item_keys = shuffle_keys(protocol.seed, users[kept],
+                                 item_hashes=id_hash(tables.items["item_id"])[item_rows_all[kept]])
+        item_ranks = _item_ranks(tables.items)[item_rows_all[kept]]
+        log_order = kept[np.lexsort((item_ranks, item_keys, users[kept]))]
+        del item_keys, item_ranks
         sorted_users = users[log_order]
         group_starts = _group_starts(sorted_users)
         is_last = np.ones(len(log_order), dtype=bool)
         is_last[:-1] = sorted_users[1:] != sorted_users[:-1]
         sample_positions = np.flatnonzero(is_last)
-        sample_positions = sample_positions[rng.permutation(len(sample_positions))]
+        sample_users = sorted_users[sample_positions]
+        sample_positions = sample_positions[np.lexsort((sample_users, shuffle_keys(protocol.seed, sample_users)))]
         timestamps_all = inter["timestamp"].to_numpy(np.int64)
     else:  # pragma: no cover - registry guards this
         raise ConfigError(f"corpus {corpus.name} declares unknown protocol {corpus.protocol!r}")

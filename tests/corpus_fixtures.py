@@ -119,19 +119,40 @@ def bx_books() -> str:
     return BX_BOOKS_HEADER + "".join(rows)
 
 
-def bx_ratings() -> str:
-    rows = ['"User-ID";"ISBN";"Book-Rating"\r\n']
+def bx_ratings(lines: list[str] | None = None) -> str:
+    """BX-Book-Ratings.csv: the header, then ``lines`` (default :func:`bx_rating_lines`), CRLF."""
+    return '"User-ID";"ISBN";"Book-Rating"\r\n' + "".join(line + "\r\n" for line in (lines or bx_rating_lines()))
+
+
+def bx_rating_lines() -> list[str]:
+    """Users 1, 2, 4 with 7, 6, 8 ratings; user 3 has only 5 (dropped); user 5 rates an unlisted ISBN."""
+    rows = []
     plan = {1: 7, 2: 6, 3: 5, 4: 8}  # user 3 has only 5 ratings: dropped
     for user, count in plan.items():
         for index in range(count):
-            rows.append(f'"{user}";"03{index:07d}X";"{(index * 3 + user) % 11}"\r\n')
-    rows.append('"5";"0-bad-isbn";"9"\r\n')
-    return "".join(rows)
+            rows.append(f'"{user}";"03{index:07d}X";"{(index * 3 + user) % 11}"')
+    rows.append('"5";"0-bad-isbn";"9"')
+    return rows
 
 
-def write_book_crossing(folder: Path) -> Path:
+def bx_many_rating_lines(seed: int = 0) -> list[str]:
+    """Users 1-8 (all in BX-Users.csv) rating 6-12 of the 12 books each, user 5 also the book with a quoted
+    title: 8 samples with histories of 5-12 books, lines in a seeded order."""
+    import random
+
+    generator = random.Random(seed)
+    rows = []
+    for user in range(1, 9):
+        books = generator.sample(range(12), generator.randint(6, 12))
+        rows += [f'"{user}";"03{index:07d}X";"{generator.randint(0, 10)}"' for index in books]
+    rows.append('"5";"0312000001";"7"')
+    generator.shuffle(rows)
+    return rows
+
+
+def write_book_crossing(folder: Path, rating_lines: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "BX-Users.csv").write_bytes(BX_USERS.encode("cp1252"))
     (folder / "BX-Books.csv").write_bytes(bx_books().encode("cp1252"))
-    (folder / "BX-Book-Ratings.csv").write_bytes(bx_ratings().encode("cp1252"))
+    (folder / "BX-Book-Ratings.csv").write_bytes(bx_ratings(rating_lines).encode("cp1252"))
     return folder

@@ -144,3 +144,22 @@ def test_bad_configs():
     with pytest.raises(RellaError, match="unknown dataset 'ml-3m'"):
         get_builder_class("ml-3m")
     assert get_builder_class("rella/ml-1m").CORPUS == "ml-1m"
+
+
+def test_book_crossing_cache_key_holds_the_sampler_version(tmp_path):
+    """Book-Crossing's keyed-hash sampler made new rows: an entry keyed as before must not be served;
+    MovieLens samplers did not change, so their keys (and existing cache entries) stay as they were."""
+    from rella_hf.builders.fingerprint import corpus_files_digest
+    from rella_hf.corpora import get_corpus
+    from rella_hf.loading import make_builder
+    from rella_hf.utils import fingerprint
+    from rella_hf.version import __version__
+
+    def old_key(corpus, folder):
+        return fingerprint("rella-hf", __version__, corpus_files_digest(get_corpus(corpus), folder))[:16]
+
+    bx_folder, ml_folder = write_book_crossing(tmp_path / "bx"), write_ml1m(tmp_path / "ml")
+    bx = make_builder("BookCrossing", data_dir=bx_folder, cache_dir=tmp_path / "cache")
+    ml = make_builder("ml-1m", data_dir=ml_folder, cache_dir=tmp_path / "cache")
+    assert bx.hash != old_key("BookCrossing", bx_folder) and bx.hash in bx._output_dir
+    assert ml.hash == old_key("ml-1m", ml_folder)

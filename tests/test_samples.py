@@ -1,7 +1,14 @@
 import numpy as np
 import pandas as pd
 import pytest
-from corpus_fixtures import write_book_crossing, write_ml1m, write_ml100k, write_ml_latest
+from corpus_fixtures import (
+    bx_many_rating_lines,
+    bx_rating_lines,
+    write_book_crossing,
+    write_ml1m,
+    write_ml100k,
+    write_ml_latest,
+)
 
 from rella_hf.corpora import get_corpus
 from rella_hf.errors import ConfigError
@@ -102,6 +109,94 @@ def test_book_crossing_shuffle_depends_on_seed(tmp_path):
     targets = {seed: _all_samples(load_samples("BookCrossing", data_dir=folder, protocol=SampleProtocol(seed=seed)))
                .sort_values("user_id")["item_id"].tolist() for seed in range(6)}
     assert len({tuple(value) for value in targets.values()}) > 1
+
+
+
+def test_book_crossing_samples_do_not_depend_on_the_order_of_rating_lines(tmp_path):
+    # The old sampler drew one random number per kept row in file order, so reordering the lines
+    # changed every user's shuffle; keyed hashes of (seed, user, item) do not see the line order.
+    lines = bx_rating_lines()
+    reordered = [lines[index] for index in np.random.default_rng(3).permutation(len(lines))]
+    assert reordered != lines
+    first = load_samples("BookCrossing", data_dir=write_book_crossing(tmp_path / "a", lines))
+    second = load_samples("BookCrossing", data_dir=write_book_crossing(tmp_path / "b", reordered))
+    pd.testing.assert_frame_equal(first.log, second.log)
+    for name in first.splits:
+        pd.testing.assert_frame_equal(first.splits[name], second.splits[name])
+
+
+def test_book_crossing_seed_changes_both_orders(tmp_path):
+    folder = write_book_crossing(tmp_path, bx_many_rating_lines())
+    runs = {seed: _all_samples(load_samples("BookCrossing", data_dir=folder, protocol=SampleProtocol(seed=seed)))
+            for seed in range(4)}
+    user_orders = {tuple(frame["user_id"]) for frame in runs.values()}
+    targets = {tuple(frame.sort_values("user_id")["item_id"]) for frame in runs.values()}
+    assert len(user_orders) > 1 and len(targets) > 1
+    assert all(sorted(frame["user_id"]) == list(range(1, 9)) for frame in runs.values())
+
+
+def test_shuffle_keys_are_row_wise_and_stable():
+    import pyarrow as pa
+
+    from rella_hf.samples import id_hash, shuffle_keys
+
+    users = np.array([1, 1, 2, 7, 7, 7])
+    isbns = np.array(["034545104X", "0155061224", "034545104X", "", "3257224281", "B0000AB12C"], dtype=object)
+    keys = shuffle_keys(42, users, isbns)
+    assert keys.dtype == np.int64 and (keys >= 0).all()
+    # A rating's key is a function of its own (seed, user, item): any batch of rows gives it (Spark's pieces).
+    np.testing.assert_array_equal(shuffle_keys(42, users[3:], pa.array(list(isbns)).slice(3)), keys[3:])
+    np.testing.assert_array_equal(shuffle_keys(42, users[::-1], isbns[::-1]), keys[::-1])
+    assert len(set(keys)) == len(keys)
+    assert (shuffle_keys(43, users, isbns) != keys).all()
+    # User keys are a second stream: not the rating keys, the same for every rating of a user.
+    user_keys = shuffle_keys(42, users)
+    assert user_keys[0] == user_keys[1] and user_keys[3] == user_keys[5] and not np.isin(user_keys, keys).any()
+    # String ids hash their bytes (a trailing zero byte, a longer id, an integer id are other ids).
+    hashes = id_hash(np.array(["AB", "AB\x00", "ABCDEFGHI", "ABCDEFGH"], dtype=object))
+    assert len(set(hashes)) == 4 and id_hash(np.array([5]))[0] != id_hash(np.array(["5"], dtype=object))[0]
+    # nor on the ids hashed beside it (a longer neighbour widens the byte matrix)
+    alone = id_hash(np.array(["", "AB"], dtype=object))
+    np.testing.assert_array_equal(id_hash(np.array(["", "AB", "0123456789ABCDEFGHIJ"], dtype=object))[:2], alone)
+    # The vectorized hash is the scalar definition, and pinned: a change here changes Book-Crossing's
+    # rows and needs a new SAMPLER_VERSIONS entry.
+    assert keys.tolist() == [_reference_key(42, int(user), item) for user, item in zip(users, isbns)]
+    assert keys.tolist() == [9122403445499914347, 1138899297274599519, 8388563699605159297, 3453741741142970747,
+                             8170635119841149592, 5181108150603136970]
+
+
+def _splitmix64(value: int) -> int:
+    mask = 2**64 - 1
+    z = (value + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def _reference_key(seed: int, user: int, item: str) -> int:
+    """shuffle_keys written out for one rating, in plain Python integers."""
+    start = _splitmix64(seed ^ 0x5241544E47000001)
+    key = _splitmix64(_splitmix64(user) ^ start)
+    data = item.encode()
+    folded = 0
+    for offset in range(0, len(data), 8):
+        folded = _splitmix64(folded ^ int.from_bytes(data[offset:offset + 8].ljust(8, b"\0"), "little"))
+    key = _splitmix64(key ^ _splitmix64(folded ^ len(data)))
+    return key >> 1
+
+
+def test_shuffle_keys_shuffle_uniformly():
+    from rella_hf.samples import shuffle_keys
+
+    # 20,000 users rating the same 6 books: each book should be the target (the last) about 1/6 of the time.
+    users = np.repeat(np.arange(20_000), 6)
+    books = np.tile(np.array([f"03{index:07d}X" for index in range(6)], dtype=object), 20_000)
+    keys = shuffle_keys(42, users, books).reshape(20_000, 6)
+    shares = np.bincount(keys.argmax(axis=1), minlength=6) / 20_000
+    assert np.abs(shares - 1 / 6).max() < 0.015
+    # and the users' order is a fair shuffle: about half the consecutive pairs swap
+    user_keys = shuffle_keys(42, np.arange(20_000))
+    assert abs((np.diff(user_keys) < 0).mean() - 0.5) < 0.02
 
 
 def test_bundled_counts():

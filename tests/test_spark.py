@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
+from corpus_fixtures import bx_many_rating_lines, bx_rating_lines, ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
 
 import rella_hf
 from rella_hf.builders import ReLLaConfig
@@ -84,6 +84,35 @@ def test_ml1m_fixture_rows_are_identical(spark, tmp_path, char_embedder, retriev
     assert _rows(on_spark) == _rows(inprocess)
     assert on_spark["train"].features == inprocess["train"].features
     assert on_spark["train"].info.description == inprocess["train"].info.description
+
+
+@pytest.mark.parametrize("lines,retrieval", [("fixture", "recent"), ("many", "recent"), ("many", "semantic")])
+def test_book_crossing_rows_are_identical(spark, tmp_path, char_embedder, lines, retrieval):
+    # ISBN string ids, users' profiles, keyed-hash shuffles computed on the executors.
+    rating_lines = bx_rating_lines() if lines == "fixture" else bx_many_rating_lines()
+    folder = write_book_crossing(tmp_path / "data", rating_lines)
+    inprocess, on_spark = _both(spark, tmp_path, "BookCrossing", K=3, retrieval=retrieval, data_dir=folder,
+                                chat_model=None)
+    assert sum(len(split) for split in inprocess.values()) == (3 if lines == "fixture" else 8)
+    assert _rows(on_spark) == _rows(inprocess)
+    assert on_spark["train"].features == inprocess["train"].features
+
+
+def test_book_crossing_with_another_seed_and_min_user_ratings(spark, tmp_path):
+    folder = write_book_crossing(tmp_path / "data", bx_many_rating_lines(seed=1))
+    inprocess, on_spark = _both(spark, tmp_path, "BookCrossing", K=2, data_dir=folder, chat_model=None, seed=7,
+                                min_user_ratings=9, train_fraction=0.5)
+    assert _rows(on_spark) == _rows(inprocess)
+
+
+def test_bad_book_crossing_ratings_give_the_in_process_error(spark, tmp_path):
+    folder = write_book_crossing(tmp_path / "data", bx_rating_lines()[:3] + ['"1";"0300000001X";"11"'])
+    expected = _inprocess_error("BookCrossing", folder)
+    assert "\n" not in expected
+    assert _spark_error(spark, "BookCrossing", folder) == expected
+    with pytest.raises(ConfigError, match="min_user_ratings=6 filter"):
+        prompt_frames(spark, "BookCrossing", write_book_crossing(tmp_path / "few", bx_rating_lines()[:5]),
+                      ReLLaConfig(K=2, chat_model=None))
 
 
 @pytest.mark.parametrize("retrieval,order", [("recent", "chronological"), ("semantic", "chronological"),
@@ -221,9 +250,6 @@ def test_engine_options_are_checked(spark, tmp_path):
         rella_hf.load_dataset("ml-latest-small", engine="bogus")
     with pytest.raises(ConfigError, match="need engine='spark'"):
         rella_hf.load_dataset("ml-latest-small", spark_master="local[2]")
-    with pytest.raises(ConfigError, match="chronological corpora"):
-        rella_hf.load_dataset("BookCrossing", data_dir=write_book_crossing(tmp_path / "bx"), chat_model=None,
-                              engine="spark", spark_session=spark, cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="K=50 exceeds the longest history"):
         rella_hf.load_dataset("ml-1m", K=50, data_dir=write_ml1m(tmp_path / "data"), chat_model=None,
                               engine="spark", spark_session=spark, cache_dir=tmp_path / "cache2")

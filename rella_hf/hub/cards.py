@@ -144,8 +144,10 @@ def _protocol_description(corpus: Corpus) -> str:
     else:
         samples = (
             "The corpus has no timestamps. Users with at least `min_user_ratings` (default 6) ratings are kept; each "
-            "user's ratings are shuffled with a fixed seed, the last one becomes the target and the others its "
-            "history; the samples are shuffled and split 90/10 into train and test. "
+            "user's ratings are shuffled by a keyed hash of (seed, user, item), the last one becomes the target and "
+            "the others its history; the samples are shuffled by a keyed hash of (seed, user) and split 90/10 into "
+            "train and test (keyed hashes since rella-hf's sampler version keyed-hash-1; earlier builds drew a "
+            "sequential random stream and have other rows). "
             f"Label: 1 when the rating is above {corpus.label_threshold:g} (implicit 0 ratings are negative)."
         )
     return f"{samples}\n\n{retrieval}"

@@ -29,7 +29,7 @@ class SparkBuild:
     """What :func:`prompt_frames` made: the rendered rows and the split sizes they must have.
 
     Attributes:
-        rendered: every kept sample's row (:data:`rella_hf.spark.render.RENDER_SCHEMA`), persisted.
+        rendered: every kept sample's row (:func:`rella_hf.spark.render.render_schema`), persisted.
         sizes: split name -> samples kept (splits without samples included, with 0).
         cached: DataFrames this build persisted; :meth:`release` unpersists them.
     """
@@ -68,12 +68,12 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
 
     Args:
         spark: the SparkSession.
-        corpus_name: a chronological corpus with a ratings file (the MovieLens family).
+        corpus_name: a registered corpus (the MovieLens family, Book-Crossing).
         data_dir: folder with its release files (None: the download cache).
         config: the :class:`~rella_hf.builders.ReLLaConfig` of the build.
 
     Raises:
-        ConfigError: for a corpus the Spark engine does not build, or the in-process protocol errors.
+        ConfigError: for the in-process protocol errors.
         DataFormatError: for a bad corpus file.
     """
     from pyspark import StorageLevel
@@ -82,27 +82,36 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
     from ..builders.base import check_counts, item_embeddings
     from ..corpora import get_corpus
     from ..samples import LifelongSamples
-    from .ratings import RatingsSource
-    from .render import RENDER_SCHEMA, render_input, render_partition
-    from .samples import corpus_counts, lifelong_log, select_samples, split_sizes
+    from .ratings import RatingsSource, driver_ratings
+    from .render import render_input, render_partition, render_schema
+    from .samples import corpus_counts, lifelong_log, select_samples, shuffled_log, split_sizes
 
     corpus = get_corpus(corpus_name)
-    if corpus.ratings_file is None or corpus.protocol != "chronological":
-        raise ConfigError(
-            f"engine='spark' builds the chronological corpora (the MovieLens family), not {corpus.name}: its per-user "
-            "shuffle draws from one sequential random stream; use the default engine for it"
-        )
     folder = _corpus_folder(corpus, data_dir)
-    users, items = corpus.read_catalogue(folder)
-    source = RatingsSource(spark, corpus, folder, users, items)
-    log = lifelong_log(source.parsed).persist(StorageLevel.MEMORY_AND_DISK)
+    protocol = config.protocol()
+    if corpus.ratings_file is not None:
+        users, items = corpus.read_catalogue(folder)
+        source = RatingsSource(spark, corpus, folder, users, items)
+        ratings = source.parsed
+    else:
+        # Book-Crossing: read and validated on the driver by its in-process reader (1.1 M ratings).
+        source = None
+        users, items, ratings = driver_ratings(spark, corpus, folder)
+    if corpus.protocol == "chronological":
+        log = lifelong_log(ratings)
+    elif corpus.protocol == "shuffled_user":
+        log = shuffled_log(ratings, protocol.seed)
+    else:  # pragma: no cover - the registry guards this
+        raise ConfigError(f"engine='spark' does not know the {corpus.protocol!r} protocol of {corpus.name}")
+    log = log.persist(StorageLevel.MEMORY_AND_DISK)
     cached = [log]
-    source.raise_first_error(log)
+    if source is not None:
+        source.raise_first_error(log)
     counts = corpus_counts(log)
     if counts["repeaters"]:
-        source.raise_duplicate()
+        if source is not None:
+            source.raise_duplicate()
         raise RuntimeError("a user rates an item twice but no repeated line was found")  # pragma: no cover
-    protocol = config.protocol()
     selected, plan = select_samples(log, corpus, protocol)
     selected = selected.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(selected)
@@ -121,7 +130,7 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
     context = spark.sparkContext.broadcast({"build_id": uuid.uuid4().hex, "corpus": corpus.name, "config": config,
                                             "items": items, "users": users_table, "vectors": vectors})
     rendered = render_input(log, selected, sum(sizes.values())).mapInArrow(
-        partial(render_partition, context=context), RENDER_SCHEMA)
+        partial(render_partition, context=context), render_schema(corpus))
     rendered = rendered.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(rendered)
     return SparkBuild(rendered=rendered, sizes=sizes, cached=cached)

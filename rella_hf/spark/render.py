@@ -1,8 +1,9 @@
 """Retrieval and prompt rendering on the executors, user by user, with the in-process code.
 
-Each partition holds whole users, their ratings in chronological order and the kept samples
-marked. A batch of whole users is laid out exactly like :class:`rella_hf.samples.LifelongSamples`
-(a log user after user, samples pointing into it), so :func:`rella_hf.builders.base.select_history`
+Each partition holds whole users, their ratings in the user's order (chronological, or shuffled
+by keyed hashes for Book-Crossing) and the kept samples marked. A batch of whole users is laid
+out exactly like :class:`rella_hf.samples.LifelongSamples` (a log user after user, samples
+pointing into it), so :func:`rella_hf.builders.base.select_history`
 (recent-K or SUBR through :class:`rella_hf.retrieval.SemanticRetriever`) and
 :func:`rella_hf.builders.base.render_table` run unchanged: one implementation of the math, two
 drivers. The item embeddings, items and users tables travel as one broadcast; each Python worker
@@ -15,14 +16,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-#: Spark schema of the rendered rows: the dataset's features (movie corpora) plus the split code.
-RENDER_SCHEMA = ("sample_id long, user_id long, item_id long, rating float, label long, timestamp long, "
-                 "history_length int, history_item_ids array<long>, history_ratings array<float>, "
-                 "raw_prompt string, prompt string, completion string, split int")
 _MIN_ROWS = 100_000  # log rows gathered before a batch of whole users is rendered
 _BROADCAST_SAMPLES = 2_000_000  # kept samples up to which the marks are broadcast, not shuffled
 
 _WORKER_CACHE: dict = {}
+
+
+def render_schema(corpus) -> str:
+    """Spark schema of the rendered rows of ``corpus``: the dataset's features
+    (:func:`rella_hf.builders.base.features_for`: item ids are strings for books) plus the split code."""
+    item = "string" if corpus.domain == "book" else "long"
+    return (f"sample_id long, user_id long, item_id {item}, rating float, label long, timestamp long, "
+            f"history_length int, history_item_ids array<{item}>, history_ratings array<float>, "
+            "raw_prompt string, prompt string, completion string, split int")
 
 
 def render_input(log, selected, kept: int):
@@ -136,7 +142,7 @@ def _render_users(table: pa.Table, context: dict):
 
 
 def render_partition(batches, *, context, min_rows: int = _MIN_ROWS):
-    """``mapInArrow`` body: marked log rows of whole users -> rendered prompt rows (:data:`RENDER_SCHEMA`)."""
+    """``mapInArrow`` body: marked log rows of whole users -> rendered prompt rows (:func:`render_schema`)."""
     values = _context(context)
     for table in _whole_users(batches, min_rows):
         yield from _render_users(table, values)

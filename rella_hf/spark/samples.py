@@ -1,28 +1,41 @@
-"""ReLLa's chronological sample protocol on Spark: per-user order, eligibility, global ranks, splits.
+"""ReLLa's sample protocols on Spark: per-user order, eligibility, global ranks, splits.
 
-The same protocol as :func:`rella_hf.samples.build_samples`, step for step:
+The same protocols as :func:`rella_hf.samples.build_samples`, step for step. Chronological
+corpora (MovieLens):
 
 - each user's ratings ordered by (timestamp, item id) with a window function; a rating's
   position in that order is its history length;
 - ratings with at least ``min_history`` earlier ones are samples; their global order is
-  (timestamp, user, item), and a sample's id is its rank in that order;
-- the split ranges and seeded subsets come from :func:`rella_hf.samples.split_plan`, which needs
-  only the number of samples, so both engines keep the same ranks.
+  (timestamp, user, item), and a sample's id is its rank in that order.
 
-Ranks are computed without one global sort: the samples are cut into timestamp buckets of
-about ``_BUCKET_ROWS`` samples, each bucket is counted, and each bucket is then sorted on its
-own (``applyInPandas``); a sample's rank is the count of all earlier buckets plus its place in
-its bucket. Only the samples kept by the plan leave this step.
+Shuffled-user corpora (Book-Crossing):
+
+- each rating gets its keyed-hash order key and its user's key (:func:`rella_hf.samples.shuffle_keys`,
+  the same numpy function, run on the executors by ``mapInArrow``);
+- each user's ratings ordered by (order key, item id) with a window function; users with at
+  least ``min_user_ratings`` ratings give one sample, their last rating;
+- the samples' global order is (user key, user id).
+
+The split ranges and seeded subsets come from :func:`rella_hf.samples.split_plan`, which needs
+only the number of samples, so both engines keep the same ranks.
+
+Ranks are computed without one global sort: the samples are cut into buckets of about
+``_BUCKET_ROWS`` samples by the first column of their global order (timestamp, or user key),
+each bucket is counted, and each bucket is then sorted on its own (``applyInPandas``); a
+sample's rank is the count of all earlier buckets plus its place in its bucket. Only the samples
+kept by the plan leave this step.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from ..samples import split_fractions, split_plan
+from ..samples import shuffle_keys, split_fractions, split_plan
 
 _BUCKET_ROWS = 200_000
 SPLIT_CODES = ("train", "validation", "test")
@@ -43,6 +56,39 @@ def lifelong_log(parsed):
     return parsed.withColumn("pos", (F.row_number().over(by_user) - 1).cast("int"))
 
 
+def _shuffle_keys_batches(batches, *, seed: int):
+    """``mapInArrow`` body: each rating batch with ``order_key`` (its place in its user's shuffle)
+    and ``user_key`` (its user's place in the sample order), from :func:`rella_hf.samples.shuffle_keys`."""
+    for batch in batches:
+        users = batch.column("user_id").to_numpy(zero_copy_only=False)
+        order = shuffle_keys(seed, users, batch.column("item_id"))
+        user = shuffle_keys(seed, users)
+        yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(order), pa.array(user)],
+                                         names=[*batch.schema.names, "order_key", "user_key"])
+
+
+def shuffled_log(ratings, seed: int):
+    """``ratings`` with ``order_key``, ``user_key``, ``pos`` (place in the user's shuffled order) and ``n``
+    (the user's ratings), as the shuffled-user protocol orders them.
+
+    The window partitions by user and orders by (order key, item id), the in-process order (item
+    ids break equal keys, as their ranks do there); its output is partitioned by user and sorted by
+    (user, position) within each partition.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    schema = StructType([*ratings.schema.fields, StructField("order_key", LongType(), False),
+                         StructField("user_key", LongType(), False)])
+    keyed = ratings.mapInArrow(partial(_shuffle_keys_batches, seed=seed), schema)
+    # One ordered window for both columns: Spark sorts each user's ratings once.
+    by_user = Window.partitionBy("user_id").orderBy("order_key", "item_id")
+    whole = by_user.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    return (keyed.withColumn("pos", (F.row_number().over(by_user) - 1).cast("int"))
+            .withColumn("n", F.count(F.lit(1)).over(whole)))
+
+
 def corpus_counts(log) -> dict:
     """Users, ratings, the most ratings of one user, and how many users rate an item twice."""
     from pyspark.sql import functions as F
@@ -54,10 +100,9 @@ def corpus_counts(log) -> dict:
     return {key: int(row[key] or 0) for key in ("users", "interactions", "most", "repeaters")}
 
 
-def _rank_bucket(frame: pd.DataFrame, *, offsets: dict, plan: dict) -> pd.DataFrame:
-    """``applyInPandas`` body: the kept samples of one timestamp bucket with their global rank and split."""
-    order = np.lexsort((frame["item_id"].to_numpy(), frame["user_id"].to_numpy(), frame["timestamp"].to_numpy()))
-    frame = frame.iloc[order]
+def _rank_bucket(frame: pd.DataFrame, *, order: tuple, offsets: dict, plan: dict) -> pd.DataFrame:
+    """``applyInPandas`` body: the kept samples of one bucket, sorted by ``order``, with their global rank and split."""
+    frame = frame.iloc[np.lexsort([frame[column].to_numpy() for column in reversed(order)])]
     ranks = offsets[int(frame["bucket"].iat[0])] + np.arange(len(frame), dtype=np.int64)
     split = np.full(len(frame), -1, dtype=np.int32)
     for code, name in enumerate(SPLIT_CODES):
@@ -79,8 +124,9 @@ def select_samples(log, corpus, protocol):
     """The samples the protocol keeps, as ``(selected, plan)``.
 
     Args:
-        log: :func:`lifelong_log`'s output (rows without errors).
-        corpus: a chronological corpus.
+        log: :func:`lifelong_log`'s output (chronological corpora) or :func:`shuffled_log`'s
+            (shuffled-user corpora); error rows are skipped.
+        corpus: the corpus.
         protocol: the :class:`~rella_hf.samples.SampleProtocol`.
 
     Returns:
@@ -89,10 +135,17 @@ def select_samples(log, corpus, protocol):
     """
     from pyspark.sql import functions as F
 
-    eligible = log.filter(F.col("kind").isNull() & (F.col("pos") >= protocol.min_history)).select(
-        "timestamp", "user_id", "item_id", "pos")
-    stats = eligible.agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("low"),
-                         F.max("timestamp").alias("high")).first()
+    rows = log.filter(F.col("kind").isNull())
+    if corpus.protocol == "chronological":
+        order = ("timestamp", "user_id", "item_id")
+        eligible = rows.filter(F.col("pos") >= protocol.min_history)
+    else:
+        # One sample per user with enough ratings: the last rating of the user's shuffled order.
+        order = ("user_key", "user_id")
+        eligible = rows.filter((F.col("n") >= protocol.min_user_ratings) & (F.col("pos") == F.col("n") - 1))
+    eligible = eligible.select(*order, "pos")
+    first = order[0]
+    stats = eligible.agg(F.count(F.lit(1)).alias("n"), F.min(first).alias("low"), F.max(first).alias("high")).first()
     n = int(stats["n"])
     train_fraction, validation_fraction = split_fractions(corpus, protocol)
     plan = split_plan(n, train_fraction, validation_fraction, protocol.sample_sizes(), protocol.sample_seed,
@@ -100,15 +153,17 @@ def select_samples(log, corpus, protocol):
     if n == 0:
         return log.sparkSession.createDataFrame([], SELECTED_SCHEMA), plan
     buckets = max(1, math.ceil(n / _BUCKET_ROWS))
-    width = max(1, math.ceil((int(stats["high"]) - int(stats["low"]) + 1) / buckets))
-    bucketed = eligible.withColumn("bucket", F.floor((F.col("timestamp") - int(stats["low"])) / width).cast("long"))
+    # Buckets only need to grow with the first order column (any monotone cut gives the same
+    # ranks); a float width keeps the literal in range for 63-bit user keys.
+    width = float(max(1, math.ceil((int(stats["high"]) - int(stats["low"]) + 1) / buckets)))
+    bucketed = eligible.withColumn("bucket", F.floor((F.col(first) - int(stats["low"])) / width).cast("long"))
     counts = sorted((int(row["bucket"]), int(row["count"])) for row in bucketed.groupBy("bucket").count().collect())
     offsets, total = {}, 0
     for bucket, count in counts:
         offsets[bucket] = total
         total += count
     def rank(frame: pd.DataFrame) -> pd.DataFrame:  # a plain function: Spark reads its (absent) type hints
-        return _rank_bucket(frame, offsets=offsets, plan=plan)
+        return _rank_bucket(frame, order=order, offsets=offsets, plan=plan)
 
     selected = bucketed.groupBy("bucket").applyInPandas(rank, SELECTED_SCHEMA)
     return selected, plan
