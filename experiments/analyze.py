@@ -122,7 +122,9 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     for reference, style in ((f"history-mean-K{K}-recent", ":"), ("lightgbm-K10", "--")):
         if reference in metrics:
             axis.axhline(metrics[reference]["auc"], linestyle=style, color="grey")
-            axis.annotate(reference, (axis.get_xlim()[0], metrics[reference]["auc"]), fontsize=8, va="bottom")
+            # x in axes fractions, y in data: the label stays inside the frame whatever the N range.
+            axis.text(0.01, metrics[reference]["auc"], reference, transform=axis.get_yaxis_transform(), fontsize=8,
+                      va="bottom")
     axis.axhline(0.5, color="lightgrey", linewidth=0.8)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("N training samples (mixed trains 2N rows; simple N rows for twice the epochs)")
