@@ -523,3 +523,22 @@ def test_training_from_an_exported_dataset_folder(tmp_path, models_in_isolated_c
         rella_hf.load_dataset(str(folder), K=3, history_format="lines")
     streamed = rella_hf.load_dataset(str(folder), K=3, split="train", streaming=True)
     assert next(iter(streamed))["prompt"] == built["train"][0]["prompt"]
+
+
+def test_shipped_reit_recipe_is_the_measured_one(tmp_path, monkeypatch):
+    """trainer_configs/ml-latest-small_K5_mixed_N2048.yaml claims the settings of the learning-curve run whose
+    results it quotes; a drift between the file and the recorded run would make that claim false."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    rows = [json.loads(line) for line in (REPO / "experiments" / "results" / "recipe.jsonl").read_text().splitlines()
+            if line.strip()]
+    measured = next(row for row in rows if row["setting"] == "ml-latest-small/ctr/lc-K5-mixed-N2048-seed42")
+    config = parse_config(["--config", str(REPO / "trainer_configs" / "ml-latest-small_K5_mixed_N2048.yaml"),
+                           "--output_dir", str(tmp_path / "run")])
+    all_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert measured["targets"] == "all" and list(config.lora_target_modules) == all_linear
+    assert (config.dataset, config.K, config.train_type, config.shots, config.seed) == (
+        measured["dataset"], measured["K"], measured["train_type"], measured["shots"], measured["seed"])
+    assert (config.learning_rate, config.lora_r, config.total_batch_size, config.num_train_epochs, config.eval_size) == (
+        measured["lr"], measured["lora_r"], measured["total_batch_size"], measured["epochs"], measured["eval_size"])
+    assert config.lora_alpha == 2 * measured["lora_r"] and config.eval_steps == 32
+    assert config.metric_for_best_model == "auc" and config.load_best_model_at_end
