@@ -128,8 +128,9 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
     key = ["rella-hf", __version__, content]
     # A sampler that changed its rows (Book-Crossing's keyed-hash shuffle) keys new cache entries;
     # unchanged samplers add nothing, so their existing entries stay valid.
-    if sampler_version(corpus) is not None:
-        key.append(sampler_version(corpus))
+    version = sampler_version(corpus)
+    if version is not None:
+        key.append(version)
     return builder_class(
         cache_dir=None if cache_dir is None else str(cache_dir),
         data_dir=None if data_dir is None else str(os.path.abspath(data_dir)),
