@@ -186,6 +186,20 @@ def test_fast_recipe_defaults(tmp_path):
     assert config.train_sampling_strategy == "group_by_length"
     assert config.completion_logits_only is True
     assert _config(tmp_path, activation_checkpointing=True).activation_checkpointing is True
+    assert config.cpu_float32_attention is True and config.reit_settings()["cpu_float32_attention"] is True
+
+
+@pytest.mark.parametrize("float32_attention", [True, False])
+def test_cpu_bf16_training_runs_its_attention_in_float32_unless_told_not_to(tmp_path, prompt_datasets,
+                                                                           float32_attention):
+    from rella_hf.training import build_trainer, load_model_for_training
+    from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
+
+    config = _config(tmp_path, bf16=True, cpu_float32_attention=float32_attention)
+    model, tokenizer = load_model_for_training(config)
+    trainer = build_trainer(config, build_training_data(config, prompt_datasets), model, tokenizer)
+    expected = FLOAT32_CPU_TRAINING_SDPA if float32_attention else "sdpa"
+    assert trainer.model.get_base_model().config._attn_implementation == expected
 
 
 def test_deepspeed_on_a_cpu_only_machine_trains_in_float32(tmp_path, monkeypatch):

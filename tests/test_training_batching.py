@@ -113,3 +113,79 @@ def test_uniform_lora_dropout_keeps_the_dropout_statistics_and_replaces_every_lo
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
     assert use_uniform_lora_dropout(model) == 4  # 2 layers x (q, v)
     assert not any(type(m) is torch.nn.Dropout for name, m in model.named_modules() if "lora_dropout" in name)
+
+
+def test_dropout_bits_are_uniform_in_every_16_bit_piece_of_the_random_words():
+    from rella_hf.training.dropout import keep_mask, uniform_int16
+
+    torch.manual_seed(0)
+    values = uniform_int16(300_001)
+    assert values.shape == (300_001,) and values.dtype == torch.int16
+    pieces = values[:300_000].view(-1, 3).to(torch.int32) & 0xFFFF  # the three pieces of each 64-bit word
+    bits = (pieces.unsqueeze(-1) >> torch.arange(16)) & 1
+    frequencies = bits.float().mean(0)  # (piece, bit); the top piece of an int64 lacks its sign bit
+    assert torch.all((frequencies - 0.5).abs() < 0.01), frequencies
+    for p in (0.05, 0.3):
+        dropped = 1 - keep_mask((500, 400), p).float().mean().item()
+        assert abs(dropped - p) < 0.005
+    torch.manual_seed(1)
+    first = keep_mask((64, 64), 0.1)
+    torch.manual_seed(1)
+    assert torch.equal(first, keep_mask((64, 64), 0.1))  # follows the global seed, so runs replay
+
+
+def _tiny_llama(tokenizer, dtype, attn_implementation="sdpa"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=len(tokenizer), attn_implementation=attn_implementation)
+    return LlamaForCausalLM(config).to(dtype)
+
+
+def test_float32_cpu_training_attention_changes_training_passes_only(tiny_bpe_tokenizer, monkeypatch):
+    import torch.nn.functional as F
+
+    from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA, use_float32_cpu_training_attention
+
+    model = _tiny_llama(tiny_bpe_tokenizer, torch.bfloat16)
+    ids = torch.randint(5, 200, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    assert use_float32_cpu_training_attention(model)
+    assert model.config._attn_implementation == FLOAT32_CPU_TRAINING_SDPA
+
+    kernel_dtypes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        output = sdpa(*args, **kwargs)
+        kernel_dtypes.append(output.dtype)  # what the kernel ran in, after any autocast
+        return output
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(before, after) and set(kernel_dtypes) == {torch.bfloat16}  # scoring passes: unchanged
+    kernel_dtypes.clear()
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    assert set(kernel_dtypes) == {torch.float32} and logits.dtype == torch.bfloat16
+    logits.float().sum().backward()
+    kernel_dtypes.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the Trainer runs bf16 steps
+        model(input_ids=ids, attention_mask=mask).logits.float().sum().backward()
+    assert set(kernel_dtypes) == {torch.float32}
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_float32_cpu_training_attention_leaves_float32_and_non_sdpa_models_alone(tiny_bpe_tokenizer):
+    from rella_hf.training.attention import use_float32_cpu_training_attention
+
+    float32_model = _tiny_llama(tiny_bpe_tokenizer, torch.float32)
+    eager_model = _tiny_llama(tiny_bpe_tokenizer, torch.bfloat16, attn_implementation="eager")
+    assert not use_float32_cpu_training_attention(float32_model)
+    assert not use_float32_cpu_training_attention(eager_model)
+    assert float32_model.config._attn_implementation == "sdpa"
+    assert eager_model.config._attn_implementation == "eager"

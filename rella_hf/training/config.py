@@ -139,6 +139,9 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         completion_logits_only (`bool`, defaults to `True`): left-pad each batch and compute the
             LM head only at the answer positions (the completion-only loss needs nothing else);
             False keeps TRL's own collator and loss (LM head over every position).
+        cpu_float32_attention (`bool`, defaults to `True`): on CPU, run the SDPA attention of a
+            bf16 model in float32 in training passes (its bf16 backward kernel is the slower one;
+            :mod:`rella_hf.training.attention`); scoring and evaluation passes are unchanged.
 
     Parameters that control LoRA:
         lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout
@@ -204,6 +207,11 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         default=True,
         metadata={"help": "Left-pad batches and compute the LM head at the answer positions only; false uses "
                           "TRL's collator and loss (LM head over every position)."},
+    )
+    cpu_float32_attention: bool = field(
+        default=True,
+        metadata={"help": "On CPU, run a bf16 model's SDPA attention in float32 in training passes (faster "
+                          "backward kernel); scoring and evaluation passes are unchanged."},
     )
     compute_eval_loss: bool = field(
         default=True,
@@ -340,8 +348,8 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         names = (
             "dataset", "data_dir", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
             "eval_split", "compute_eval_loss", "model_name_or_path", "model_dtype", "completion_logits_only",
-            "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "total_batch_size", "early_stopping_patience",
-            "resume",
+            "cpu_float32_attention", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+            "total_batch_size", "early_stopping_patience", "resume",
         )
         # retrieval is not a setting of the run: train_type / test_type choose the prompt kinds.
         build = {name: value for name, value in self.build_options().items() if name != "retrieval"}

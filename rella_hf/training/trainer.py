@@ -285,6 +285,10 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         from ..scoring import contiguous_lm_head_input
 
         contiguous_lm_head_input(model)
+    if config.cpu_float32_attention and config.device.type == "cpu":
+        from .attention import use_float32_cpu_training_attention
+
+        use_float32_cpu_training_attention(model)  # bf16 SDPA backward is the slow kernel on CPU
     trainer = ReiTTrainer(
         model=model,
         args=config,
