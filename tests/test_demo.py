@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +53,23 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
     run_demo(config)  # a rerun skips every finished step
     assert adapter.stat().st_mtime_ns == stamp
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+
+def test_demo_defaults_are_the_measured_recipe_and_match_the_cpu_trainer_config():
+    """`make demo` and trainer_configs/demo-cpu.yaml train the recipe whose gain was measured (README)."""
+    import yaml
+
+    from rella_hf.demo import LORA_TARGET_SETS, DemoConfig
+
+    demo = DemoConfig()
+    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 1024, 16, 1e-3)
+    assert (demo.lora_targets, demo.lora_r, demo.eval_every, demo.test_size) == ("all", 16, 32, 200)
+    reit = demo.reit_config("unused")
+    assert reit.shots == 1024 and reit.eval_steps == 32 and reit.metric_for_best_model == "auc"
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer_configs" / "demo-cpu.yaml").read_text())
+    assert shipped["shots"] == demo.shots and shipped["K"] == demo.K
+    assert shipped["eval_steps"] == demo.eval_every == shipped["save_steps"]
+    assert shipped["lora_target_modules"] == LORA_TARGET_SETS[demo.lora_targets]
+    assert (shipped["lora_r"], shipped["total_batch_size"], shipped["learning_rate"]) == (
+        demo.lora_r, demo.total_batch_size, demo.learning_rate)
