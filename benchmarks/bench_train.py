@@ -24,6 +24,7 @@ rows in the same order and their losses are compared (must agree within 2 %).
 
 Usage: python benchmarks/bench_train.py [--steps 10] [--warmup 2] [--batch 8] [--K 10] [--loss-steps 40] [--rounds 3]
        python benchmarks/bench_train.py --attention-ab 5   (bf16 vs float32 CPU attention, one process)
+       python benchmarks/bench_train.py --lora-costs 3 --K 5   (all-linear LoRA: dropout and input cast)
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--attention-ab", type=int, default=0, metavar="REPS",
                         help="only compare bf16 and float32 CPU attention in one process: REPS interleaved rounds of "
                              "forward + backward on the same 3 batches of the new recipe")
+    parser.add_argument("--lora-costs", type=int, default=0, metavar="REPS",
+                        help="only time what LoRA on all linear layers (r=16, the demo's adapter) costs per step: "
+                             "dropout 0.05 vs 0, with and without PEFT's float32 cast of the LoRA input; REPS "
+                             "interleaved rounds on the same 3 batches, each setting in one process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -169,6 +174,46 @@ def attention_ab(args: argparse.Namespace) -> None:
           f"{statistics.mean(seconds[FLOAT32_CPU_TRAINING_SDPA]):.3f} s")
 
 
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def lora_costs(args: argparse.Namespace) -> None:
+    """Forward + backward of the all-linear r=16 adapter: dropout and PEFT's input cast, interleaved in one process."""
+    import contextlib
+
+    from peft.helpers import disable_input_dtype_casting
+
+    from rella_hf.training import ReiTConfig, build_trainer, load_model_for_training, prepare_training_data
+
+    for dropout in (0.05, 0.0):
+        config = ReiTConfig(
+            output_dir=tempfile.mkdtemp(prefix="rella-bench-lora-"), model_name_or_path="smollm2-135m-instruct",
+            dataset="ml-latest-small", K=args.K, train_type="mixed", test_type="sequential", shots=4 * args.batch,
+            eval_size=0, eval_strategy="no", save_strategy="no", per_device_train_batch_size=args.batch,
+            total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42, lora_r=16, lora_alpha=32,
+            lora_target_modules=ALL_LINEAR, lora_dropout=dropout, **NEW,
+        )
+        model, tokenizer = load_model_for_training(config)
+        trainer = build_trainer(config, prepare_training_data(config, "smollm2-135m-instruct"), model, tokenizer)
+        batches = [batch for _, batch in zip(range(3), trainer.get_train_dataloader())]
+        trainer.model.train()
+        seconds: dict[str, list[float]] = {"float32 cast (PEFT default)": [], "no cast": []}
+        for rep in range(args.lora_costs + 1):  # the first round warms up and is left out
+            order = list(seconds) if rep % 2 == 0 else list(reversed(seconds))
+            for mode in order:
+                for batch in batches:
+                    start = time.perf_counter()
+                    no_cast = disable_input_dtype_casting(trainer.model) if mode == "no cast" else contextlib.nullcontext()
+                    with no_cast, trainer.accelerator.autocast():
+                        loss = trainer.compute_loss(trainer.model, batch)
+                        loss.backward()
+                    trainer.model.zero_grad()
+                    if rep:
+                        seconds[mode].append(time.perf_counter() - start)
+        print(f"all-linear LoRA r=16, K={args.K}, batch {args.batch}, dropout {dropout}: forward+backward median "
+              + ", ".join(f"{mode} {statistics.median(values):.3f} s" for mode, values in seconds.items()), flush=True)
+
+
 def step_rate(result: dict, warmup: int) -> tuple[float, float]:
     """Non-padding tokens per second and mean seconds per step over the steps after ``warmup``."""
     timed = result["durations"][warmup:]
@@ -182,6 +227,9 @@ def main(argv=None) -> None:
         return
     if args.attention_ab:
         attention_ab(args)
+        return
+    if args.lora_costs:
+        lora_costs(args)
         return
     import torch
 
