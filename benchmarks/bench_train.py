@@ -138,78 +138,77 @@ def run_variant(settings: dict, steps: int, batch: int, K: int, final_loss: bool
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def attention_ab(args: argparse.Namespace) -> None:
-    """bf16 vs float32 CPU attention, interleaved in one process on the same batches (no host drift between them)."""
+def _one_process_trainer(args: argparse.Namespace, **overrides):
+    """The new recipe's trainer (``overrides`` on top) and three of its training batches, for in-process A/B timings."""
     from rella_hf.training import ReiTConfig, build_trainer, load_model_for_training, prepare_training_data
-    from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
 
     config = ReiTConfig(
-        output_dir=tempfile.mkdtemp(prefix="rella-bench-attention-"), model_name_or_path="smollm2-135m-instruct",
+        output_dir=tempfile.mkdtemp(prefix="rella-bench-ab-"), model_name_or_path="smollm2-135m-instruct",
         dataset="ml-latest-small", K=args.K, train_type="mixed", test_type="sequential", shots=4 * args.batch,
         eval_size=0, eval_strategy="no", save_strategy="no", per_device_train_batch_size=args.batch,
-        total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42, **NEW,
+        total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42, **{**NEW, **overrides},
     )
     model, tokenizer = load_model_for_training(config)
     trainer = build_trainer(config, prepare_training_data(config, "smollm2-135m-instruct"), model, tokenizer)
-    base = trainer.model.get_base_model()
-    batches = [batch for _, batch in zip(range(3), trainer.get_train_dataloader())]
     trainer.model.train()
-    seconds: dict[str, list[float]] = {"sdpa": [], FLOAT32_CPU_TRAINING_SDPA: []}
-    for rep in range(args.attention_ab + 1):  # the first round warms up and is left out
-        order = list(seconds) if rep % 2 == 0 else list(reversed(seconds))
-        for implementation in order:
-            base.set_attn_implementation(implementation)
+    return trainer, [batch for _, batch in zip(range(3), trainer.get_train_dataloader())]
+
+
+def _interleaved_seconds(trainer, batches, modes: dict, reps: int) -> dict[str, list[float]]:
+    """Forward + backward seconds per batch under each mode (name -> context-manager factory), interleaved.
+
+    The modes alternate in order round by round on the same batches, so host drift hits them alike;
+    the first round warms up and is left out.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in modes}
+    for rep in range(reps + 1):
+        for name in (list(modes) if rep % 2 == 0 else list(reversed(modes))):
             for batch in batches:
                 start = time.perf_counter()
-                with trainer.accelerator.autocast():
-                    loss = trainer.compute_loss(trainer.model, batch)
-                loss.backward()
+                with modes[name](), trainer.accelerator.autocast():
+                    trainer.compute_loss(trainer.model, batch).backward()
                 trainer.model.zero_grad()
                 if rep:
-                    seconds[implementation].append(time.perf_counter() - start)
-    bf16, float32 = (statistics.median(seconds[name]) for name in seconds)
+                    seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def attention_ab(args: argparse.Namespace) -> None:
+    """bf16 vs float32 CPU attention, interleaved in one process on the same batches (no host drift between them)."""
+    import contextlib
+
+    from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
+
+    trainer, batches = _one_process_trainer(args)
+    base = trainer.model.get_base_model()
+
+    def attention(implementation):
+        base.set_attn_implementation(implementation)
+        return contextlib.nullcontext()
+
+    seconds = _interleaved_seconds(trainer, batches, {
+        "bf16": lambda: attention("sdpa"), "float32": lambda: attention(FLOAT32_CPU_TRAINING_SDPA)}, args.attention_ab)
+    bf16, float32 = (statistics.median(seconds[name]) for name in ("bf16", "float32"))
     print(f"attention A/B, K={args.K}, batch {args.batch}, {args.attention_ab} interleaved rounds x 3 batches: "
           f"forward+backward median bf16 attention {bf16:.3f} s, float32 attention {float32:.3f} s "
-          f"({100 * (float32 - bf16) / bf16:+.1f} %); means {statistics.mean(seconds['sdpa']):.3f} / "
-          f"{statistics.mean(seconds[FLOAT32_CPU_TRAINING_SDPA]):.3f} s")
-
-
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+          f"({100 * (float32 - bf16) / bf16:+.1f} %); means {statistics.mean(seconds['bf16']):.3f} / "
+          f"{statistics.mean(seconds['float32']):.3f} s")
 
 
 def lora_costs(args: argparse.Namespace) -> None:
-    """Forward + backward of the all-linear r=16 adapter: dropout and PEFT's input cast, interleaved in one process."""
+    """Forward + backward of the demo's all-linear r=16 adapter: dropout and PEFT's input cast, each in one process."""
     import contextlib
 
     from peft.helpers import disable_input_dtype_casting
 
-    from rella_hf.training import ReiTConfig, build_trainer, load_model_for_training, prepare_training_data
+    from rella_hf.demo import LORA_TARGET_SETS
 
     for dropout in (0.05, 0.0):
-        config = ReiTConfig(
-            output_dir=tempfile.mkdtemp(prefix="rella-bench-lora-"), model_name_or_path="smollm2-135m-instruct",
-            dataset="ml-latest-small", K=args.K, train_type="mixed", test_type="sequential", shots=4 * args.batch,
-            eval_size=0, eval_strategy="no", save_strategy="no", per_device_train_batch_size=args.batch,
-            total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42, lora_r=16, lora_alpha=32,
-            lora_target_modules=ALL_LINEAR, lora_dropout=dropout, **NEW,
-        )
-        model, tokenizer = load_model_for_training(config)
-        trainer = build_trainer(config, prepare_training_data(config, "smollm2-135m-instruct"), model, tokenizer)
-        batches = [batch for _, batch in zip(range(3), trainer.get_train_dataloader())]
-        trainer.model.train()
-        seconds: dict[str, list[float]] = {"float32 cast (PEFT default)": [], "no cast": []}
-        for rep in range(args.lora_costs + 1):  # the first round warms up and is left out
-            order = list(seconds) if rep % 2 == 0 else list(reversed(seconds))
-            for mode in order:
-                for batch in batches:
-                    start = time.perf_counter()
-                    no_cast = disable_input_dtype_casting(trainer.model) if mode == "no cast" else contextlib.nullcontext()
-                    with no_cast, trainer.accelerator.autocast():
-                        loss = trainer.compute_loss(trainer.model, batch)
-                        loss.backward()
-                    trainer.model.zero_grad()
-                    if rep:
-                        seconds[mode].append(time.perf_counter() - start)
+        trainer, batches = _one_process_trainer(args, lora_r=16, lora_alpha=32, lora_dropout=dropout,
+                                                lora_target_modules=LORA_TARGET_SETS["all"])
+        seconds = _interleaved_seconds(trainer, batches, {
+            "float32 cast (PEFT default)": contextlib.nullcontext,
+            "no cast": lambda: disable_input_dtype_casting(trainer.model)}, args.lora_costs)
         print(f"all-linear LoRA r=16, K={args.K}, batch {args.batch}, dropout {dropout}: forward+backward median "
               + ", ".join(f"{mode} {statistics.median(values):.3f} s" for mode, values in seconds.items()), flush=True)
 

@@ -10,6 +10,7 @@ probability is then ``p`` rounded to a multiple of 2**-16 (off by at most 7.7e-6
 
 from __future__ import annotations
 
+import math
 import sys
 
 import torch
@@ -39,11 +40,8 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     """
     if torch.device(device).type != "cpu":
         return torch.rand(shape, device=device) >= p
-    numel = 1
-    for size in shape:
-        numel *= size
     threshold = -32768 + round(p * 65536)
-    return (uniform_int16(numel, device) >= threshold).view(shape)
+    return (uniform_int16(math.prod(shape), device) >= threshold).view(shape)
 
 
 class UniformDropout(torch.nn.Module):
