@@ -24,7 +24,7 @@ rows in the same order and their losses are compared (must agree within 2 %).
 
 Usage: python benchmarks/bench_train.py [--steps 10] [--warmup 2] [--batch 8] [--K 10] [--loss-steps 40] [--rounds 3]
        python benchmarks/bench_train.py --attention-ab 5   (bf16 vs float32 CPU attention, one process)
-       python benchmarks/bench_train.py --lora-costs 3 --K 5   (all-linear LoRA: dropout and input cast)
+       python benchmarks/bench_train.py --lora-costs 3 --K 5   (all-linear LoRA: dropout, input cast, top layers only)
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="only compare bf16 and float32 CPU attention in one process: REPS interleaved rounds of "
                              "forward + backward on the same 3 batches of the new recipe")
     parser.add_argument("--lora-costs", type=int, default=0, metavar="REPS",
-                        help="only time what LoRA on all linear layers (r=16, the demo's adapter) costs per step: "
-                             "dropout 0.05 vs 0, with and without PEFT's float32 cast of the LoRA input; REPS "
-                             "interleaved rounds on the same 3 batches, each setting in one process")
+                        help="only time forward + backward of the demo's training variants (LORA_COST_VARIANTS: "
+                             "all-linear LoRA r=16 with dropout 0.05 / 0, with and without PEFT's float32 input cast, "
+                             "on all or the top layers; full fine-tuning of all or the top layers); REPS interleaved "
+                             "rounds on the same 3 batches, all variants in one process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -154,18 +155,20 @@ def _one_process_trainer(args: argparse.Namespace, **overrides):
     return trainer, [batch for _, batch in zip(range(3), trainer.get_train_dataloader())]
 
 
-def _interleaved_seconds(trainer, batches, modes: dict, reps: int) -> dict[str, list[float]]:
-    """Forward + backward seconds per batch under each mode (name -> context-manager factory), interleaved.
+def _interleaved_seconds(batches, modes: dict, reps: int) -> dict[str, list[float]]:
+    """Forward + backward seconds per batch under each mode, interleaved.
 
-    The modes alternate in order round by round on the same batches, so host drift hits them alike;
-    the first round warms up and is left out.
+    ``modes`` maps a name to ``(trainer, context-manager factory)``; the modes alternate in order
+    round by round on the same batches, so host drift hits them alike; the first round warms up
+    and is left out.
     """
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     for rep in range(reps + 1):
         for name in (list(modes) if rep % 2 == 0 else list(reversed(modes))):
+            trainer, context = modes[name]
             for batch in batches:
                 start = time.perf_counter()
-                with modes[name](), trainer.accelerator.autocast():
+                with context(), trainer.accelerator.autocast():
                     trainer.compute_loss(trainer.model, batch).backward()
                 trainer.model.zero_grad()
                 if rep:
@@ -186,8 +189,9 @@ def attention_ab(args: argparse.Namespace) -> None:
         base.set_attn_implementation(implementation)
         return contextlib.nullcontext()
 
-    seconds = _interleaved_seconds(trainer, batches, {
-        "bf16": lambda: attention("sdpa"), "float32": lambda: attention(FLOAT32_CPU_TRAINING_SDPA)}, args.attention_ab)
+    seconds = _interleaved_seconds(batches, {
+        "bf16": (trainer, lambda: attention("sdpa")),
+        "float32": (trainer, lambda: attention(FLOAT32_CPU_TRAINING_SDPA))}, args.attention_ab)
     bf16, float32 = (statistics.median(seconds[name]) for name in ("bf16", "float32"))
     print(f"attention A/B, K={args.K}, batch {args.batch}, {args.attention_ab} interleaved rounds x 3 batches: "
           f"forward+backward median bf16 attention {bf16:.3f} s, float32 attention {float32:.3f} s "
@@ -195,22 +199,50 @@ def attention_ab(args: argparse.Namespace) -> None:
           f"{statistics.mean(seconds['float32']):.3f} s")
 
 
+#: What ``--lora-costs`` compares: the demo's all-linear r=16 adapter with and without dropout, on the top
+#: layers only, and full fine-tuning (float32 master weights, bf16 autocast) of all or the top layers.
+LORA_COST_VARIANTS = {
+    "LoRA dropout 0.05, all 30 layers": {"lora_dropout": 0.05},
+    "LoRA dropout 0, all 30 layers": {"lora_dropout": 0.0},
+    "LoRA dropout 0, top 15 layers": {"lora_dropout": 0.0, "top_layers": 15},
+    "LoRA dropout 0, top 8 layers": {"lora_dropout": 0.0, "top_layers": 8},
+    "full fine-tuning, all 30 layers": {"finetuning": "full"},
+    "full fine-tuning, top 15 layers": {"finetuning": "full", "top_layers": 15},
+    "full fine-tuning, top 15 layers, bf16 attention": {"finetuning": "full", "top_layers": 15,
+                                                        "cpu_float32_attention": False},
+    "full fine-tuning, top 10 layers": {"finetuning": "full", "top_layers": 10},
+}
+
+
 def lora_costs(args: argparse.Namespace) -> None:
-    """Forward + backward of the demo's all-linear r=16 adapter: dropout and PEFT's input cast, each in one process."""
+    """Forward + backward of the demo's all-linear r=16 adapter and of full fine-tuning, interleaved in one process.
+
+    Every variant has its own model in this process and runs on the same batches; PEFT's float32
+    cast of each LoRA input is also switched off once for the first variant. The optimizer step is
+    not timed (AdamW over the trained weights: small for LoRA, a memory pass for full fine-tuning).
+    """
     import contextlib
 
     from peft.helpers import disable_input_dtype_casting
 
     from rella_hf.demo import LORA_TARGET_SETS
 
-    for dropout in (0.05, 0.0):
-        trainer, batches = _one_process_trainer(args, lora_r=16, lora_alpha=32, lora_dropout=dropout,
-                                                lora_target_modules=LORA_TARGET_SETS["all"])
-        seconds = _interleaved_seconds(trainer, batches, {
-            "float32 cast (PEFT default)": contextlib.nullcontext,
-            "no cast": lambda: disable_input_dtype_casting(trainer.model)}, args.lora_costs)
-        print(f"all-linear LoRA r=16, K={args.K}, batch {args.batch}, dropout {dropout}: forward+backward median "
-              + ", ".join(f"{mode} {statistics.median(values):.3f} s" for mode, values in seconds.items()), flush=True)
+    modes, batches = {}, None
+    for name, overrides in LORA_COST_VARIANTS.items():
+        trainer, own_batches = _one_process_trainer(args, lora_r=16, lora_alpha=32,
+                                                    lora_target_modules=LORA_TARGET_SETS["all"], **overrides)
+        batches = batches or own_batches
+        modes[name] = (trainer, contextlib.nullcontext)
+        if len(modes) == 1:
+            first = trainer
+            modes[f"{name}, no float32 input cast"] = (trainer, lambda: disable_input_dtype_casting(first.model))
+    seconds = _interleaved_seconds(batches, modes, args.lora_costs)
+    reference = statistics.median(seconds[next(iter(modes))])
+    print(f"all-linear LoRA r=16 and full fine-tuning, K={args.K}, batch {args.batch}, {args.lora_costs} interleaved "
+          "rounds x 3 batches, forward+backward median:")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"  {name:<45} {median:.3f} s ({100 * (median - reference) / reference:+.1f} %)", flush=True)
 
 
 def step_rate(result: dict, warmup: int) -> tuple[float, float]:

@@ -18,8 +18,10 @@ import time
 from common import EXPERIMENTS, RESULTS, RUNS, machine
 
 RESAMPLES = 1000
-#: Score files of learning-curve points (``learning_curve.py``): K, train type, N, seed, test prompt kind.
-LEARNING_CURVE_SETTING = re.compile(r"recipe-lc-K(\d+)-(mixed|simple)-N(\d+)-seed(\d+)-test-(recent|semantic)")
+#: Score files of learning-curve points (``learning_curve.py``): K, method (none: LoRA on every layer; ``full15``:
+#: full fine-tuning of the top 15 layers), train type, N, seed, test prompt kind.
+LEARNING_CURVE_SETTING = re.compile(
+    r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)-seed(\d+)-test-(recent|semantic)")
 
 
 def _rows(name):
@@ -58,11 +60,15 @@ def _comparisons(dataset, settings):
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
         curve_point = LEARNING_CURVE_SETTING.fullmatch(name)
         if curve_point:
-            K, train_type, shots, seed, kind = curve_point.groups()
+            K, method, train_type, shots, seed, kind = curve_point.groups()
+            prefix = f"recipe-lc-K{K}-{method + '-' if method else ''}"
             if train_type == "mixed":
-                other = f"recipe-lc-K{K}-simple-N{shots}-seed{seed}-test-{kind}"
+                other = f"{prefix}simple-N{shots}-seed{seed}-test-{kind}"
                 if other in names:
                     pairs.append((name, other, "ReiT mixed vs simple at equal steps"))
+            lora_point = f"recipe-lc-K{K}-{train_type}-N{shots}-seed{seed}-test-{kind}"
+            if method and lora_point in names:
+                pairs.append((name, lora_point, f"{method} fine-tuning vs LoRA (all layers), same N"))
             if kind == "semantic" and name.replace("-test-semantic", "-test-recent") in names:
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
             if f"zero-shot-K{K}-{kind}" in names:
@@ -102,22 +108,23 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     for name, values in metrics.items():
         match = LEARNING_CURVE_SETTING.fullmatch(name)
         if match:
-            K, train_type, shots, _seed, kind = match.groups()
-            points.setdefault((K, train_type, kind), {}).setdefault(int(shots), []).append(values)
+            K, method, train_type, shots, _seed, kind = match.groups()
+            points.setdefault((K, method or "lora", train_type, kind), {}).setdefault(int(shots), []).append(values)
     if not points:
         return []
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    rows = ["| K | train | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |", "|---|---|---|---|---|---|---|"]
-    for (K, train_type, kind), by_shots in sorted(points.items()):
+    rows = ["| K | tuning | train | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (K, method, train_type, kind), by_shots in sorted(points.items()):
         shots = sorted(by_shots)
         means = [sum(v["auc"] for v in by_shots[n]) / len(by_shots[n]) for n in shots]
         lows = [mean - by_shots[n][0]["auc_ci"][0] for n, mean in zip(shots, means)]
         highs = [by_shots[n][0]["auc_ci"][1] - mean for n, mean in zip(shots, means)]
         axis.errorbar(shots, means, yerr=[lows, highs], marker="o", capsize=3,
-                      label=f"{train_type}, {'SUBR' if kind == 'semantic' else 'recent'} test, K={K}")
+                      label=f"{method}, {train_type}, {'SUBR' if kind == 'semantic' else 'recent'} test, K={K}")
         for n, mean in zip(shots, means):
             low, high = by_shots[n][0]["auc_ci"]
-            rows.append(f"| {K} | {train_type} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
+            rows.append(f"| {K} | {method} | {train_type} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
     K = sorted(points)[0][0]
     for reference, style in ((f"history-mean-K{K}-recent", ":"), ("lightgbm-K10", "--")):
         if reference in metrics:
@@ -138,6 +145,14 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
             f"![{dataset_dir.name} learning curve](runs/{dataset_dir.name}/learning_curve.png)", ""]
 
 
+def _tuning(row: dict) -> str:
+    """What a recipe run trained: ``LoRA all r16`` or ``full, top 15 layers``."""
+    layers = f", top {row['top_layers']} layers" if row.get("top_layers") else ""
+    if row.get("finetuning") == "full":
+        return f"full{layers}"
+    return f"LoRA {row['targets']} r{row['lora_r']}{layers}"
+
+
 def _recipe_section() -> list[str]:
     """The recipe runs of ``results/recipe.jsonl``: sanity task and real labels, best validation AUC, wall time."""
     rows = _rows("recipe")
@@ -146,15 +161,16 @@ def _recipe_section() -> list[str]:
     out = ["## Recipe runs (`experiments/recipe.py`)", "",
            "Validation AUC on a fixed validation subset, scored every `eval_every` optimizer steps; the best checkpoint "
            "is kept. Task `sanity`: the label is mean(shown ratings) >= 3.5 (a working pipeline reaches AUC >= 0.95); "
-           "task `ctr`: the real labels. SmolLM2-135M-Instruct, bf16 base weights, LoRA float32.", "",
-           "| run | task | K | train type | rows | lr | LoRA | total batch | steps | validation AUC by step | best | "
+           "task `ctr`: the real labels. SmolLM2-135M-Instruct; LoRA: bf16 base weights, adapters float32; full: "
+           "float32 master weights of the trained layers, bf16 autocast.", "",
+           "| run | task | K | train type | rows | lr | tuning | total batch | steps | validation AUC by step | best | "
            "train s | test AUC recent / SUBR |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         curve = ", ".join(f"{entry['step']}: {entry['eval_auc']:.3f}" for entry in row["validation_curve"])
         best = row.get("best_validation") or {}
         tests = " / ".join(f"{row[key]['auc']:.4f}" for key in ("test_recent", "test_semantic") if key in row) or "-"
         out.append(f"| {row['setting'].split('/')[-1]} | {row['task']} | {row['K']} | {row['train_type']} | "
-                   f"{row['train_rows']} | {row['lr']:g} | {row['targets']} r{row['lora_r']} | {row['total_batch_size']} | "
+                   f"{row['train_rows']} | {row['lr']:g} | {_tuning(row)} | {row['total_batch_size']} | "
                    f"{row['steps']} | {curve} | {best.get('eval_auc', float('nan')):.3f} | {row['train_seconds']:,.0f} | "
                    f"{tests} |")
     return out + [""]

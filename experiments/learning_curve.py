@@ -32,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--targets", choices=sorted(recipe.LORA_TARGETS), default="all")
     parser.add_argument("--lora_r", type=int, default=16)
+    parser.add_argument("--finetuning", choices=["lora", "full"], default="lora",
+                        help="full: the decoder layers' own weights (points named lc-K5-full15-...)")
+    parser.add_argument("--top_layers", type=int, default=None, help="train only the last this-many decoder layers")
     parser.add_argument("--total_batch_size", type=int, default=16)
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs of the mixed run (simple runs twice as many)")
     parser.add_argument("--eval_every", type=int, default=16)
@@ -41,8 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def point_name(args, train_type: str, shots: int, seed: int) -> str:
-    """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42``)."""
-    return f"lc-K{args.K}-{train_type}-N{shots}-seed{seed}"
+    """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42`` for LoRA,
+    ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all)."""
+    method = "" if args.finetuning == "lora" else f"full{args.top_layers or ''}-"
+    if args.finetuning == "lora" and args.top_layers:
+        method = f"lora{args.top_layers}-"
+    return f"lc-K{args.K}-{method}{train_type}-N{shots}-seed{seed}"
 
 
 def main(argv=None) -> None:
@@ -57,7 +64,8 @@ def main(argv=None) -> None:
                     "--lr", str(args.lr), "--targets", args.targets, "--lora_r", str(args.lora_r),
                     "--total_batch_size", str(args.total_batch_size), "--epochs", str(epochs),
                     "--eval_every", str(args.eval_every), "--eval_size", str(args.eval_size),
-                    "--patience", str(args.patience), "--test",
+                    "--patience", str(args.patience), "--finetuning", args.finetuning, "--test",
+                    *(["--top_layers", str(args.top_layers)] if args.top_layers else []),
                 ])
 
 

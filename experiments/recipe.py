@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--targets", choices=sorted(LORA_TARGETS), default="qv")
     parser.add_argument("--lora_r", type=int, default=8)
     parser.add_argument("--lora_alpha", type=int, default=None, help="default: 2 x lora_r")
+    parser.add_argument("--finetuning", choices=["lora", "full"], default="lora",
+                        help="lora: adapters on --targets; full: the decoder layers' own weights")
+    parser.add_argument("--top_layers", type=int, default=None, help="train only the last this-many decoder layers")
     parser.add_argument("--total_batch_size", type=int, default=16)
     parser.add_argument("--train_batch_size", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -72,15 +75,13 @@ def training_data(args, config):
 def sanity_margins(adapter_dir, evaluation, config) -> list[dict]:
     """Score the validation rows with the selected adapter; AUC by distance of the shown-rating mean from 3.5."""
     import numpy as np
-    from peft import PeftModel
 
     import rella_hf
-    from rella_hf.models import adapter_compute_dtype, load_model
+    from rella_hf.models import load_tuned_model
     from rella_hf.scoring import CTRScorer, score_dataset
     from rella_hf.training.sanity import auc_by_margin, shown_rating_means
 
-    base, tokenizer = load_model(MODEL, dtype=adapter_compute_dtype(adapter_dir))
-    tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
     scored = score_dataset(CTRScorer(tuned, tokenizer, batch_size=8), evaluation)
     validation = rella_hf.load_dataset(config.dataset, K=config.K, retrieval="recent", data_dir=config.data_dir,
                                        embedder=EMBEDDER, chat_model=MODEL)["validation"]
@@ -91,11 +92,9 @@ def sanity_margins(adapter_dir, evaluation, config) -> list[dict]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from peft import PeftModel
-
     import rella_hf
     from rella_hf.metrics import ctr_metrics
-    from rella_hf.models import adapter_compute_dtype, load_model
+    from rella_hf.models import load_tuned_model
     from rella_hf.report import write_scores
     from rella_hf.scoring import CTRScorer, score_dataset
     from rella_hf.training import ReiTConfig, train_on_data
@@ -114,6 +113,7 @@ def main(argv=None) -> None:
         shots=args.shots, embedder=EMBEDDER, model_name_or_path=MODEL, eval_size=args.eval_size,
         compute_eval_loss=False, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_steps,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_target_modules=LORA_TARGETS[args.targets],
+        finetuning=args.finetuning, top_layers=args.top_layers,
         per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=8,
         total_batch_size=args.total_batch_size, num_train_epochs=args.epochs, max_steps=args.max_steps,
         eval_strategy="steps", eval_steps=args.eval_every, save_strategy="steps", save_steps=args.eval_every,
@@ -130,9 +130,10 @@ def main(argv=None) -> None:
     best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
     row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
            "shots": args.shots, "train_rows": result.metrics["train_rows"], "lr": args.lr, "targets": args.targets,
-           "lora_r": args.lora_r, "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
+           "lora_r": args.lora_r, "finetuning": args.finetuning, "top_layers": args.top_layers,
+           "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
            "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
-           "compute_dtype": config.base_dtype, "validation_curve": history, "best_validation": best,
+           "compute_dtype": config.compute_dtype, "validation_curve": history, "best_validation": best,
            "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1)}
     print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
 
@@ -142,8 +143,7 @@ def main(argv=None) -> None:
               f"{json.dumps(row['validation_auc_by_margin'])}", flush=True)
 
     if args.test and args.task == "ctr":
-        base, tokenizer = load_model(MODEL, dtype=adapter_compute_dtype(adapter_dir))
-        tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
         scorer = CTRScorer(tuned, tokenizer, batch_size=8)
         common = dict(data_dir=data_dir(args.dataset), embedder=EMBEDDER, chat_model=MODEL)
         for kind in ("recent", "semantic"):

@@ -344,6 +344,40 @@ def adapter_compute_dtype(adapter_dir: str | os.PathLike) -> str | None:
     return _DTYPE_NAMES.get(str(dtype).lower()) if dtype else None
 
 
+def load_tuned_model(output_dir: str | os.PathLike, base_model: str | os.PathLike = SMOLLM2_NAME, *,
+                     dtype: str | torch.dtype | None = None, cache_dir: str | os.PathLike | None = None):
+    """Load what a ReiT run wrote, ready to score: a LoRA adapter on its base model, or a whole model.
+
+    A ``finetuning="full"`` run leaves a complete model (``config.json`` + weights) in
+    ``output_dir``; a LoRA run leaves ``adapter_model.safetensors``, applied to ``base_model``.
+    Either is loaded in ``dtype``, by default the precision the run trained in
+    (:func:`adapter_compute_dtype`).
+
+    Args:
+        output_dir: the training run's output folder.
+        base_model: the model a LoRA adapter was trained on (ignored for a whole model).
+        dtype: compute dtype; default: the run's training precision, else the device default.
+        cache_dir: rella-hf cache root for converted GGUF copies.
+
+    Returns:
+        ``(model, tokenizer)`` in evaluation mode.
+
+    Raises:
+        ModelError: ``output_dir`` holds neither an adapter nor a model.
+    """
+    folder = Path(output_dir)
+    dtype = dtype if dtype is not None else adapter_compute_dtype(folder)
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, tokenizer = load_model(base_model, dtype=dtype, cache_dir=cache_dir)
+        return PeftModel.from_pretrained(base, str(folder)).eval(), tokenizer
+    if (folder / "config.json").is_file():
+        return load_model(folder, dtype=dtype, cache_dir=cache_dir)
+    raise ModelError(f"{folder} holds neither adapter_config.json (a LoRA run) nor config.json (a full fine-tune); "
+                     "point to a ReiT training output folder.")
+
+
 def load_model(
     name_or_path: str | os.PathLike = SMOLLM2_NAME,
     *,

@@ -26,12 +26,14 @@ def _write_small_ml_latest(folder):
     return folder
 
 
-def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in_isolated_cache, tiny_model_dir):
+@pytest.mark.parametrize("finetuning, weights", [("lora", "adapter_model.safetensors"), ("full", "model.safetensors")])
+def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in_isolated_cache, tiny_model_dir,
+                                                             finetuning, weights):
     from rella_hf.demo import DemoConfig, run_demo
 
     config = DemoConfig(output_dir=str(tmp_path / "demo"), data_dir=str(_write_small_ml_latest(tmp_path / "data")),
                         model=str(tiny_model_dir), K=3, test_size=24, shots=8, train_batch_size=4, total_batch_size=4,
-                        eval_size=16, eval_every=1, lora_r=4)
+                        eval_size=16, eval_every=1, lora_r=4, finetuning=finetuning, top_layers=1)
     report = run_demo(config)
     run_dir = report.parent
     text = report.read_text()
@@ -48,7 +50,13 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
         assert low <= row["difference"] <= high and row["excludes_zero"] == (low > 0 or high < 0)
     training = json.loads((run_dir / "train" / "reit" / "metrics.json").read_text())
     assert training["eval_history"] and training["best_checkpoint"]  # validation AUC chose the adapter
-    adapter = run_dir / "train" / "reit" / "adapter_model.safetensors"
+
+    def scores(setting):
+        lines = (run_dir / "scores" / f"{setting}.jsonl").read_text().splitlines()
+        return np.array([json.loads(line)["score"] for line in lines])
+
+    assert not np.allclose(scores("ReiT-recent"), scores("zero-shot-recent"))  # the tuned model scored, not the base
+    adapter = run_dir / "train" / "reit" / weights
     stamp = adapter.stat().st_mtime_ns
     run_demo(config)  # a rerun skips every finished step
     assert adapter.stat().st_mtime_ns == stamp
@@ -59,17 +67,17 @@ def test_demo_defaults_are_the_measured_recipe_and_match_the_cpu_trainer_config(
     """`make demo` and trainer_configs/demo-cpu.yaml train the recipe whose gain was measured (README)."""
     import yaml
 
-    from rella_hf.demo import LORA_TARGET_SETS, DemoConfig
+    from rella_hf.demo import DemoConfig
 
     demo = DemoConfig()
-    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 1024, 16, 1e-3)
-    assert (demo.lora_targets, demo.lora_r, demo.eval_every, demo.test_size) == ("all", 16, 32, 200)
+    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 1024, 16, 5e-5)
+    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, 64, 200)
     reit = demo.reit_config("unused")
-    assert reit.shots == 1024 and reit.eval_steps == 32 and reit.metric_for_best_model == "auc"
+    assert reit.shots == 1024 and reit.eval_steps == 64 and reit.metric_for_best_model == "auc"
+    assert (reit.finetuning, reit.top_layers, reit.base_dtype) == ("full", 15, "float32")
 
     shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer_configs" / "demo-cpu.yaml").read_text())
     assert shipped["shots"] == demo.shots and shipped["K"] == demo.K
     assert shipped["eval_steps"] == demo.eval_every == shipped["save_steps"]
-    assert shipped["lora_target_modules"] == LORA_TARGET_SETS[demo.lora_targets]
-    assert (shipped["lora_r"], shipped["total_batch_size"], shipped["learning_rate"]) == (
-        demo.lora_r, demo.total_batch_size, demo.learning_rate)
+    assert (shipped["finetuning"], shipped["top_layers"]) == (demo.finetuning, demo.top_layers)
+    assert (shipped["total_batch_size"], shipped["learning_rate"]) == (demo.total_batch_size, demo.learning_rate)

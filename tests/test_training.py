@@ -239,6 +239,72 @@ def test_lora_config_follows_the_fields(tmp_path):
     assert peft_config.task_type == "CAUSAL_LM"
 
 
+def test_lora_on_the_top_layers_adapts_only_them_and_the_backward_stops_there(tmp_path, prompt_datasets):
+    from rella_hf.training import build_trainer, load_model_for_training
+
+    config = _config(tmp_path, top_layers=1, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    assert config.reit_settings()["top_layers"] == 1
+    model, tokenizer = load_model_for_training(config)
+    assert model.config.num_hidden_layers == 2
+    trainer = build_trainer(config, build_training_data(config, prompt_datasets), model, tokenizer)
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in trainer.model.named_parameters()
+               if "lora_" in name}
+    assert adapted == {"1"}
+    # Layer 0 holds no trainable weight: autograd must not run its backward at all.
+    reached = []
+    layer0 = trainer.model.get_base_model().model.layers[0]
+    layer0.register_full_backward_hook(lambda *args: reached.append(0))
+    layer1 = trainer.model.get_base_model().model.layers[1]
+    layer1.register_full_backward_hook(lambda *args: reached.append(1))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, batch).backward()
+    assert reached == [1]
+    with pytest.raises(ConfigError, match="exceeds the model's 2 decoder layers"):
+        lora_config(_config(tmp_path, top_layers=3), num_layers=2)
+    with pytest.raises(ConfigError, match="top_layers=0"):
+        _config(tmp_path, top_layers=0)
+
+
+def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp_path, prompt_datasets):
+    import torch
+    from safetensors.torch import load_file
+
+    from rella_hf.errors import ModelError
+    from rella_hf.models import adapter_compute_dtype, load_tuned_model
+    from rella_hf.training import load_model_for_training
+    from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
+
+    config = _config(tmp_path, finetuning="full", top_layers=1, bf16=True, learning_rate=1e-3)
+    assert (config.base_dtype, config.compute_dtype) == ("float32", "bfloat16")  # float32 master weights
+    data = build_training_data(config, prompt_datasets)
+    model, tokenizer = load_model_for_training(config)
+    assert model.dtype == torch.float32
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    result = train_on_data(config, data, model, tokenizer)
+    out = result.output_dir
+    # float32 master weights under bf16 autocast still get the float32 CPU training attention ...
+    assert model.config._attn_implementation == FLOAT32_CPU_TRAINING_SDPA
+    # ... which the written model does not name: it loads wherever rella-hf is not imported.
+    assert FLOAT32_CPU_TRAINING_SDPA not in (out / "config.json").read_text()
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
+    saved = load_file(out / "model.safetensors")
+    changed = {name for name, tensor in saved.items() if not torch.equal(tensor, before[name])}
+    assert changed and all(name.startswith(("model.layers.1.", "model.norm.")) for name in changed), changed
+    assert not any(name.startswith("model.layers.0.") or "embed" in name for name in changed)
+    assert adapter_compute_dtype(out) == "bfloat16"
+    reloaded, _ = load_tuned_model(out)  # a whole model, in the precision it trained in
+    assert reloaded.dtype == torch.bfloat16 and not hasattr(reloaded, "peft_config")
+    reloaded_weight = reloaded.state_dict()["model.layers.1.mlp.down_proj.weight"]
+    assert torch.equal(reloaded_weight, saved["model.layers.1.mlp.down_proj.weight"].to(torch.bfloat16))
+    with pytest.raises(ModelError, match="neither adapter_config.json"):
+        load_tuned_model(tmp_path)
+    with pytest.raises(ConfigError, match="finetuning='partial'"):
+        _config(tmp_path, finetuning="partial")
+    with pytest.raises(ConfigError, match="push_to_hub publishes LoRA adapters"):
+        _config(tmp_path, finetuning="full", push_to_hub=True, hub_model_id="someone/run")
+
+
 def test_every_shipped_trainer_config_parses_with_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     names = sorted(path.name for path in (REPO / "trainer_configs").glob("*.yaml"))

@@ -39,7 +39,7 @@ def register_float32_cpu_training_sdpa() -> str:
     return FLOAT32_CPU_TRAINING_SDPA
 
 
-def use_float32_cpu_training_attention(model) -> bool:
+def use_float32_cpu_training_attention(model, autocast_bf16: bool = False) -> bool:
     """Switch a bf16 model that runs SDPA attention to the float32-for-CPU-training variant.
 
     Models on other attention implementations (eager, flash-attention, custom kernels) or in
@@ -47,13 +47,16 @@ def use_float32_cpu_training_attention(model) -> bool:
 
     Args:
         model: a transformers ``PreTrainedModel`` (before or after PEFT wrapping).
+        autocast_bf16: the model trains under bf16 autocast, so a float32 model (full fine-tuning's
+            master weights) also hands bf16 query/key/value to its attention.
 
     Returns:
         Whether the model was switched.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if config is None or getattr(config, "_attn_implementation", None) != "sdpa" or base.dtype != torch.bfloat16:
+    computes_bf16 = base.dtype == torch.bfloat16 or (autocast_bf16 and base.dtype == torch.float32)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa" or not computes_bf16:
         return False
     base.set_attn_implementation(register_float32_cpu_training_sdpa())
     return base.config._attn_implementation == FLOAT32_CPU_TRAINING_SDPA

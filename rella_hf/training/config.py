@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 TRAIN_TYPES = ("simple", "sequential", "mixed")
 #: Kinds of evaluation prompts.
 TEST_TYPES = ("simple", "sequential")
+#: What training updates: LoRA adapters, or the decoder layers' own weights.
+FINETUNING_METHODS = ("lora", "full")
 
 
 def hardware_supports_bf16() -> bool:
@@ -148,6 +150,16 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         (`float`, defaults to `0.05`), lora_target_modules (`list[str]`, defaults to
         `["q_proj", "v_proj"]`): turned into a :class:`peft.LoraConfig` by :func:`lora_config`.
 
+    Parameters that choose what trains:
+        finetuning (`str`, defaults to `"lora"`): ``"lora"`` trains LoRA adapters (the paper);
+            ``"full"`` trains every weight of the decoder layers (embeddings and LM head stay frozen),
+            from float32 master weights under bf16 autocast where ``bf16`` is on; the output folder
+            then holds a whole model instead of an adapter.
+        top_layers (`int` or `None`): train only the last this-many decoder layers (their adapters,
+            or their weights with ``finetuning="full"``; None: all). The backward pass then stops at
+            the first trained layer, so a step costs less; the layers below keep their pretrained
+            function.
+
     Parameters that control batching and resuming:
         total_batch_size (`int` or `None`, defaults to `256`): samples per optimizer step across
             all processes; sets ``gradient_accumulation_steps = total / (per_device_train_batch_size
@@ -236,6 +248,19 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Module names that get LoRA adapters."}
     )
 
+    # What trains.
+    finetuning: str = field(
+        default="lora",
+        metadata={"help": "lora: LoRA adapters (the paper); full: every weight of the decoder layers "
+                          "(float32 master weights, bf16 autocast); the output is then a whole model.",
+                  "choices": list(FINETUNING_METHODS)},
+    )
+    top_layers: Optional[int] = field(
+        default=None,
+        metadata={"help": "Train only the last this-many decoder layers (None: all); the backward pass stops "
+                          "at the first trained layer, so steps are cheaper."},
+    )
+
     # Batching and resuming.
     total_batch_size: Optional[int] = field(
         default=256, metadata={"help": "Samples per optimizer step over all processes (sets gradient accumulation)."}
@@ -291,6 +316,16 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
             raise ConfigError(f"lora_dropout={self.lora_dropout} must be in [0, 1).")
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules is empty; name at least one module, e.g. q_proj v_proj.")
+        if self.finetuning not in FINETUNING_METHODS:
+            raise ConfigError(f"finetuning={self.finetuning!r} is not one of {', '.join(FINETUNING_METHODS)}.")
+        if self.finetuning == "full" and self.push_to_hub:
+            raise ConfigError("push_to_hub publishes LoRA adapters with rella-hf's card; a finetuning=full run writes a "
+                              "plain transformers model: train without push_to_hub, then push that folder yourself.")
+        if self.top_layers is not None and (
+                isinstance(self.top_layers, bool) or not isinstance(self.top_layers, int)
+                or self.top_layers <= 0):
+            raise ConfigError(f"top_layers={self.top_layers!r} must be a positive integer, or None for "
+                              "every layer.")
         if self.early_stopping_patience is not None and (
                 self.early_stopping_patience < 1 or not self.load_best_model_at_end):
             raise ConfigError(
@@ -324,9 +359,12 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
 
     @property
     def base_dtype(self) -> str:
-        """Dtype of the frozen base weights: ``model_dtype``, else bfloat16 with ``bf16``, float16 with ``fp16``, float32."""
+        """Dtype the model is loaded in: ``model_dtype``, else float32 for full fine-tuning (master weights),
+        bfloat16 with ``bf16``, float16 with ``fp16``, float32."""
         if self.model_dtype is not None:
             return self.model_dtype
+        if self.finetuning == "full":
+            return "float32"
         if self.bf16:
             return "bfloat16"
         if self.fp16:
@@ -348,27 +386,49 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         names = (
             "dataset", "data_dir", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
             "eval_split", "compute_eval_loss", "model_name_or_path", "model_dtype", "completion_logits_only",
-            "cpu_float32_attention", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+            "cpu_float32_attention", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "finetuning",
+            "top_layers",
             "total_batch_size", "early_stopping_patience", "resume",
         )
         # retrieval is not a setting of the run: train_type / test_type choose the prompt kinds.
         build = {name: value for name, value in self.build_options().items() if name != "retrieval"}
-        return {**build, **{name: getattr(self, name) for name in names}, "compute_dtype": self.base_dtype}
+        return {**build, **{name: getattr(self, name) for name in names}, "compute_dtype": self.compute_dtype}
+
+    @property
+    def compute_dtype(self) -> str:
+        """Precision the trained model computed in: the base dtype, except bfloat16 / float16 for full
+        fine-tuning under autocast (its float32 master weights are only the optimizer's copy)."""
+        if self.finetuning == "full" and self.model_dtype is None and (self.bf16 or self.fp16):
+            return "bfloat16" if self.bf16 else "float16"
+        return self.base_dtype
 
 
-def lora_config(config: ReiTConfig) -> LoraConfig:
+def lora_config(config: ReiTConfig, num_layers: int | None = None) -> LoraConfig:
     """The :class:`peft.LoraConfig` described by ``config``'s ``lora_*`` fields (causal LM, no bias).
 
     Args:
         config: a :class:`ReiTConfig`.
+        num_layers: the model's decoder layer count; needed when ``config.top_layers`` is set.
+
+    Raises:
+        ConfigError: ``top_layers`` is set without ``num_layers``, or exceeds it.
     """
     from peft import LoraConfig
 
+    layers = None
+    if config.top_layers is not None:
+        if num_layers is None:
+            raise ConfigError("top_layers needs the model's number of decoder layers (num_layers).")
+        if config.top_layers > num_layers:
+            raise ConfigError(f"top_layers={config.top_layers} exceeds the model's {num_layers} decoder "
+                              "layers; lower it or leave it unset for every layer.")
+        layers = list(range(num_layers - config.top_layers, num_layers))
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules),
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -239,8 +239,51 @@ class ReiTTrainer(SFTTrainer):
         return metrics
 
 
+def decoder_layers(model) -> list:
+    """The decoder blocks of a causal LM (``model.model.layers`` for Llama-style models).
+
+    Raises:
+        ConfigError: when the model keeps them elsewhere.
+    """
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise ConfigError(f"{type(model).__name__} keeps no decoder layers at model.layers; full fine-tuning "
+                          "with top_layers needs them there.")
+    return list(layers)
+
+
+def train_top_decoder_layers(model, top_layers: int | None) -> int:
+    """Freeze everything but the last ``top_layers`` decoder layers (all of them when None) and the final norm.
+
+    Embeddings and the LM head stay frozen: they are tied in SmolLM2, and the answer-only loss
+    would only move the rows of the answer tokens.
+
+    Args:
+        model: the base model (no adapter).
+        top_layers: how many of the last decoder layers train; None for all.
+
+    Returns:
+        The number of trainable parameters.
+
+    Raises:
+        ConfigError: ``top_layers`` exceeds the model's layer count.
+    """
+    layers = decoder_layers(model)
+    if top_layers is not None and top_layers > len(layers):
+        raise ConfigError(f"top_layers={top_layers} exceeds the model's {len(layers)} decoder layers; lower it "
+                          "or leave it unset for every layer.")
+    model.requires_grad_(False)
+    trained = layers if top_layers is None else layers[len(layers) - top_layers:]
+    for layer in trained:
+        layer.requires_grad_(True)
+    norm = getattr(model.model, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
 def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> ReiTTrainer:
-    """An ``SFTTrainer`` for ``data`` with LoRA, completion-only loss and the CTR evaluation callback.
+    """An ``SFTTrainer`` for ``data`` with LoRA (or full fine-tuning), completion-only loss and CTR evaluation.
 
     With ``compute_eval_loss=False`` evaluation skips the Trainer's loss loop and reports only
     the callback's AUC / LogLoss / ACC.
@@ -249,7 +292,8 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         config: the run configuration; ``gradient_accumulation_steps`` is recomputed from
             :func:`effective_total_batch_size` when ``total_batch_size`` is set.
         data: training rows and the evaluation subset (:class:`~rella_hf.training.data.TrainingData`).
-        model: the base model (not yet wrapped with LoRA).
+        model: the base model (not yet wrapped with LoRA; with ``finetuning="full"`` its layers
+            outside ``top_layers`` are frozen in place).
         tokenizer: its tokenizer.
         callbacks: extra ``TrainerCallback`` objects.
     """
@@ -285,10 +329,13 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         from ..scoring import contiguous_lm_head_input
 
         contiguous_lm_head_input(model)
+    num_layers = getattr(model.config, "num_hidden_layers", None)
+    if config.finetuning == "full":
+        train_top_decoder_layers(model, config.top_layers)
     if config.cpu_float32_attention and config.device.type == "cpu":
         from .attention import use_float32_cpu_training_attention
 
-        use_float32_cpu_training_attention(model)  # bf16 SDPA backward is the slow kernel on CPU
+        use_float32_cpu_training_attention(model, autocast_bf16=bool(config.bf16))  # bf16 SDPA backward: slow on CPU
     trainer = ReiTTrainer(
         model=model,
         args=config,
@@ -296,7 +343,7 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(config),
+        peft_config=lora_config(config, num_layers) if config.finetuning == "lora" else None,
         callbacks=all_callbacks,
     )
     if ctr_callback is not None:
