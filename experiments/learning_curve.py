@@ -46,9 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def point_name(args, train_type: str, shots: int, seed: int) -> str:
     """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42`` for LoRA,
     ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all)."""
-    method = "" if args.finetuning == "lora" else f"full{args.top_layers or ''}-"
-    if args.finetuning == "lora" and args.top_layers:
-        method = f"lora{args.top_layers}-"
+    plain_lora = args.finetuning == "lora" and not args.top_layers  # the original points keep their names
+    method = "" if plain_lora else f"{args.finetuning}{args.top_layers or ''}-"
     return f"lc-K{args.K}-{method}{train_type}-N{shots}-seed{seed}"
 
 

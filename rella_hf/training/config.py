@@ -403,6 +403,20 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         return self.base_dtype
 
 
+def top_layer_indices(top_layers: int | None, num_layers: int) -> list[int]:
+    """Indices of the decoder layers that train: the last ``top_layers`` of ``num_layers`` (all when None).
+
+    Raises:
+        ConfigError: ``top_layers`` exceeds ``num_layers``.
+    """
+    if top_layers is None:
+        return list(range(num_layers))
+    if top_layers > num_layers:
+        raise ConfigError(f"top_layers={top_layers} exceeds the model's {num_layers} decoder layers; lower it or "
+                          "leave it unset for every layer.")
+    return list(range(num_layers - top_layers, num_layers))
+
+
 def lora_config(config: ReiTConfig, num_layers: int | None = None) -> LoraConfig:
     """The :class:`peft.LoraConfig` described by ``config``'s ``lora_*`` fields (causal LM, no bias).
 
@@ -419,10 +433,7 @@ def lora_config(config: ReiTConfig, num_layers: int | None = None) -> LoraConfig
     if config.top_layers is not None:
         if num_layers is None:
             raise ConfigError("top_layers needs the model's number of decoder layers (num_layers).")
-        if config.top_layers > num_layers:
-            raise ConfigError(f"top_layers={config.top_layers} exceeds the model's {num_layers} decoder "
-                              "layers; lower it or leave it unset for every layer.")
-        layers = list(range(num_layers - config.top_layers, num_layers))
+        layers = top_layer_indices(config.top_layers, num_layers)
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,

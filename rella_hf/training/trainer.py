@@ -28,7 +28,7 @@ from trl import SFTTrainer
 
 from ..errors import ConfigError
 from ..models import TRAINING_CONFIG_FILE
-from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config
+from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, top_layer_indices
 
 if TYPE_CHECKING:
     from .data import TrainingData
@@ -269,13 +269,10 @@ def train_top_decoder_layers(model, top_layers: int | None) -> int:
         ConfigError: ``top_layers`` exceeds the model's layer count.
     """
     layers = decoder_layers(model)
-    if top_layers is not None and top_layers > len(layers):
-        raise ConfigError(f"top_layers={top_layers} exceeds the model's {len(layers)} decoder layers; lower it "
-                          "or leave it unset for every layer.")
+    trained = top_layer_indices(top_layers, len(layers))
     model.requires_grad_(False)
-    trained = layers if top_layers is None else layers[len(layers) - top_layers:]
-    for layer in trained:
-        layer.requires_grad_(True)
+    for index in trained:
+        layers[index].requires_grad_(True)
     norm = getattr(model.model, "norm", None)
     if norm is not None:
         norm.requires_grad_(True)
