@@ -266,8 +266,9 @@ def test_lora_on_the_top_layers_adapts_only_them_and_the_backward_stops_there(tm
         _config(tmp_path, top_layers=0)
 
 
-def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp_path, prompt_datasets):
+def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp_path, prompt_datasets, monkeypatch):
     import torch
+    import transformers.trainer
     from safetensors.torch import load_file
 
     from rella_hf.errors import ModelError
@@ -275,7 +276,11 @@ def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp
     from rella_hf.training import load_model_for_training
     from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
 
-    config = _config(tmp_path, finetuning="full", top_layers=1, bf16=True, learning_rate=1e-3)
+    config = _config(tmp_path, finetuning="full", top_layers=1, bf16=True, learning_rate=1e-3, eval_size=24,
+                     compute_eval_loss=False, max_steps=2, eval_strategy="steps", eval_steps=1, save_strategy="steps",
+                     save_steps=1, load_best_model_at_end=True, metric_for_best_model="auc")
+    warnings = []
+    monkeypatch.setattr(transformers.trainer.logger, "warning", lambda message, *args: warnings.append(message))
     assert (config.base_dtype, config.compute_dtype) == ("float32", "bfloat16")  # float32 master weights
     data = build_training_data(config, prompt_datasets)
     model, tokenizer = load_model_for_training(config)
@@ -283,6 +288,9 @@ def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     result = train_on_data(config, data, model, tokenizer)
     out = result.output_dir
+    # The tiny model ties its LM head to the embeddings: restoring the best checkpoint is complete.
+    assert result.metrics["best_checkpoint"] and not any("missing keys" in message for message in warnings), warnings
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     # float32 master weights under bf16 autocast still get the float32 CPU training attention ...
     assert model.config._attn_implementation == FLOAT32_CPU_TRAINING_SDPA
     # ... which the written model does not name: it loads wherever rella-hf is not imported.
@@ -386,6 +394,9 @@ def test_training_writes_an_adapter_that_scores_and_ctr_metrics(tmp_path, prompt
     base_before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     result = train_on_data(config, data, model, tokenizer)
     out = result.output_dir
+    # The tiny model ties its LM head to the embeddings: restoring the best checkpoint is complete.
+    assert result.metrics["best_checkpoint"] and not any("missing keys" in message for message in warnings), warnings
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_config.json",
                  "metrics.json"):
         assert (out / name).is_file(), name

@@ -189,3 +189,34 @@ def test_float32_cpu_training_attention_leaves_float32_and_non_sdpa_models_alone
     assert not use_float32_cpu_training_attention(eager_model)
     assert float32_model.config._attn_implementation == "sdpa"
     assert eager_model.config._attn_implementation == "eager"
+
+
+def test_float32_cpu_training_attention_catches_autocast_of_float32_master_weights(tiny_bpe_tokenizer, monkeypatch):
+    # Full fine-tuning: float32 weights under bf16 autocast. RoPE promotes query and key back to
+    # float32 while value stays bf16, and autocast would run the kernel (and its slow backward) in bf16.
+    import torch.nn.functional as F
+
+    from rella_hf.training.attention import use_float32_cpu_training_attention
+
+    model = _tiny_llama(tiny_bpe_tokenizer, torch.float32)
+    ids = torch.randint(5, 200, (3, 12))
+    kernel_dtypes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        output = sdpa(*args, **kwargs)
+        kernel_dtypes.append(output.dtype)
+        return output
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids).logits.float().sum().backward()
+    assert set(kernel_dtypes) == {torch.bfloat16}  # what plain SDPA does under autocast
+    assert use_float32_cpu_training_attention(model, autocast_bf16=True)
+    kernel_dtypes.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids).logits.float().sum().backward()
+        with torch.no_grad():
+            model(input_ids=ids)  # an evaluation pass keeps autocast's bf16 kernel
+    assert kernel_dtypes == [torch.float32] * model.config.num_hidden_layers + [torch.bfloat16] * model.config.num_hidden_layers
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)

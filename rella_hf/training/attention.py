@@ -7,6 +7,12 @@ step. Casting query, key and value to float32 for the kernel and its result back
 every matmul of the model in bf16 and the logits as close to the float32 model's (SmolLM2, 4 x 200
 tokens: mean absolute logit error 0.094 against 0.092 with bf16 attention). Passes without
 gradients (scoring, evaluation) and other devices use plain SDPA, so scores do not change.
+
+Full fine-tuning keeps float32 master weights under bf16 autocast, where autocast would run the
+kernel in bf16 too; those passes are caught as well. Only the trained top layers run the attention
+backward there, so the step gains little (top 15 of 30 layers, batch 8: 3.08 s with the bf16
+kernel, 3.12 s with this one, within noise; ``bench_train.py --lora-costs``): it is kept for the
+float32 attention gradients, at no measurable cost.
 """
 
 from __future__ import annotations
@@ -17,15 +23,26 @@ import torch
 FLOAT32_CPU_TRAINING_SDPA = "rella_sdpa_float32_cpu_training"
 
 
+def _bf16_kernel_in_training(query) -> bool:
+    """Whether plain SDPA would run its kernel in bf16 for a pass that will be backpropagated on CPU."""
+    if query.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
+    if query.dtype == torch.bfloat16:
+        return True
+    # Float32 master weights under bf16 autocast: RoPE hands float32 query/key (value stays bf16),
+    # and autocast would cast all three down to bf16 for the kernel.
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def _sdpa_float32_for_cpu_training(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.device.type == "cpu" and query.dtype == torch.bfloat16 and torch.is_grad_enabled():
+    if _bf16_kernel_in_training(query):
         # The Trainer's bf16 autocast would cast the inputs straight back to bf16 for SDPA.
         with torch.autocast(device_type="cpu", enabled=False):
             output, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(),
                                                      attention_mask, **kwargs)
-        return output.to(query.dtype), weights
+        return output.to(torch.bfloat16), weights  # the dtype plain SDPA would have returned
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

@@ -231,12 +231,36 @@ class ReiTTrainer(SFTTrainer):
         step_rows = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return SeededLengthGroupedSampler(lengths, step_rows, seed=self.args.seed)
 
+    def _issue_warnings_after_load(self, load_result):
+        """Restoring the best checkpoint of a tied-embedding model (SmolLM2) is complete, not partial.
+
+        The checkpoint stores the shared embedding matrix once, so the LM head's key is "missing" by
+        design; transformers would warn that the checkpoint lacks ``lm_head.weight``. Those keys are
+        dropped from the warning and the weights re-tied; any other missing key is still reported.
+        """
+        shared = tied_parameter_names(self.model)
+        missing = [key for key in load_result.missing_keys if key not in shared]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if getattr(self.args, "compute_eval_loss", True) or eval_dataset is not None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         metrics: dict[str, float] = {}
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+def tied_parameter_names(model) -> set[str]:
+    """Names of parameters that share their tensor with another parameter (a tied LM head), all but the first."""
+    seen: set[int] = set()
+    aliases = set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in seen:
+            aliases.add(name)
+        seen.add(id(parameter))
+    return aliases
 
 
 def decoder_layers(model) -> list:
