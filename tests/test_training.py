@@ -394,9 +394,6 @@ def test_training_writes_an_adapter_that_scores_and_ctr_metrics(tmp_path, prompt
     base_before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     result = train_on_data(config, data, model, tokenizer)
     out = result.output_dir
-    # The tiny model ties its LM head to the embeddings: restoring the best checkpoint is complete.
-    assert result.metrics["best_checkpoint"] and not any("missing keys" in message for message in warnings), warnings
-    assert model.lm_head.weight is model.model.embed_tokens.weight
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_config.json",
                  "metrics.json"):
         assert (out / name).is_file(), name
