@@ -1,7 +1,7 @@
 """The end-to-end demo: build, zero-shot score, ReiT-finetune, score again, report.
 
 Everything runs offline on the bundled ml-latest-small and the offline SmolLM2-135M-Instruct. The
-defaults train ReiT on 2,048 rows (N=1024 mixed) by full fine-tuning of the top 15 decoder layers,
+defaults train ReiT on 1,536 rows (N=768 mixed, 96 steps of 16) by full fine-tuning of the top 15 decoder layers,
 which on this model reads the history from far fewer rows than LoRA does (``--finetuning lora
 --learning_rate 1e-3 --top_layers 30`` is the LoRA alternative, all linear layers r=16, about twice
 the wall time for a smaller gain; measured in ``experiments/reading.md``). Each step's result is
@@ -51,7 +51,7 @@ class DemoConfig(ReLLaDataArguments):
     output_dir: str = field(default="runs/demo", metadata={"help": "Run folder: scores, adapter, report.md, plots."})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM to score and finetune."})
     test_size: int = field(default=200, metadata={"help": "Fixed, seeded test subset scored in every setting."})
-    shots: int = field(default=1024, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
+    shots: int = field(default=768, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
     epochs: float = field(default=1.0, metadata={"help": "Training epochs over the 2N rows."})
     train_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass while training."})
     total_batch_size: int = field(default=16, metadata={"help": "Rows per optimizer step (gradient accumulation)."})
@@ -67,7 +67,7 @@ class DemoConfig(ReLLaDataArguments):
     top_layers: Optional[int] = field(default=15, metadata={
         "help": "Train only the last this-many decoder layers (None: all); cheaper steps."})
     eval_size: int = field(default=100, metadata={"help": "Validation samples scored for AUC during training (0: none)."})
-    eval_every: int = field(default=64, metadata={"help": "Optimizer steps between validation scorings; the best is kept."})
+    eval_every: int = field(default=48, metadata={"help": "Optimizer steps between validation scorings; the best is kept."})
     score_batch_size: int = field(default=8, metadata={"help": "Prompts per scoring forward pass."})
     seed: int = field(default=42, metadata={"help": "Seed of the test subset, shots and training."})
     skip_training: bool = field(default=False, metadata={"help": "Only zero-shot scoring (no finetuning)."})

@@ -70,10 +70,10 @@ def test_demo_defaults_are_the_measured_recipe_and_match_the_cpu_trainer_config(
     from rella_hf.demo import DemoConfig
 
     demo = DemoConfig()
-    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 1024, 16, 5e-5)
-    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, 64, 200)
+    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 768, 16, 5e-5)
+    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, 48, 200)
     reit = demo.reit_config("unused")
-    assert reit.shots == 1024 and reit.eval_steps == 64 and reit.metric_for_best_model == "auc"
+    assert reit.shots == 768 and reit.eval_steps == 48 and reit.metric_for_best_model == "auc"
     assert (reit.finetuning, reit.top_layers, reit.base_dtype) == ("full", 15, "float32")
 
     shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer_configs" / "demo-cpu.yaml").read_text())
