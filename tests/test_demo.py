@@ -50,6 +50,7 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
         assert low <= row["difference"] <= high and row["excludes_zero"] == (low > 0 or high < 0)
     training = json.loads((run_dir / "train" / "reit" / "metrics.json").read_text())
     assert training["eval_history"] and training["best_checkpoint"]  # validation AUC chose the adapter
+    assert not list((run_dir / "train" / "reit").glob("checkpoint-*"))  # kept only while training could resume
 
     def scores(setting):
         lines = (run_dir / "scores" / f"{setting}.jsonl").read_text().splitlines()
