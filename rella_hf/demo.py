@@ -138,7 +138,8 @@ def run_demo(config: DemoConfig) -> Path:
     Steps: build the K-item dataset with recent and SUBR histories; zero-shot score a fixed test
     subset with both prompt kinds; ReiT-finetune on an N-shot mixed set (full fine-tuning of the
     top layers by default, or LoRA), keeping the checkpoint of best validation AUC and then deleting
-    the checkpoints; score the same subset with the tuned model (in the precision it was trained in); write ``report.md`` (with the paired-bootstrap AUC gain of ReiT over zero-shot,
+    the checkpoints; score the same subset with the tuned model (in the precision it was trained in);
+    write ``report.md`` (with the paired-bootstrap AUC gain of ReiT over zero-shot,
     the training loss and the validation AUC curves), PNG plots, ``metrics.json`` and
     ``comparisons.json``.
     """
