@@ -24,6 +24,11 @@ LEARNING_CURVE_SETTING = re.compile(
     r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)-seed(\d+)-test-(recent|semantic)")
 
 
+#: Published numbers drawn as reference lines (not measured here): SIM trained on 8,192 ML-1M samples, from the
+#: ReLLa paper as quoted in issue #16.
+PUBLISHED_REFERENCES = {"ml-1m": {"SIM N=8192 (paper)": 0.735}}
+
+
 def _rows(name):
     path = RESULTS / f"{name}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -96,8 +101,9 @@ def _comparisons(dataset, settings):
 def _learning_curve(dataset_dir, metrics) -> list[str]:
     """Plot test AUC vs N (one line per train type x test prompt kind, 95 % intervals, seeds averaged).
 
-    Horizontal lines mark the no-LLM references measured on the same test subset: the mean rating
-    of the K recent items and LightGBM trained on the whole train split. Returns the report lines.
+    Horizontal lines mark the no-LLM references measured on the same test subset (the mean rating
+    of the K and of the 10 recent items, LightGBM trained on the whole train split) and the published
+    numbers of ``PUBLISHED_REFERENCES``. Returns the report lines.
     """
     import matplotlib
 
@@ -126,12 +132,13 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
             low, high = by_shots[n][0]["auc_ci"]
             rows.append(f"| {K} | {method} | {train_type} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
     K = sorted(points)[0][0]
-    for reference, style in ((f"history-mean-K{K}-recent", ":"), ("lightgbm-K10", "--")):
-        if reference in metrics:
-            axis.axhline(metrics[reference]["auc"], linestyle=style, color="grey")
-            # x in axes fractions, y in data: the label stays inside the frame whatever the N range.
-            axis.text(0.01, metrics[reference]["auc"], reference, transform=axis.get_yaxis_transform(), fontsize=8,
-                      va="bottom")
+    references = {name: metrics[name]["auc"] for name in dict.fromkeys(
+        (f"history-mean-K{K}-recent", "history-mean-K10-recent", "lightgbm-K10")) if name in metrics}
+    references.update(PUBLISHED_REFERENCES.get(dataset_dir.name, {}))
+    for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)))):
+        axis.axhline(auc, linestyle=style, color="grey")
+        # x in axes fractions, y in data: the label stays inside the frame whatever the N range.
+        axis.text(0.01, auc, f"{reference} {auc:.3f}", transform=axis.get_yaxis_transform(), fontsize=8, va="bottom")
     axis.axhline(0.5, color="lightgrey", linewidth=0.8)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("N training samples (mixed trains 2N rows; simple N rows for twice the epochs)")

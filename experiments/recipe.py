@@ -120,6 +120,9 @@ def main(argv=None) -> None:
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="auc",
         early_stopping_patience=args.patience, logging_steps=1, seed=args.seed, report_to="none", resume=True,
     )
+    # train_seconds covers this process only: a resumed run says from which step it was timed.
+    checkpoints = [int(path.name.split("-")[-1]) for path in adapter_dir.glob("checkpoint-*") if path.name[11:].isdigit()]
+    resumed_from_step = max(checkpoints, default=0)
     started = time.perf_counter()
     model, tokenizer = load_model_for_training(config)
     data = training_data(args, config)
@@ -134,7 +137,8 @@ def main(argv=None) -> None:
            "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
            "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
            "compute_dtype": config.compute_dtype, "validation_curve": history, "best_validation": best,
-           "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1)}
+           "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1),
+           "train_seconds_from_step": resumed_from_step}
     print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
 
     if args.task == "sanity" and data.eval is not None:
