@@ -19,9 +19,9 @@ from common import EXPERIMENTS, RESULTS, RUNS, machine
 
 RESAMPLES = 1000
 #: Score files of learning-curve points (``learning_curve.py``): K, method (none: LoRA on every layer; ``full15``:
-#: full fine-tuning of the top 15 layers), train type, N, seed, test prompt kind.
+#: full fine-tuning of the top 15 layers), train type, N, epochs of the mixed run (none: 1), seed, test prompt kind.
 LEARNING_CURVE_SETTING = re.compile(
-    r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)-seed(\d+)-test-(recent|semantic)")
+    r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)(?:-ep([\d.]+))?-seed(\d+)-test-(recent|semantic)")
 
 
 #: Published numbers drawn as reference lines (not measured here): SIM trained on 8,192 ML-1M samples, from the
@@ -65,13 +65,17 @@ def _comparisons(dataset, settings):
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
         curve_point = LEARNING_CURVE_SETTING.fullmatch(name)
         if curve_point:
-            K, method, train_type, shots, seed, kind = curve_point.groups()
+            K, method, train_type, shots, epochs, seed, kind = curve_point.groups()
             prefix = f"recipe-lc-K{K}-{method + '-' if method else ''}"
+            ep = f"-ep{epochs}" if epochs else ""
             if train_type == "mixed":
-                other = f"{prefix}simple-N{shots}-seed{seed}-test-{kind}"
+                other = f"{prefix}simple-N{shots}{ep}-seed{seed}-test-{kind}"
                 if other in names:
                     pairs.append((name, other, "ReiT mixed vs simple at equal steps"))
-            lora_point = f"recipe-lc-K{K}-{train_type}-N{shots}-seed{seed}-test-{kind}"
+            one_epoch = f"{prefix}{train_type}-N{shots}-seed{seed}-test-{kind}"
+            if epochs and one_epoch in names:
+                pairs.append((name, one_epoch, f"{epochs} epochs vs 1 epoch of the same rows"))
+            lora_point = f"recipe-lc-K{K}-{train_type}-N{shots}{ep}-seed{seed}-test-{kind}"
             if method and lora_point in names:
                 pairs.append((name, lora_point, f"{method} fine-tuning vs LoRA (all layers), same N"))
             if kind == "semantic" and name.replace("-test-semantic", "-test-recent") in names:
@@ -99,7 +103,8 @@ def _comparisons(dataset, settings):
 
 
 def _learning_curve(dataset_dir, metrics) -> list[str]:
-    """Plot test AUC vs N (one line per train type x test prompt kind, 95 % intervals, seeds averaged).
+    """Plot test AUC vs N: a panel per test prompt kind, a line per K x tuning x train type x epochs
+    (95 % intervals of the first seed, seeds averaged).
 
     Horizontal lines mark the no-LLM references measured on the same test subset (the mean rating
     of the K and of the 10 recent items, LightGBM trained on the whole train split) and the published
@@ -110,41 +115,48 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points: dict[tuple[str, str, str], dict[int, list]] = {}
+    points: dict[tuple[str, str, str, str, str], dict[int, list]] = {}
     for name, values in metrics.items():
         match = LEARNING_CURVE_SETTING.fullmatch(name)
         if match:
-            K, method, train_type, shots, _seed, kind = match.groups()
-            points.setdefault((K, method or "lora", train_type, kind), {}).setdefault(int(shots), []).append(values)
+            K, method, train_type, shots, epochs, _seed, kind = match.groups()
+            line = (kind, K, method or "lora", train_type, epochs or "1")
+            points.setdefault(line, {}).setdefault(int(shots), []).append(values)
     if not points:
         return []
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    rows = ["| K | tuning | train | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |",
-            "|---|---|---|---|---|---|---|---|"]
-    for (K, method, train_type, kind), by_shots in sorted(points.items()):
+    # One panel per test prompt kind: a dozen lines on one axis cannot be told apart.
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    panels = dict(zip(("recent", "semantic"), axes))
+    rows = ["| K | tuning | train | epochs (mixed) | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for (kind, K, method, train_type, epochs), by_shots in sorted(points.items(),
+                                                                  key=lambda item: (item[0][0], int(item[0][1]), item[0])):
         shots = sorted(by_shots)
         means = [sum(v["auc"] for v in by_shots[n]) / len(by_shots[n]) for n in shots]
         lows = [mean - by_shots[n][0]["auc_ci"][0] for n, mean in zip(shots, means)]
         highs = [by_shots[n][0]["auc_ci"][1] - mean for n, mean in zip(shots, means)]
-        axis.errorbar(shots, means, yerr=[lows, highs], marker="o", capsize=3,
-                      label=f"{method}, {train_type}, {'SUBR' if kind == 'semantic' else 'recent'} test, K={K}")
+        panels[kind].errorbar(shots, means, yerr=[lows, highs], marker="o", capsize=3,
+                              label=f"{method}, {train_type}, K={K}" + (f", {epochs} epochs" if epochs != "1" else ""))
         for n, mean in zip(shots, means):
             low, high = by_shots[n][0]["auc_ci"]
-            rows.append(f"| {K} | {method} | {train_type} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
-    K = sorted(points)[0][0]
+            rows.append(f"| {K} | {method} | {train_type} | {epochs} | {kind} | {n} | {len(by_shots[n])} | {mean:.4f} | "
+                        f"[{low:.4f}, {high:.4f}] |")
+    K = min(int(line[1]) for line in points)
     references = {name: metrics[name]["auc"] for name in dict.fromkeys(
         (f"history-mean-K{K}-recent", "history-mean-K10-recent", "lightgbm-K10")) if name in metrics}
     references.update(PUBLISHED_REFERENCES.get(dataset_dir.name, {}))
-    for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)))):
-        axis.axhline(auc, linestyle=style, color="grey")
-        # x in axes fractions, y in data: the label stays inside the frame whatever the N range.
-        axis.text(0.01, auc, f"{reference} {auc:.3f}", transform=axis.get_yaxis_transform(), fontsize=8, va="bottom")
-    axis.axhline(0.5, color="lightgrey", linewidth=0.8)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("N training samples (mixed trains 2N rows; simple N rows for twice the epochs)")
-    axis.set_ylabel("test AUC (1,000 fixed samples)")
-    axis.set_title(f"ReiT learning curve, {dataset_dir.name}")
-    axis.legend(fontsize=8)
+    for kind, axis in panels.items():
+        for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)))):
+            # In the legend, not on the line: the references sit within 0.02 of each other.
+            published = reference in PUBLISHED_REFERENCES.get(dataset_dir.name, {})
+            axis.axhline(auc, linestyle=style, color="darkred" if published else "grey", label=f"{reference} {auc:.3f}")
+        axis.axhline(0.5, color="lightgrey", linewidth=0.8)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("N training samples (mixed: 2N rows; simple: N rows, twice the epochs)")
+        axis.set_title(f"{'SUBR' if kind == 'semantic' else 'recent-K'} test prompts")
+        axis.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("test AUC (1,000 fixed samples)")
+    figure.suptitle(f"ReiT learning curve, {dataset_dir.name}")
     figure.tight_layout()
     figure.savefig(dataset_dir / "learning_curve.png", dpi=120)
     plt.close(figure)

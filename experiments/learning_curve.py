@@ -45,10 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def point_name(args, train_type: str, shots: int, seed: int) -> str:
     """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42`` for LoRA,
-    ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all)."""
+    ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all;
+    ``-ep4`` after N when the mixed run trains 4 epochs instead of 1)."""
     plain_lora = args.finetuning == "lora" and not args.top_layers  # the original points keep their names
     method = "" if plain_lora else f"{args.finetuning}{args.top_layers or ''}-"
-    return f"lc-K{args.K}-{method}{train_type}-N{shots}-seed{seed}"
+    epochs = "" if args.epochs == 1 else f"-ep{args.epochs:g}"  # the mixed run's epochs; simple runs twice as many
+    return f"lc-K{args.K}-{method}{train_type}-N{shots}{epochs}-seed{seed}"
 
 
 def main(argv=None) -> None:
