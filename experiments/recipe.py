@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, test_subset
 
@@ -120,15 +121,15 @@ def main(argv=None) -> None:
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="auc",
         early_stopping_patience=args.patience, logging_steps=1, seed=args.seed, report_to="none", resume=True,
     )
-    # train_seconds covers this process only: a resumed run says from which step it was timed.
-    checkpoints = [int(path.name.split("-")[-1]) for path in adapter_dir.glob("checkpoint-*") if path.name[11:].isdigit()]
-    resumed_from_step = max(checkpoints, default=0)
     started = time.perf_counter()
     model, tokenizer = load_model_for_training(config)
     data = training_data(args, config)
     result = train_on_data(config, data, model, tokenizer,
                            extra_metrics={"task": args.task, "shots": args.shots, "K": args.K})
     train_seconds = time.perf_counter() - started
+    # train_seconds covers this process only: a resumed run says from which step it was timed.
+    resumed_from = result.metrics["resumed_from"]
+    resumed_from_step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
     history = result.metrics["eval_history"]
     best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
     row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
