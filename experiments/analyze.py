@@ -144,12 +144,13 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     K = min(int(line[1]) for line in points)
     references = {name: metrics[name]["auc"] for name in dict.fromkeys(
         (f"history-mean-K{K}-recent", "history-mean-K10-recent", "lightgbm-K10")) if name in metrics}
-    references.update(PUBLISHED_REFERENCES.get(dataset_dir.name, {}))
+    published = PUBLISHED_REFERENCES.get(dataset_dir.name, {})
+    references.update(published)
     for kind, axis in panels.items():
         for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)))):
             # In the legend, not on the line: the references sit within 0.02 of each other.
-            published = reference in PUBLISHED_REFERENCES.get(dataset_dir.name, {})
-            axis.axhline(auc, linestyle=style, color="darkred" if published else "grey", label=f"{reference} {auc:.3f}")
+            color = "darkred" if reference in published else "grey"
+            axis.axhline(auc, linestyle=style, color=color, label=f"{reference} {auc:.3f}")
         axis.axhline(0.5, color="lightgrey", linewidth=0.8)
         axis.set_xscale("log", base=2)
         axis.set_xlabel("N training samples (mixed: 2N rows; simple: N rows, twice the epochs)")
