@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Optional
 
+from .collaborative import COLLABORATIVE_MODES, check_collaborative
 from .errors import ConfigError
 from .prompts import HISTORY_FORMATS
 from .retrieval import ORDERS, RETRIEVALS
@@ -43,6 +44,13 @@ class BuildOptions:
             template wraps the prompts; None uses the Vicuna v1.1 wrapper.
         max_prompt_tokens (`int` or `None`): drop the least relevant history items until the wrapped
             prompt fits (counted with ``chat_model``'s tokenizer); None keeps all K.
+        collaborative (`str`, defaults to `"none"`): leak-free collaborative statistics
+            (:mod:`rella_hf.collaborative`; not in the paper): ``"none"`` keeps the paper's prompts
+            and columns byte for byte; ``"item"`` adds the statistics as columns and states the
+            target's community mean rating and rating count in the prompt; ``"item+user"`` also the
+            user's history length and mean; ``"all"`` also each shown item's community mean.
+        prior_strength (`float`, defaults to `10.0`): pseudo-ratings of the prior that smooths the
+            item statistics towards the mean of all earlier ratings.
 
     Parameters that control the samples (:class:`rella_hf.samples.SampleProtocol`; defaults reproduce the paper):
         label_threshold, min_history, min_user_ratings, train_fraction, validation_fraction,
@@ -66,6 +74,10 @@ class BuildOptions:
         "help": "Tokenizer whose chat template wraps prompts; 'none' (or null) for Vicuna v1.1."})
     max_prompt_tokens: Optional[int] = field(default=None, metadata={
         "help": "Drop least relevant history items until the wrapped prompt fits this many tokens."})
+    collaborative: str = field(default="none", metadata={
+        "help": "Collaborative statistics in the prompt (ours, not the paper's): none, item, item+user or all."})
+    prior_strength: float = field(default=10.0, metadata={
+        "help": "Pseudo-ratings smoothing the collaborative item statistics towards the mean of earlier ratings."})
     label_threshold: Optional[float] = field(default=None, metadata={
         "help": "Label = rating > threshold; None takes the corpus default."})
     min_history: int = field(default=5, metadata={
@@ -99,6 +111,7 @@ class BuildOptions:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.reads_retrieval and self.retrieval == "recent" and self.order != "chronological":
             raise ConfigError("order='similarity' needs retrieval='semantic'; recent histories are chronological")
+        check_collaborative(self.collaborative, self.prior_strength)
         for name in ("pca_dim", "max_prompt_tokens"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number or None")
@@ -136,4 +149,5 @@ class ReLLaDataArguments(BuildOptions):
         self.check_build_options()
 
 
-__all__ = ["BuildOptions", "DEFAULT_CHAT_MODEL", "HISTORY_FORMATS", "POOLINGS", "ReLLaDataArguments"]
+__all__ = ["BuildOptions", "COLLABORATIVE_MODES", "DEFAULT_CHAT_MODEL", "HISTORY_FORMATS", "POOLINGS",
+           "ReLLaDataArguments"]

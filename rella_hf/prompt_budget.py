@@ -88,6 +88,7 @@ def fit_prompt_budgets(
     rating_format: str,
     history_format: str = "list",
     drop_orders: Sequence[Sequence[int]] | None = None,
+    notes: Sequence[str] | None = None,
     batch_size: int = 256,
     progress: bool = True,
 ) -> list[FittedPrompt]:
@@ -117,6 +118,7 @@ def fit_prompt_budgets(
         history_format: ``"list"`` or ``"lines"``.
         drop_orders: per sample, a permutation of ``range(len(history))`` listing positions in the
             order they are dropped. None drops the first shown (oldest) items first.
+        notes: per sample, sentences between the history and the question (never dropped).
         batch_size: samples whose searches share tokenizer calls.
         progress: show a progress bar.
 
@@ -130,7 +132,7 @@ def fit_prompt_budgets(
     _check_choice("history_format", history_format, HISTORY_FORMATS)
     if len(history_titles) != len(target_titles):
         raise ConfigError(f"history_titles has {len(history_titles)} samples but target_titles has {len(target_titles)}")
-    heads, tails = _split_templates(domain_template, profiles, target_titles)
+    heads, tails = _split_templates(domain_template, profiles, target_titles, notes)
     items = _history_items(history_titles, history_ratings, rating_format)
     if drop_orders is None:
         drop_orders = [range(len(shown)) for shown in items]

@@ -211,12 +211,14 @@ def _resolve_template(domain_template: str) -> str:
 
 
 def _split_templates(
-    domain_template: str, profiles: dict[str, Sequence] | None, target_titles: Sequence[str]
+    domain_template: str, profiles: dict[str, Sequence] | None, target_titles: Sequence[str],
+    notes: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Return each sample's prompt text before and after ``{history}``.
 
     Splitting once lets the token budget re-render a prompt for many history subsets by plain
-    concatenation.
+    concatenation. ``notes`` (one per sample, e.g. :func:`rella_hf.collaborative.collaborative_notes`)
+    go on their own line between the history and the question; None leaves the paper's text as is.
     """
     key = _resolve_template(domain_template)
     needed = PROFILE_FIELDS[key]
@@ -244,6 +246,11 @@ def _split_templates(
         fields["title"] = title
         heads.append(head.format(**fields))
         tails.append(tail.format(**fields))
+    if notes is not None:
+        if len(notes) != count:
+            raise ConfigError(f"notes has {len(notes)} entries but there are {count} samples")
+        # The template's tail starts with the newline that ends the history line.
+        tails = [f"\n{note}{tail}" for note, tail in zip(notes, tails)]
     return heads, tails
 
 
@@ -363,6 +370,7 @@ def render_prompts_flat(
     target_titles: Sequence[str],
     rating_format: str,
     history_format: str = "list",
+    notes: Sequence[str] | None = None,
 ) -> list[str]:
     """:func:`render_prompts` for histories given flat (item rows + offsets), as a builder holds them.
 
@@ -378,6 +386,7 @@ def render_prompts_flat(
         target_titles: per sample, the title of the item to predict.
         rating_format: ``"int"`` or ``"float1"``.
         history_format: ``"list"`` or ``"lines"``.
+        notes: per sample, sentences between the history and the question (None: the paper's prompt).
     """
     _check_choice("history_format", history_format, HISTORY_FORMATS)
     if len(history_offsets) != len(target_titles) + 1:
@@ -385,7 +394,7 @@ def render_prompts_flat(
             f"history_offsets has {len(history_offsets)} entries but there are {len(target_titles)} samples; "
             "expected one more offset than samples"
         )
-    heads, tails = _split_templates(domain_template, profiles, target_titles)
+    heads, tails = _split_templates(domain_template, profiles, target_titles, notes)
     histories = format_histories(item_titles, history_rows, history_ratings, history_offsets, rating_format,
                                  history_format)
     return _assemble(heads, histories, tails)

@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from ..collaborative import CollaborativeIndex, CollaborativeStatistics, collaborative_notes
 from ..corpora import Corpus, get_corpus
 from ..errors import ConfigError
 from ..options import BuildOptions
@@ -150,8 +151,20 @@ def _drop_orders(samples: LifelongSamples, frame, selection: HistorySelection, c
     return orders
 
 
+def _collaborative_titles(titles: np.ndarray, shown_rows: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A catalogue of shown-item titles carrying their community mean ("Heat (others: 3.9)") and each shown item's row in it.
+
+    Each distinct (item, mean to one decimal) pair is formatted once.
+    """
+    tenths = np.rint(np.nan_to_num(means) * 10).astype(np.int64)
+    pairs, codes = np.unique(np.stack([shown_rows.astype(np.int64), tenths]), axis=1, return_inverse=True)
+    catalogue = np.array([f"{titles[row]} (others: {tenth / 10:.1f})" for row, tenth in pairs.T.tolist()], dtype=object)
+    return catalogue, codes.reshape(-1)
+
+
 def render_table(samples: LifelongSamples, frame, selection: HistorySelection, config: ReLLaConfig,
-                 tokenizer=None, retriever: SemanticRetriever | None = None) -> pa.Table:
+                 tokenizer=None, retriever: SemanticRetriever | None = None,
+                 collaborative: CollaborativeIndex | None = None) -> pa.Table:
     """Render the prompts of the samples in ``frame`` into an Arrow table of the dataset's features.
 
     Args:
@@ -161,6 +174,7 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         config: the build settings.
         tokenizer: chat template and token counter (None: Vicuna v1.1 wrapper, no budget).
         retriever: the SUBR retriever, needed for the token budget of chronological SUBR prompts.
+        collaborative: the build's collaborative index; needed when ``config.collaborative`` is not "none".
     """
     from ..prompt_budget import fit_prompt_budgets
     from ..prompts import answer_completion, render_prompts_flat, wrap_prompts
@@ -174,27 +188,40 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         profiles = {column: user_rows[column].tolist() for column in corpus.profile_columns}
     target_titles = titles[frame["item_row"].to_numpy()].tolist()
 
+    statistics, notes = None, None
+    if config.collaborative != "none":
+        if collaborative is None:
+            raise ConfigError(f"collaborative={config.collaborative!r} needs the build's CollaborativeIndex")
+        statistics = collaborative.statistics(frame)
+        notes = collaborative_notes(statistics, config.collaborative, corpus.domain, corpus.rating_high)
+
     def shown_lists(selection_):
         flat_positions, list_offsets = selection_.flat()
         rows = samples.log["item_row"].to_numpy()[flat_positions]
         ratings = samples.log["rating"].to_numpy()[flat_positions]
-        return rows, ratings, list_offsets
+        return rows, ratings, list_offsets, flat_positions
 
-    shown_rows, shown_ratings, list_offsets = shown_lists(selection)
+    shown_rows, shown_ratings, list_offsets, shown_positions = shown_lists(selection)
+    # The titles the history shows; with collaborative="all" each carries its community mean.
+    shown_titles, shown_title_rows = titles, shown_rows
+    if config.collaborative == "all":
+        shown_titles, shown_title_rows = _collaborative_titles(
+            titles, shown_rows, collaborative.shown_item_means(frame, shown_positions, list_offsets))
     if config.max_prompt_tokens is None:
-        raw_prompts = render_prompts_flat(corpus.prompt_template, profiles, titles, shown_rows, shown_ratings,
+        raw_prompts = render_prompts_flat(corpus.prompt_template, profiles, shown_titles, shown_title_rows, shown_ratings,
                                           list_offsets, target_titles, rating_format=corpus.rating_format,
-                                          history_format=config.history_format)
+                                          history_format=config.history_format, notes=notes)
         prompts = wrap_prompts(raw_prompts, tokenizer)
     else:
         if tokenizer is None:
             raise ConfigError("max_prompt_tokens needs chat_model: its tokenizer counts the prompt tokens")
-        history_titles = _split_lists(titles[shown_rows], list_offsets)
+        history_titles = _split_lists(shown_titles[shown_title_rows], list_offsets)
         history_ratings = _split_lists(shown_ratings, list_offsets)
         fitted = fit_prompt_budgets(
             corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
             tokenizer=tokenizer, max_prompt_tokens=config.max_prompt_tokens, rating_format=corpus.rating_format,
             history_format=config.history_format, drop_orders=_drop_orders(samples, frame, selection, config, retriever),
+            notes=notes,
         )
         raw_prompts = [fit.raw_prompt for fit in fitted]
         prompts = [fit.wrapped_prompt for fit in fitted]
@@ -202,12 +229,12 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         for row, fit in enumerate(fitted):
             kept_positions[row, : len(fit.kept)] = selection.positions[row, fit.kept]
         selection = HistorySelection(kept_positions, np.array([len(fit.kept) for fit in fitted], dtype=np.int64))
-        shown_rows, shown_ratings, list_offsets = shown_lists(selection)
+        shown_rows, shown_ratings, list_offsets, _ = shown_lists(selection)
     labels = frame["label"].to_numpy()
     completions = [answer_completion(prompt, bool(label)) for prompt, label in zip(prompts, labels)]
     id_type = pa.string() if item_ids.dtype == object else pa.int64()
     list_offsets = pa.array(list_offsets.astype(np.int32))
-    return pa.table({
+    columns = {
         "sample_id": pa.array(frame["sample_id"].to_numpy(), pa.int64()),
         "user_id": pa.array(frame["user_id"].to_numpy(), pa.int64()),
         "item_id": pa.array(frame["item_id"].to_numpy(), id_type),
@@ -220,12 +247,25 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         "raw_prompt": pa.array(raw_prompts, pa.string()),
         "prompt": pa.array(prompts, pa.string()),
         "completion": pa.array(completions, pa.string()),
-    })
+    }
+    if statistics is not None:
+        columns.update({name: pa.array(getattr(statistics, name), _STATISTIC_TYPES[name])
+                        for name in CollaborativeStatistics.COLUMNS})
+    return pa.table(columns)
 
 
-def features_for(corpus: Corpus) -> datasets.Features:
-    """The features of a ReLLa prompt dataset of ``corpus`` (item ids are ISBN strings for books)."""
+#: Arrow type of each collaborative statistic column (its ``datasets`` feature is the same type).
+_STATISTIC_TYPES = {"item_prior_ratings": pa.int64(), "item_mean_rating": pa.float32(),
+                    "item_positive_rate": pa.float32(), "user_history_length": pa.int64(),
+                    "user_mean_rating": pa.float32()}
+
+
+def features_for(corpus: Corpus, collaborative: str = "none") -> datasets.Features:
+    """The features of a ReLLa prompt dataset of ``corpus`` (item ids are ISBN strings for books); with
+    ``collaborative`` other than "none", the statistic columns of :mod:`rella_hf.collaborative` follow."""
     item_id = datasets.Value("string") if corpus.domain == "book" else datasets.Value("int64")
+    statistics = {} if collaborative == "none" else {
+        name: datasets.Value("float32" if kind == pa.float32() else "int64") for name, kind in _STATISTIC_TYPES.items()}
     return datasets.Features({
         "sample_id": datasets.Value("int64"),
         "user_id": datasets.Value("int64"),
@@ -239,6 +279,7 @@ def features_for(corpus: Corpus) -> datasets.Features:
         "raw_prompt": datasets.Value("string"),
         "prompt": datasets.Value("string"),
         "completion": datasets.Value("string"),
+        **statistics,
     })
 
 
@@ -273,7 +314,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
         settings = dict(self.config.build_settings(), corpus=corpus.name)
         return datasets.DatasetInfo(
             description=f"ReLLa CTR prompts of {corpus.name}. {SETTINGS_PREFIX}{json.dumps(settings, sort_keys=True)}",
-            features=features_for(corpus),
+            features=features_for(corpus, self.config.collaborative),
             citation=corpus.citation,
             license=corpus.licence,
         )
@@ -294,7 +335,10 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
             from ..models import load_tokenizer
 
             tokenizer = load_tokenizer(self.config.chat_model)
-        self._prepared = (samples, retriever, tokenizer)
+        collaborative = None
+        if self.config.collaborative != "none":
+            collaborative = CollaborativeIndex(samples, self.config.prior_strength)
+        self._prepared = (samples, retriever, tokenizer, collaborative)
         # `datasets` cannot serve a split without rows, so a tiny corpus may lack validation.
         return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name})
                 for name, frame in samples.splits.items() if len(frame)]
@@ -305,12 +349,13 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
         if self.rendered_parquet is not None:
             yield from self._parquet_tables(split)
             return
-        samples, retriever, tokenizer = self._prepared
+        samples, retriever, tokenizer, collaborative = self._prepared
         frame = samples.splits[split]
         for batch, start in enumerate(range(0, len(frame), _ROWS_PER_TABLE)):
             chunk = frame.iloc[start:start + _ROWS_PER_TABLE]
             selection = select_history(samples, chunk, self.config, retriever)
-            yield Key(0, batch), render_table(samples, chunk, selection, self.config, tokenizer, retriever)
+            yield Key(0, batch), render_table(samples, chunk, selection, self.config, tokenizer, retriever,
+                                                collaborative)
 
     def _parquet_tables(self, split: str):
         """The tables of ``rendered_parquet[split]``, file by file in order, as the features' columns."""

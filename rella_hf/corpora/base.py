@@ -336,6 +336,7 @@ class Corpus:
     required_files: ClassVar[tuple[str, ...]]
     protocol: ClassVar[str]  # "chronological" or "shuffled_user"
     label_threshold: ClassVar[float]  # label = rating > label_threshold
+    rating_high: ClassVar[float] = 5  # top of the rating scale, as prompts state it ("4.1 out of 5")
     profile_columns: ClassVar[tuple[str, ...]] = ()
     download_url: ClassVar[str | None] = None
     download_md5: ClassVar[str | None] = None  # GroupLens publishes MD5 (no SHA-256) beside each archive

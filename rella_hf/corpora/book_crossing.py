@@ -65,6 +65,7 @@ class BookCrossing(Corpus):
     required_files = ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv")
     protocol = "shuffled_user"
     label_threshold = 4  # label = rating >= 5 on the 0-10 integer scale; 0 (implicit) is negative
+    rating_high = 10
     profile_columns = ("location", "age")
     hub_license = "unknown"
     homepage = "http://www2.informatik.uni-freiburg.de/~cziegler/BX/ (offline)"

@@ -185,6 +185,10 @@ def load_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: str
         raise ConfigError("pass spark_master or spark_session, not both")
     require_spark()
     builder = make_builder(path, K, retrieval, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if builder.config.collaborative != "none":
+        # The statistics need every earlier rating of an item, which no executor's slice of the log holds.
+        raise ConfigError(f"collaborative={builder.config.collaborative!r} is built in process only; "
+                          "drop engine='spark' (the statistics take seconds even on ML-25M's log)")
     if not os.path.exists(os.path.join(builder._output_dir, "dataset_info.json")):
         spark = spark_session if spark_session is not None else start_session(spark_master or "local[2]")
         build = prompt_frames(spark, builder.CORPUS, builder.config.data_dir, builder.config)

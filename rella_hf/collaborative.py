@@ -1,0 +1,294 @@
+"""Leak-free collaborative statistics of lifelong samples: what everyone else thought of an item, as numbers.
+
+A 135M model cannot know from a title how well a movie is liked; a classical CTR model learns it
+from the item id. These statistics hand that signal over as numbers (dataset columns) and, with
+``collaborative`` != ``"none"``, as short sentences in the prompt (:func:`collaborative_notes`).
+
+Every statistic of a sample is computed from interactions **strictly before** it, never from the
+sample itself or anything later:
+
+- Chronological corpora (MovieLens): an item's ratings with a timestamp strictly below the
+  sample's timestamp. **Tie rule:** ratings in the same second as the sample never count, whoever
+  made them (the sample's own rating among them), so no order inside a second leaks into them.
+- Shuffled-user corpora (Book-Crossing, no timestamps): the interactions of the train split's
+  users (histories and targets, as built: the sampled subset when ``train_sample_size`` is set),
+  minus the sample's own rating; test users' ratings never count.
+
+The user statistics are those of the sample's own history (every earlier rating of the user, as
+the protocol defines it: not only the K shown). Means are smoothed towards the mean of all
+earlier ratings with the weight of ``prior_strength`` pseudo-ratings (positive rates likewise),
+so an item with three ratings does not read as certain.
+
+Everything is vectorised: one sort of the log and ``searchsorted`` lookups, no loop over samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+
+#: The prompt option's values: which statistics the prompt states (the columns are added for all but "none").
+COLLABORATIVE_MODES = ("none", "item", "item+user", "all")
+
+__all__ = ["COLLABORATIVE_MODES", "CollaborativeIndex", "CollaborativeStatistics", "check_collaborative",
+           "collaborative_notes", "collaborative_statistics"]
+
+
+def check_collaborative(collaborative: str, prior_strength: float) -> None:
+    """Raise :class:`ConfigError` for an unknown ``collaborative`` value or a negative prior strength."""
+    if collaborative not in COLLABORATIVE_MODES:
+        raise ConfigError(f"collaborative={collaborative!r} is not one of {', '.join(COLLABORATIVE_MODES)}")
+    if not np.isfinite(prior_strength) or prior_strength < 0:
+        raise ConfigError(f"prior_strength={prior_strength!r} must be a finite number of pseudo-ratings >= 0")
+
+
+@dataclass
+class _EarlierRatings:
+    """Cumulative sums of ratings sorted by (item, time): answers "item i's ratings before time t" by search.
+
+    ``keys`` are sorted (item_row, time) pairs packed into int64; ``count`` / ``total`` /
+    ``positive`` hold a leading 0 then running sums, so the ratings of item ``i`` before ``t`` are
+    ``[searchsorted(key(i, lowest)), searchsorted(key(i, t)))`` and their sums are differences.
+    """
+
+    keys: np.ndarray
+    totals: np.ndarray
+    positives: np.ndarray
+    time_low: int
+    span: int
+
+    @classmethod
+    def build(cls, item_rows: np.ndarray, times: np.ndarray, ratings: np.ndarray, threshold: float) -> _EarlierRatings:
+        time_low = int(times.min()) if len(times) else 0
+        span = (int(times.max()) - time_low + 2) if len(times) else 2
+        keys = item_rows.astype(np.int64) * span + (times.astype(np.int64) - time_low)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        sorted_ratings = ratings[order].astype(np.float64)
+        totals = np.concatenate([[0.0], np.cumsum(sorted_ratings)])
+        positives = np.concatenate([[0], np.cumsum(sorted_ratings > threshold)])
+        return cls(keys, totals, positives, time_low, span)
+
+    def before(self, item_rows: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(count, rating sum, positives)`` of each item's ratings strictly before each time."""
+        item_rows = item_rows.astype(np.int64)
+        # Times outside the indexed range clip to it: nothing lies below the lowest or above the highest.
+        offsets = np.clip(times.astype(np.int64) - self.time_low, 0, self.span - 1)
+        first = np.searchsorted(self.keys, item_rows * self.span, side="left")
+        stop = np.searchsorted(self.keys, item_rows * self.span + offsets, side="left")
+        return stop - first, self.totals[stop] - self.totals[first], self.positives[stop] - self.positives[first]
+
+
+@dataclass
+class CollaborativeStatistics:
+    """The statistics of one split's samples (row ``i`` belongs to the split's ``i``-th sample).
+
+    Attributes:
+        item_prior_ratings: earlier ratings of the target item.
+        item_mean_rating: their mean, smoothed towards ``prior_mean`` with ``prior_strength`` pseudo-ratings.
+        item_positive_rate: the share of them above the label threshold, smoothed towards ``prior_positive_rate``.
+        user_history_length: the user's earlier ratings (the whole history, not only the K shown).
+        user_mean_rating: their mean (NaN for an empty history).
+        prior_mean, prior_positive_rate: per sample, the mean / positive rate of all earlier ratings.
+    """
+
+    item_prior_ratings: np.ndarray
+    item_mean_rating: np.ndarray
+    item_positive_rate: np.ndarray
+    user_history_length: np.ndarray
+    user_mean_rating: np.ndarray
+    prior_mean: np.ndarray
+    prior_positive_rate: np.ndarray
+
+    #: Dataset column -> attribute (the statistics a built dataset carries; the priors are not columns).
+    COLUMNS = ("item_prior_ratings", "item_mean_rating", "item_positive_rate", "user_history_length", "user_mean_rating")
+
+    def frame(self) -> pd.DataFrame:
+        """The statistics as a DataFrame (columns :attr:`COLUMNS`)."""
+        return pd.DataFrame({name: getattr(self, name) for name in self.COLUMNS})
+
+
+def _smoothed(total, count, prior, strength: float) -> np.ndarray:
+    """(total + strength * prior) / (count + strength); the plain mean when strength is 0 (NaN for no data)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((total + strength * prior) / (count + strength)).astype(np.float32)
+
+
+class _Reference:
+    """The ratings a corpus's statistics may draw on, and the per-sample exclusions its protocol needs."""
+
+    def __init__(self, samples, threshold: float):
+        log = samples.log
+        self.samples = samples
+        self.threshold = threshold
+        self.chronological = samples.corpus.protocol == "chronological"
+        rows = log["item_row"].to_numpy()
+        ratings = log["rating"].to_numpy()
+        if self.chronological:
+            times = log["timestamp"].to_numpy(np.int64)
+        else:
+            # Book-Crossing: the train users' interactions, all at "time 0"; every sample queries time 1
+            # (after all of them) and its own rating is subtracted where it is one of them.
+            train = samples.splits.get("train")
+            train = train if train is not None else pd.DataFrame({"history_offset": [], "history_length": []})
+            starts = train["history_offset"].to_numpy(np.int64)
+            lengths = train["history_length"].to_numpy(np.int64) + 1  # the history and the target after it
+            keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+            rows, ratings = rows[keep], ratings[keep]
+            times = np.zeros(len(rows), dtype=np.int64)
+            self.train_offsets = np.sort(starts)
+        self.index = _EarlierRatings.build(rows, times, ratings, threshold)
+        # Global running sums for the priors, in time order.
+        order = np.argsort(times, kind="stable")
+        self.global_times = times[order]
+        sorted_ratings = ratings[order].astype(np.float64)
+        self.global_totals = np.concatenate([[0.0], np.cumsum(sorted_ratings)])
+        self.global_positives = np.concatenate([[0], np.cumsum(sorted_ratings > threshold)])
+
+    def query_times(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.chronological:
+            return frame["timestamp"].to_numpy(np.int64)
+        return np.ones(len(frame), dtype=np.int64)
+
+    def own_rating_counted(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per sample, whether its own rating is among the reference ratings (then it is subtracted)."""
+        if self.chronological:
+            return np.zeros(len(frame), dtype=bool)
+        offsets = frame["history_offset"].to_numpy(np.int64)
+        found = np.searchsorted(self.train_offsets, offsets)
+        found = np.minimum(found, max(len(self.train_offsets) - 1, 0))
+        return (self.train_offsets[found] == offsets) if len(self.train_offsets) else np.zeros(len(frame), dtype=bool)
+
+    def priors(self, times: np.ndarray, own: np.ndarray, own_ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and positive rate of all reference ratings before each time (the sample's own removed)."""
+        stop = np.searchsorted(self.global_times, times, side="left")
+        count = stop - own
+        total = self.global_totals[stop] - np.where(own, own_ratings, 0.0)
+        positive = self.global_positives[stop] - (own & (own_ratings > self.threshold))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            rate = np.where(count > 0, positive / np.maximum(count, 1), 0.5)
+        return mean, rate
+
+
+def _threshold(samples, threshold: float | None) -> float:
+    if threshold is None:
+        threshold = samples.protocol.label_threshold
+    return samples.corpus.label_threshold if threshold is None else threshold
+
+
+class CollaborativeIndex:
+    """The reference ratings of one build, sorted once; answers the statistics of any of its samples.
+
+    Args:
+        samples: the :class:`~rella_hf.samples.LifelongSamples` (its log and, for Book-Crossing, its train split).
+        prior_strength: pseudo-ratings of the prior in the smoothed item means and positive rates.
+        threshold: label threshold (rating > threshold is positive); None takes the protocol's / corpus's.
+    """
+
+    def __init__(self, samples, prior_strength: float = 10.0, threshold: float | None = None):
+        check_collaborative("none", prior_strength)
+        self.samples = samples
+        self.prior_strength = float(prior_strength)
+        self.reference = _Reference(samples, _threshold(samples, threshold))
+        ratings = samples.log["rating"].to_numpy()
+        # Where nothing came earlier the prior mean is the middle of the scale.
+        self.midpoint = float((ratings.min() + ratings.max()) / 2) if len(ratings) else 0.0
+        self.running = np.concatenate([[0.0], np.cumsum(ratings.astype(np.float64))])
+
+    def _priors(self, times, own, own_ratings):
+        mean, rate = self.reference.priors(times, own, own_ratings)
+        return np.where(np.isnan(mean), self.midpoint, mean), rate
+
+    def statistics(self, frame: pd.DataFrame) -> CollaborativeStatistics:
+        """The statistics of the samples in ``frame`` (rows of one split: ``item_row``, ``rating``,
+        ``timestamp``, ``history_offset``, ``history_length``)."""
+        reference, strength = self.reference, self.prior_strength
+        times = reference.query_times(frame)
+        own = reference.own_rating_counted(frame)
+        own_ratings = frame["rating"].to_numpy(np.float64)
+        count, total, positive = reference.index.before(frame["item_row"].to_numpy(), times)
+        count = count - own
+        total = total - np.where(own, own_ratings, 0.0)
+        positive = positive - (own & (own_ratings > reference.threshold))
+        prior_mean, prior_rate = self._priors(times, own, own_ratings)
+        offsets = frame["history_offset"].to_numpy(np.int64)
+        lengths = frame["history_length"].to_numpy(np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            user_mean = ((self.running[offsets + lengths] - self.running[offsets]) / lengths).astype(np.float32)
+        return CollaborativeStatistics(
+            item_prior_ratings=count.astype(np.int64),
+            item_mean_rating=_smoothed(total, count, prior_mean, strength),
+            item_positive_rate=_smoothed(positive, count, prior_rate, strength),
+            user_history_length=lengths,
+            user_mean_rating=user_mean,
+            prior_mean=prior_mean.astype(np.float32),
+            prior_positive_rate=prior_rate.astype(np.float32),
+        )
+
+    def shown_item_means(self, frame: pd.DataFrame, shown_positions: np.ndarray, list_offsets: np.ndarray) -> np.ndarray:
+        """The community mean rating of each shown history item as of its sample's time (smoothed, leak-free).
+
+        Args:
+            frame: the split rows the shown lists belong to.
+            shown_positions: log positions of the shown items, all samples concatenated.
+            list_offsets: ``len(frame) + 1`` offsets into ``shown_positions``.
+        """
+        reference = self.reference
+        lengths = np.diff(np.asarray(list_offsets, dtype=np.int64))
+        times = np.repeat(reference.query_times(frame), lengths)
+        own = np.repeat(reference.own_rating_counted(frame), lengths)
+        own_ratings = np.repeat(frame["rating"].to_numpy(np.float64), lengths)
+        rows = self.samples.log["item_row"].to_numpy()[np.asarray(shown_positions, dtype=np.int64)]
+        # A user rates an item once, so a sample's own target is never one of its shown items: only
+        # the prior needs the own-rating correction.
+        count, total, _ = reference.index.before(rows, times)
+        prior_mean, _ = self._priors(times, own, own_ratings)
+        return _smoothed(total, count, prior_mean, self.prior_strength)
+
+
+def collaborative_statistics(samples, frame: pd.DataFrame, prior_strength: float = 10.0,
+                             threshold: float | None = None) -> CollaborativeStatistics:
+    """The leak-free collaborative statistics of the samples in ``frame``; see :class:`CollaborativeIndex`."""
+    return CollaborativeIndex(samples, prior_strength, threshold).statistics(frame)
+
+
+def _format_count(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count != 1 else f"1 {noun[:-1]}"
+
+
+def collaborative_notes(statistics: CollaborativeStatistics, collaborative: str, item_noun: str,
+                        scale_high: float) -> list[str] | None:
+    """The sentences the prompt states for ``collaborative`` (one string per sample; None for ``"none"``).
+
+    Args:
+        statistics: the samples' statistics.
+        collaborative: ``"item"`` (the target's community mean and count), ``"item+user"`` (and the
+            user's history length and mean) or ``"all"`` (the same; the shown items' means go into
+            the history items, see :meth:`CollaborativeIndex.shown_item_means`).
+        item_noun: ``"movie"`` or ``"book"``.
+        scale_high: the top of the rating scale (5 stars, 10 for Book-Crossing).
+    """
+    check_collaborative(collaborative, 0.0)
+    if collaborative == "none":
+        return None
+    high = f"{scale_high:g}"
+    counts = statistics.item_prior_ratings.tolist()
+    means = statistics.item_mean_rating.tolist()
+    item = [
+        f"Other users rated this {item_noun} {mean:.1f} out of {high} on average ({_format_count(count, 'ratings')})."
+        if count else f"No other user has rated this {item_noun} yet."
+        for count, mean in zip(counts, means)
+    ]
+    if collaborative == "item":
+        return item
+    user = [
+        f"The user has rated {_format_count(length, item_noun + 's')} so far, {mean:.1f} out of {high} on average. "
+        if length else f"The user has rated no {item_noun} so far. "
+        for length, mean in zip(statistics.user_history_length.tolist(), statistics.user_mean_rating.tolist())
+    ]
+    return [head + tail for head, tail in zip(user, item)]
