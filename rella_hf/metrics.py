@@ -1,4 +1,7 @@
-"""CTR metrics as reported in the ReLLa paper: AUC, LogLoss and accuracy at threshold 0.5.
+"""CTR metrics as reported in the ReLLa paper: AUC, LogLoss and accuracy at threshold 0.5, plus the
+Brier score and the expected calibration error (ECE, equal-mass bins) that say whether the scores
+can be read as probabilities (:func:`ece_consistency_band` gives the ECE a perfectly calibrated
+model with the same predictions would show by chance).
 
 :func:`ctr_metrics` is the library function. ``evaluate`` cannot download its "roc_auc" module
 offline, so the package ships its own module; load it with
@@ -16,6 +19,8 @@ from rella_hf.errors import MetricError
 EVALUATE_METRIC_PATH = str(Path(__file__).resolve().parent / "evaluate_modules" / "ctr_metrics")
 DEFAULT_EPS = 1e-7
 ACC_THRESHOLD = 0.5
+#: Equal-mass bins of the expected calibration error.
+ECE_BINS = 10
 
 
 def _as_labels(labels) -> np.ndarray:
@@ -101,8 +106,113 @@ def _predicted_yes(scores: np.ndarray, threshold: float = ACC_THRESHOLD) -> np.n
     return (scores > threshold).astype(np.int64)
 
 
+def brier_score(labels, scores) -> float:
+    """Mean squared difference between the predicted probability and the 0/1 label.
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities of the positive class.
+    """
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    if len(y) == 0:
+        raise MetricError("the Brier score needs at least one sample, got none.")
+    return float(np.mean((p - y) ** 2))
+
+
+def _equal_mass_bins(scores: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index of each sample: samples sorted by score, cut into ``bins`` groups of (nearly) equal size.
+
+    Equal-mass bins keep every bin populated when scores are squeezed into a narrow range (equal-width
+    bins would put a tuned model's 200 scores into two or three bins). The stable sort makes ties
+    deterministic.
+    """
+    order = np.argsort(scores, kind="stable")
+    which = np.empty(len(scores), dtype=np.int64)
+    # The first n % bins bins take one sample more, as numpy.array_split cuts.
+    sizes = len(scores) // bins + (np.arange(bins) < len(scores) % bins)
+    which[order] = np.repeat(np.arange(bins), sizes)
+    return which
+
+
+def _ece_of(labels: np.ndarray, scores: np.ndarray, which: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of each row of ``labels`` (``[..., n]``) against fixed scores and bins, vectorised over rows."""
+    # (bin share) x |rate - mean score| = |sum of labels - sum of scores| / n, bin by bin.
+    score_sums = np.bincount(which, weights=scores, minlength=bins)
+    one_hot = np.zeros((len(scores), bins))
+    one_hot[np.arange(len(scores)), which] = 1.0
+    label_sums = labels @ one_hot  # [..., bins]
+    return np.abs(label_sums - score_sums).sum(axis=-1) / len(scores)
+
+
+def expected_calibration_error(labels, scores, bins: int = ECE_BINS) -> float:
+    """ECE with equal-mass bins: sum over bins of (bin share) x |positive rate - mean score|.
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities of the positive class.
+        bins: number of equal-mass bins (at most the number of samples).
+    """
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    if len(y) == 0:
+        raise MetricError("ECE needs at least one sample, got none.")
+    bins = min(bins, len(y))
+    return float(_ece_of(y.astype(np.float64), p, _equal_mass_bins(p, bins), bins))
+
+
+def ece_consistency_band(scores, bins: int = ECE_BINS, n_resamples: int = 1000, level: float = 0.95,
+                         seed: int = 0) -> float:
+    """Upper end of the ECE a perfectly calibrated model with these predictions shows by chance.
+
+    Consistency resampling (Bröcker & Smith 2007): draw labels from the predicted probabilities
+    themselves ``n_resamples`` times and compute each draw's ECE with the same bins; an observed ECE
+    at or below the ``level`` quantile is consistent with calibration. ECE is never negative, so
+    the band is one-sided.
+
+    Args:
+        scores: probabilities of the positive class.
+        bins: equal-mass bins (as in :func:`expected_calibration_error`).
+        n_resamples: label draws.
+        level: quantile of the band.
+        seed: seed of the draws.
+    """
+    p = _as_scores(scores, len(np.asarray(scores)))
+    if len(p) == 0:
+        raise MetricError("the ECE consistency band needs at least one sample, got none.")
+    bins = min(bins, len(p))
+    rng, which = np.random.default_rng(seed), _equal_mass_bins(p, bins)
+    # Blocks of draws bound the memory of the [draws, samples] label matrix on large test splits.
+    block = max(1, min(n_resamples, 2_000_000 // len(p)))
+    eces = np.concatenate([_ece_of((rng.random((min(block, n_resamples - start), len(p))) < p).astype(np.float64),
+                                   p, which, bins) for start in range(0, n_resamples, block)])
+    return float(np.quantile(eces, level))
+
+
+def best_threshold_accuracy(labels, scores) -> float:
+    """The highest accuracy any threshold reaches on these samples (a yardstick that peeks at the labels).
+
+    Args:
+        labels: 0/1 labels.
+        scores: any monotone score.
+    """
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    if len(y) == 0:
+        raise MetricError("accuracy needs at least one sample, got none.")
+    order = np.argsort(-p, kind="stable")
+    sorted_scores, sorted_labels = p[order], y[order]
+    # Predicting "yes" for the top k samples; only cuts between distinct scores are thresholds.
+    true_positives = np.concatenate([[0], np.cumsum(sorted_labels)])
+    k = np.arange(len(y) + 1)
+    correct = true_positives + (len(y) - y.sum()) - (k - true_positives)
+    valid = np.concatenate([[True], sorted_scores[1:] != sorted_scores[:-1], [True]])
+    return float(correct[valid].max() / len(y))
+
+
 def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
-    """AUC, LogLoss and ACC (threshold 0.5) like the paper, plus the sample and positive counts.
+    """AUC, LogLoss and ACC (threshold 0.5) like the paper, the Brier score and ECE (10 equal-mass
+    bins), plus the sample and positive counts.
 
     Args:
         labels: 0/1 labels (one per sample).
@@ -110,7 +220,7 @@ def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
         eps: LogLoss clipping margin.
 
     Returns:
-        ``{"auc", "logloss", "acc", "n", "positives"}``.
+        ``{"auc", "logloss", "acc", "brier", "ece", "n", "positives"}``.
 
     Raises:
         MetricError: on mismatched lengths, non-binary labels, scores outside [0, 1], or a single
@@ -122,6 +232,8 @@ def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
         "auc": roc_auc(y, p),
         "logloss": log_loss(y, p, eps=eps),
         "acc": accuracy(y, p),
+        "brier": brier_score(y, p),
+        "ece": expected_calibration_error(y, p),
         "n": int(len(y)),
         "positives": int(y.sum()),
     }

@@ -119,3 +119,46 @@ def test_bootstrap_matches_the_plain_metrics():
     verdict = paired_difference(labels, good, noise, n_resamples=300)
     assert verdict["win"] == "a" and verdict["ci"][0] > 0
     assert paired_difference(labels, noise, noise, n_resamples=300)["win"] is None
+
+
+def test_brier_and_ece_match_their_definitions():
+    from sklearn.metrics import brier_score_loss
+
+    from rella_hf.metrics import brier_score, expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 103)
+    scores = rng.random(103)
+    assert brier_score(labels, scores) == pytest.approx(brier_score_loss(labels, scores), abs=1e-12)
+    # Equal-mass bins by hand: sort, cut into 10 groups of 10 or 11, weight |rate - mean| by group size.
+    order = np.argsort(scores, kind="stable")
+    expected = sum(len(group) / 103 * abs(labels[group].mean() - scores[group].mean())
+                   for group in np.array_split(order, 10))
+    assert expected_calibration_error(labels, scores) == pytest.approx(expected, abs=1e-12)
+    result = ctr_metrics(labels, scores)
+    assert result["brier"] == pytest.approx(brier_score(labels, scores)) and result["ece"] == pytest.approx(expected)
+
+
+def test_ece_band_holds_calibrated_predictions_and_rejects_squeezed_ones():
+    from rella_hf.metrics import ece_consistency_band, expected_calibration_error
+
+    rng = np.random.default_rng(4)
+    truth = rng.random(1000)
+    labels = (rng.random(1000) < truth).astype(int)
+    band = ece_consistency_band(truth)
+    assert 0.02 < band < 0.08  # the "about 0.05 on 1,000 samples"
+    assert band == ece_consistency_band(truth)  # seeded: deterministic
+    assert expected_calibration_error(labels, truth) <= band
+    squeezed = 0.6 + 0.1 * (truth - 0.5)  # every prediction in [0.55, 0.65]: ranks the same, badly calibrated
+    assert expected_calibration_error(labels, squeezed) > ece_consistency_band(squeezed)
+
+
+def test_best_threshold_accuracy_matches_a_brute_force_scan():
+    from rella_hf.metrics import best_threshold_accuracy
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 60)
+    scores = np.round(rng.random(60), 1)  # many ties: a cut may not split equal scores
+    candidates = np.concatenate([[-1.0], np.unique(scores)])
+    brute = max(np.mean((scores > threshold) == labels) for threshold in candidates)
+    assert best_threshold_accuracy(labels, scores) == pytest.approx(brute)

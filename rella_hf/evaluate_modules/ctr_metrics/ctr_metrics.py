@@ -1,4 +1,5 @@
-"""`evaluate` module for CTR prediction: AUC, LogLoss and ACC (threshold 0.5) as in the ReLLa paper.
+"""`evaluate` module for CTR prediction: AUC, LogLoss and ACC (threshold 0.5) as in the ReLLa paper, plus
+the Brier score and the expected calibration error (10 equal-mass bins).
 
 Load it offline by path: ``evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)``.
 The numbers come from :func:`rella_hf.metrics.ctr_metrics`, the same code the library uses.
@@ -11,8 +12,11 @@ from rella_hf.metrics import DEFAULT_EPS, ctr_metrics
 
 _DESCRIPTION = """
 CTR metrics for binary click prediction: ROC AUC, LogLoss (probabilities clipped to [eps, 1-eps])
-and accuracy with threshold 0.5, plus the number of samples and of positives. A single-class
-reference set raises an error instead of returning NaN.
+and accuracy with threshold 0.5; the Brier score (mean squared error of the probabilities) and the
+expected calibration error (ECE: samples sorted by prediction into 10 equal-mass bins, the
+sample-weighted mean of |positive rate - mean prediction|); plus the number of samples and of
+positives. A single-class reference set raises an error instead of returning NaN. The ECE a
+perfectly calibrated model reaches by chance is `rella_hf.metrics.ece_consistency_band`.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -21,7 +25,8 @@ Args:
     references (`list` of `int`): 0/1 labels.
     eps (`float`, defaults to 1e-7): LogLoss clipping margin.
 Returns:
-    auc (`float`), logloss (`float`), acc (`float`), n (`int`), positives (`int`).
+    auc (`float`), logloss (`float`), acc (`float`), brier (`float`), ece (`float`), n (`int`),
+    positives (`int`).
 Examples:
     >>> metric = evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)
     >>> metric.compute(predictions=[0.9, 0.2, 0.6, 0.4], references=[1, 0, 0, 1])["auc"]
@@ -39,7 +44,7 @@ _CITATION = """
 
 
 class CtrMetrics(evaluate.Metric):
-    """AUC, LogLoss and ACC for click-through-rate prediction."""
+    """AUC, LogLoss, ACC, Brier score and ECE for click-through-rate prediction."""
 
     def _info(self):
         return evaluate.MetricInfo(
