@@ -272,6 +272,8 @@ class CTRScorer:
             with the batch's shape (scores moved by up to 0.03); it costs about a third of the
             throughput there (``benchmarks/RESULTS.md``). Off elsewhere (GPUs need batches; float32
             moves scores by ~1e-5 at most).
+        calibration: a :class:`~rella_hf.calibration.Calibration` of this model; :meth:`score` still
+            returns the raw score, :meth:`calibrate` and :func:`score_dataset` add the calibrated one.
     """
 
     def __init__(
@@ -285,6 +287,7 @@ class CTRScorer:
         no_ids: Sequence[int] | None = None,
         sort_window: int | None = None,
         batch_invariant: bool | None = None,
+        calibration=None,
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1.")
@@ -295,6 +298,7 @@ class CTRScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.calibration = calibration
         self.max_length = max_length
         self.sort_window = sort_window or 64 * batch_size
         self.yes_ids = list(yes_ids) if yes_ids is not None else None
@@ -444,6 +448,14 @@ class CTRScorer:
         return tqdm(total=total, initial=initial, unit="prompt", desc="Scoring", disable=not progress or rank != 0,
                     unit_scale=count if count > 1 else False, dynamic_ncols=True)
 
+    def calibrate(self, scores) -> np.ndarray | None:
+        """Calibrated probabilities of raw scores from :meth:`score`; None when the scorer has no calibration.
+
+        Args:
+            scores: raw P(yes) / (P(yes) + P(no)) (left unchanged).
+        """
+        return None if self.calibration is None else self.calibration.transform(scores)
+
     def score(self, prompts: Sequence[str], progress: bool = True) -> np.ndarray:
         """Score wrapped prompts.
 
@@ -500,6 +512,9 @@ def score_dataset(
     progress: bool = True,
 ) -> datasets.Dataset:
     """Score every prompt of a ``datasets`` split and add a ``score`` column next to the labels.
+
+    When the scorer carries a calibration, a ``score_calibrated`` column is added beside the raw
+    ``score`` (which is unchanged), in the returned dataset and in ``scores.parquet``.
 
     With ``output_dir``, scores are saved shard by shard (``shard_size`` prompts each, written
     atomically), so an interrupted run resumes where it stopped; each shard records a digest of
@@ -583,6 +598,12 @@ def score_dataset(
         logger.warning("Replacing the existing 'score' column.")
         dataset = dataset.remove_columns("score")
     scored = dataset.add_column("score", all_scores.astype(np.float64))
+    calibrate = getattr(scorer, "calibrate", None)  # stand-in scorers (tests, references) may lack it
+    calibrated = calibrate(all_scores) if calibrate is not None and len(all_scores) else None
+    if "score_calibrated" in scored.column_names:
+        scored = scored.remove_columns("score_calibrated")  # a stale one would sit beside the new raw scores
+    if calibrated is not None:
+        scored = scored.add_column("score_calibrated", calibrated.astype(np.float64))
     if folder is not None and is_main:
         kept = [column for column in ("sample_id", label_column) if column in dataset.column_names]
         table = dataset.select_columns(kept).to_pandas() if kept else None
@@ -591,6 +612,8 @@ def score_dataset(
 
             table = pd.DataFrame(index=range(total))
         table["score"] = all_scores
+        if calibrated is not None:
+            table["score_calibrated"] = calibrated
         _atomic_write_bytes(folder / "scores.parquet", lambda out: table.to_parquet(out, index=False))
     _wait_for_everyone()
     return scored

@@ -499,6 +499,9 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     # After the two files: with push_to_hub, save_model pushes the folder with rella-hf's card (create_model_card).
     trainer.save_model(str(output_dir))  # adapter (safetensors) + tokenizer
     trainer.accelerator.wait_for_everyone()
+    from ..calibration import fit_after_training  # calibration.json beside the saved weights (validation only)
+
+    fit_after_training(trainer, data, output_dir)
     if hasattr(trainer, "end"):  # transformers >= 5.18: close trackers and the process group
         trainer.end()
     return TrainingResult(output_dir=output_dir, metrics=_json_ready(metrics), config=config)
