@@ -12,6 +12,7 @@ from typing import Optional
 from .commands import (
     UsageError,
     cmd_build,
+    cmd_calibrate,
     cmd_demo,
     cmd_embed,
     cmd_evaluate,
@@ -29,6 +30,7 @@ COMMANDS = {
     "embed": (cmd_embed, "Compute or load cached item embeddings."),
     "score": (cmd_score, "Zero-shot or adapter CTR scores of a split, with metrics."),
     "train": (cmd_train, "ReiT LoRA training from a YAML config (optionally under accelerate)."),
+    "calibrate": (cmd_calibrate, "Fit calibration.json (calibrated CTR probabilities) on a validation split."),
     "evaluate": (cmd_evaluate, "Metrics with bootstrap intervals of saved scores."),
     "push": (cmd_push, "Publish a dataset or an adapter on the Hub (or --dry_run)."),
     "report": (cmd_report, "Markdown report with plots from a run folder."),

@@ -171,6 +171,28 @@ class PushArguments:
 
 
 @dataclass
+class CalibrateArguments:
+    """rella-hf calibrate: fit calibration.json for an adapter (or a base model) on a labelled validation split."""
+
+    model: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "Causal LM: Hub id, local folder (a full fine-tune's output folder too), or the offline alias."})
+    adapter: Optional[str] = field(default=None, metadata={
+        "help": "Local adapter folder to calibrate; calibration.json is written into it."})
+    method: str = field(default="platt", metadata={
+        "help": "platt (a*z+b), temperature (z/T), isotonic, or content_free (no labels: Zhao et al. 2021).",
+        "choices": ["platt", "temperature", "isotonic", "content_free"]})
+    split: str = field(default="validation", metadata={
+        "help": "Labelled split to fit on (the test split is refused; content_free reads only its prompts)."})
+    limit: Optional[int] = field(default=1000, metadata={"help": "Fit on a seeded subset of this many samples."})
+    seed: int = field(default=42, metadata={"help": "Seed of the subset."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass."})
+    scores: Optional[str] = field(default=None, metadata={
+        "help": "Fit on saved scores of the split instead (a scores/<setting>.jsonl or .parquet of this model)."})
+    output_dir: Optional[str] = field(default=None, metadata={
+        "help": "Folder for calibration.json (default: --adapter, or --model when it is a local folder)."})
+
+
+@dataclass
 class ReportArguments:
     """rella-hf report: markdown report with plots from a run folder."""
 
@@ -265,8 +287,12 @@ def cmd_score(argv):
     write_scores(run_dir, setting, scored["label"], scored["score"],
                  {"stage": "adapter" if args.adapter else "zero-shot", "K": data.K, "retrieval": data.retrieval,
                   "dataset": data.dataset, "model": args.model, "adapter": args.adapter},
-                 raw_prompts=scored["raw_prompt"] if "raw_prompt" in scored.column_names else None)
-    _print_json({setting: ctr_metrics(scored["label"], scored["score"])})
+                 raw_prompts=scored["raw_prompt"] if "raw_prompt" in scored.column_names else None,
+                 calibrated_scores=scored["score_calibrated"] if "score_calibrated" in scored.column_names else None)
+    results = {setting: ctr_metrics(scored["label"], scored["score"])}
+    if "score_calibrated" in scored.column_names:
+        results[f"{setting} (calibrated)"] = ctr_metrics(scored["label"], scored["score_calibrated"])
+    _print_json(results)
 
 
 def _check_adapter(source: str) -> None:
@@ -416,6 +442,67 @@ def cmd_evaluate(argv):
     _print_json(results)
 
 
+def cmd_calibrate(argv):
+    data, args, _ = _parse((ReLLaDataArguments, CalibrateArguments), argv, "rella-hf calibrate")
+    from .calibration import calibrate_on_dataset, fit_calibration, model_fingerprint
+    from .report import read_score_pairs
+
+    if args.split == "test":
+        raise UsageError("--split test: a calibration is fitted on validation samples only, never on the test split")
+    if args.adapter is not None:
+        if not Path(args.adapter).is_dir():
+            raise UsageError(f"--adapter {args.adapter}: expected a local adapter folder (calibration.json goes into it)")
+        _check_adapter(args.adapter)
+    target = args.output_dir or args.adapter or (args.model if Path(args.model).is_dir() else None)
+    if target is None:
+        raise UsageError(f"--model {args.model} is no local folder; pass --output_dir for calibration.json")
+    _check_output_folder("--output_dir", target)
+    owner = args.adapter or args.model
+    name = f"{args.model} + {args.adapter}" if args.adapter else args.model
+    fingerprint = model_fingerprint(owner)
+    if args.scores:
+        if args.method == "content_free":
+            raise UsageError("--scores with --method content_free: the content-free fit scores its own prompts")
+        pairs = read_score_pairs(args.scores)
+        if len(pairs) != 1:
+            raise UsageError(f"--scores {args.scores}: expected one setting's scores, found {len(pairs)}")
+        labels, scores = next(iter(pairs.values()))
+        calibration = fit_calibration(labels, scores, args.method, fingerprint=fingerprint, model=name,
+                                      fitted_on=f"{args.split} split (saved scores {Path(args.scores).name})")
+    else:
+        scorer = _calibration_scorer(args)
+        dataset = load_data(data, split=args.split)
+        if args.limit is not None:
+            from .demo import fixed_subset
+
+            dataset = fixed_subset(dataset, args.limit, args.seed)
+        calibration = calibrate_on_dataset(scorer, dataset, args.method, fingerprint=fingerprint, model=name,
+                                           split=args.split)
+    Path(target).mkdir(parents=True, exist_ok=True)
+    path = calibration.save(target)
+    _print_json({"calibration": str(path), "method": calibration.method, "parameters": calibration.parameters,
+                 "n": calibration.n, "positive_rate": calibration.positive_rate, **calibration.extra})
+
+
+def _calibration_scorer(args):
+    """The raw scorer of the model ``rella-hf calibrate`` fits for (an existing calibration is not applied)."""
+    from .models import load_model, model_source_exists
+    from .scoring import CTRScorer
+
+    if args.adapter:
+        from .hub import load_adapter
+
+        with _model_loading("--adapter", args.adapter):
+            scorer = load_adapter(args.adapter, base_model=args.model, batch_size=args.batch_size)
+        scorer.calibration = None  # a refit starts from the raw scores
+        return scorer
+    if not model_source_exists(args.model):
+        raise UsageError(f"--model {args.model}: not a readable model folder, the offline alias or a Hub id")
+    with _model_loading("--model", args.model):
+        model, tokenizer = load_model(args.model)
+    return CTRScorer(model, tokenizer, batch_size=args.batch_size)
+
+
 def cmd_push(argv):
     data, args, _ = _parse((ReLLaDataArguments, PushArguments), argv, "rella-hf push")
     from .hub import config_name_for, push_adapter, push_dataset
@@ -449,7 +536,10 @@ def cmd_demo(argv):
     print(f"report: {report}")
     metrics = json.loads(Path(report).with_name("metrics.json").read_text())
     for name, values in metrics.items():
-        print(f"{name:24s} AUC {values['auc']:.4f}  LogLoss {values['logloss']:.4f}  ACC {values['acc']:.4f}")
+        rows = [("raw", values)] + ([("calibrated", values["calibrated"])] if "calibrated" in values else [])
+        for kind, row in rows:
+            print(f"{name:20s} {kind:10s} AUC {row['auc']:.4f}  LogLoss {row['logloss']:.4f}  ACC {row['acc']:.4f}  "
+                  f"ECE {row['ece']:.4f} (95 % band {row['ece_band']:.4f})")
     comparisons = Path(report).with_name("comparisons.json")
     for row in json.loads(comparisons.read_text()) if comparisons.is_file() else []:
         low, high = row["ci"]

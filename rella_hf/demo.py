@@ -129,7 +129,9 @@ def _score_setting(run_dir: Path, setting: str, scorer, subset, meta: dict) -> N
     start = time.perf_counter()
     scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / setting)
     meta = dict(meta, seconds=round(time.perf_counter() - start, 1))
-    write_scores(run_dir, setting, scored["label"], scored["score"], meta, raw_prompts=scored["raw_prompt"])
+    calibrated = scored["score_calibrated"] if "score_calibrated" in scored.column_names else None
+    write_scores(run_dir, setting, scored["label"], scored["score"], meta, raw_prompts=scored["raw_prompt"],
+                 calibrated_scores=calibrated)
 
 
 def run_demo(config: DemoConfig) -> Path:
@@ -138,7 +140,8 @@ def run_demo(config: DemoConfig) -> Path:
     Steps: build the K-item dataset with recent and SUBR histories; zero-shot score a fixed test
     subset with both prompt kinds; ReiT-finetune on an N-shot mixed set (full fine-tuning of the
     top layers by default, or LoRA), keeping the checkpoint of best validation AUC and then deleting
-    the checkpoints; score the same subset with the tuned model (in the precision it was trained in);
+    the checkpoints (the run also fits ``calibration.json`` on its validation subset); score the same
+    subset with the tuned model (in the precision it was trained in), raw and calibrated;
     write ``report.md`` (with the paired-bootstrap AUC gain of ReiT over zero-shot,
     the training loss and the validation AUC curves), PNG plots, ``metrics.json`` and
     ``comparisons.json``.
@@ -172,6 +175,7 @@ def run_demo(config: DemoConfig) -> Path:
                        {"stage": "zero-shot", "K": config.K, "retrieval": kind, "model": config.model})
 
     if not config.skip_training:
+        from .calibration import load_calibration, model_fingerprint
         from .models import load_tuned_model
         from .training import run_training
 
@@ -184,7 +188,12 @@ def run_demo(config: DemoConfig) -> Path:
                 shutil.rmtree(checkpoint)
         del scorer, model  # the tuned model is loaded in the precision its run trained in
         tuned, tokenizer = load_tuned_model(adapter_dir, config.model)
-        tuned_scorer = CTRScorer(tuned, tokenizer, batch_size=config.score_batch_size)
+        # Fitted by the training run on the validation scores it already computes (never on this test subset).
+        calibration = load_calibration(adapter_dir, expected_fingerprint=model_fingerprint(adapter_dir))
+        if calibration is None:
+            logger.warning("%s has no calibration.json (trained before calibration existed?): raw scores only.",
+                           adapter_dir)
+        tuned_scorer = CTRScorer(tuned, tokenizer, batch_size=config.score_batch_size, calibration=calibration)
         for kind, subset in subsets.items():
             _score_setting(run_dir, f"ReiT-{kind}", tuned_scorer, subset,
                            {"stage": "ReiT", "K": config.K, "retrieval": kind, "model": config.model,

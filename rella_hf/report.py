@@ -5,13 +5,15 @@ A run folder holds:
 - ``run.json``: ``{"title": ..., "config": {...}, "dataset": {statistics}, "comparisons": [[a, b], ...]}``
   (all optional; each comparison is a paired-bootstrap AUC difference of two settings);
 - ``scores/<setting>.jsonl``: one JSON object per scored sample with at least ``label`` and
-  ``score`` (P(yes)), optionally ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
+  ``score`` (P(yes), the paper's raw score), optionally ``score_calibrated`` (the same sample's
+  calibrated probability, :mod:`rella_hf.calibration`) and ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
   setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
 - ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses
   (and ``eval_history`` the validation AUC of each evaluation).
 
 :func:`write_report` computes the metrics of every setting (with bootstrap intervals), draws a bar
-chart of AUC with intervals, ROC curves and a reliability diagram of the best settings, the
+chart of AUC with intervals, ROC curves and reliability diagrams (raw and calibrated side by side) of the best
+settings, the
 training loss, the validation AUC during training and AUC against K, and writes ``report.md``,
 ``metrics.json`` (``comparisons.json`` when comparisons were asked for) and the PNGs into the folder.
 """
@@ -34,9 +36,13 @@ def load_settings(run_dir: str | Path) -> dict[str, dict]:
     for path in sorted(Path(run_dir, "scores").glob("*.jsonl"), key=lambda path: natural_key(path.stem)):
         rows = _read_score_rows(path)
         meta_path = path.with_name(path.stem + ".meta.json")
+        calibrated = [row.get("score_calibrated") for row in rows]
         settings[path.stem] = {
             "labels": np.array([row["label"] for row in rows], dtype=np.int64),
             "scores": np.array([row["score"] for row in rows], dtype=np.float64),
+            # Only a setting whose every row carries one has calibrated scores (no mixing of the two).
+            "calibrated": (np.array(calibrated, dtype=np.float64)
+                           if rows and all(isinstance(value, (int, float)) for value in calibrated) else None),
             "prompts": [row.get("raw_prompt") for row in rows],
             "meta": json.loads(meta_path.read_text()) if meta_path.exists() else {},
         }
@@ -85,18 +91,26 @@ def read_score_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarr
     raise DataFormatError(path, "expected a run folder, a .jsonl or a .parquet file of scores")
 
 
-def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
+def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None,
+                 calibrated_scores=None) -> Path:
     """Write one setting's scores (and what it is) where :func:`write_report` finds them.
 
     ``setting`` must be a plain name (see :func:`rella_hf.utils.check_name`): it becomes a file name.
+    ``calibrated_scores`` (one per sample, or None) are written as ``score_calibrated`` beside the
+    raw ``score``, which is written unchanged.
     """
     check_name(setting, "setting")
     folder = Path(run_dir, "scores")
     folder.mkdir(parents=True, exist_ok=True)
     prompts = raw_prompts if raw_prompts is not None else [None] * len(labels)
+    calibrated = calibrated_scores if calibrated_scores is not None else [None] * len(labels)
+    if len(calibrated) != len(labels):
+        raise ConfigError(f"{len(calibrated)} calibrated scores for {len(labels)} samples; pass one per sample.")
     lines = [
-        json.dumps({"label": int(label), "score": float(score), **({"raw_prompt": prompt} if prompt else {})})
-        for label, score, prompt in zip(labels, scores, prompts)
+        json.dumps({"label": int(label), "score": float(score),
+                    **({"score_calibrated": float(value)} if value is not None else {}),
+                    **({"raw_prompt": prompt} if prompt else {})})
+        for label, score, value, prompt in zip(labels, scores, calibrated, prompts)
     ]
     atomic_write_text(folder / f"{setting}.meta.json", json.dumps(meta, indent=2, sort_keys=True))
     return atomic_write_text(folder / f"{setting}.jsonl", "\n".join(lines) + "\n")
@@ -200,22 +214,43 @@ def _plot_roc(settings, path, limit: int | None = None):
     plt.close(figure)
 
 
+def reliability_points(labels, scores, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean score, positive rate)`` per equal-mass bin, the bins :func:`rella_hf.metrics.expected_calibration_error` uses.
+
+    Args:
+        labels: 0/1 labels.
+        scores: probabilities.
+        bins: number of bins (at most the number of samples).
+    """
+    from .metrics import _equal_mass_bins
+
+    scores = np.asarray(scores, dtype=np.float64)
+    bins = min(bins, len(scores))
+    which = _equal_mass_bins(scores, bins)
+    counts = np.bincount(which, minlength=bins)
+    return (np.bincount(which, weights=scores, minlength=bins) / counts,
+            np.bincount(which, weights=np.asarray(labels, dtype=np.float64), minlength=bins) / counts)
+
+
 def _plot_calibration(settings, path, bins: int = 10):
+    """Reliability diagrams (10 equal-mass bins): raw scores left, calibrated ones right when any setting has them."""
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 5))
-    edges = np.linspace(0, 1, bins + 1)
-    for name, data in settings.items():
-        which = np.clip(np.digitize(data["scores"], edges) - 1, 0, bins - 1)
-        counts = np.bincount(which, minlength=bins)
-        used = counts > 0
-        mean_score = np.bincount(which, weights=data["scores"], minlength=bins)[used] / counts[used]
-        positive_rate = np.bincount(which, weights=data["labels"], minlength=bins)[used] / counts[used]
-        axis.plot(mean_score, positive_rate, marker="o", label=name)
-    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    axis.set(title="Reliability diagram", xlabel="Mean predicted P(yes) in bin", ylabel="Observed positive rate",
-             xlim=(0, 1), ylim=(0, 1))
-    axis.legend(fontsize=7, loc="upper left")
+    panels = [("raw P(yes)", "scores")]
+    if any(data.get("calibrated") is not None for data in settings.values()):
+        panels.append(("calibrated", "calibrated"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for axis, (title, key) in zip(axes[0], panels):
+        for name, data in settings.items():
+            if data.get(key) is None:
+                continue
+            mean_score, positive_rate = reliability_points(data["labels"], data[key], bins)
+            ece = data["metrics"].get("ece") if key == "scores" else data.get("calibrated_metrics", {}).get("ece")
+            axis.plot(mean_score, positive_rate, marker="o", label=name + (f" (ECE {ece:.3f})" if ece is not None else ""))
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+        axis.set(title=f"Reliability diagram, {title}", xlabel="Mean predicted probability in bin (equal-mass bins)",
+                 ylabel="Observed positive rate", xlim=(0, 1), ylim=(0, 1))
+        axis.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -335,11 +370,21 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
     if not settings and not _training_losses(run_dir):
         raise DataFormatError(run_dir, "holds no scores/*.jsonl and no train/*/metrics.json, so there is nothing to "
                                        "report; expected a run folder written by rella-hf score or rella-hf train")
+    from .metrics import ece_consistency_band
+
     for data in settings.values():
         data["metrics"] = ctr_metrics(data["labels"], data["scores"])
+        data["metrics"]["ece_band"] = ece_consistency_band(data["scores"])
         if n_resamples:
             for name, interval in bootstrap_interval(data["labels"], data["scores"], n_resamples).items():
                 data["metrics"][f"{name}_ci"] = interval
+        if data.get("calibrated") is not None:
+            calibrated = ctr_metrics(data["labels"], data["calibrated"])
+            calibrated["ece_band"] = ece_consistency_band(data["calibrated"])
+            if n_resamples:
+                for name, interval in bootstrap_interval(data["labels"], data["calibrated"], n_resamples).items():
+                    calibrated[f"{name}_ci"] = interval
+            data["calibrated_metrics"] = calibrated
     title = title or info.get("title") or run_dir.name
     lines = [f"# {title}", ""]
     if info.get("config"):
@@ -355,19 +400,26 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
                          + " / ".join(f"{lengths[key]:.0f}" for key in ("min", "p25", "median", "p75", "p90", "max")) + " |")
         lines.append("")
     if settings:
-        lines += ["## Metrics", "", "95 % bootstrap intervals over the scored samples in brackets.", "",
-                  "| setting | n | positives | AUC | LogLoss | ACC |", "|---|---|---|---|---|---|"]
-        for name, data in settings.items():
-            metric = data["metrics"]
+        lines += ["## Metrics", "", "95 % bootstrap intervals over the scored samples in brackets. ECE: 10 equal-mass "
+                  "bins; \"band\" is the 95 % ECE a perfectly calibrated model with the same predictions reaches by "
+                  "chance (labels resampled from the predictions 1,000 times, Bröcker & Smith 2007).", ""]
+        groups = [("Raw scores (the paper's P(yes) / (P(yes) + P(no)))", {name: data["metrics"] for name, data in
+                                                                          settings.items()})]
+        calibrated = {name: data["calibrated_metrics"] for name, data in settings.items() if "calibrated_metrics" in data}
+        if calibrated:
+            groups.append(("Calibrated (map fitted on validation samples, applied to these)", calibrated))
+        for heading, rows in groups:
+            lines += [f"**{heading}**", "", "| setting | n | positives | AUC | LogLoss | ACC | Brier | ECE | ECE band |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for name, metric in rows.items():
+                def cell(key, metric=metric):
+                    interval = metric.get(f"{key}_ci")
+                    suffix = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+                    return f"{metric[key]:.4f}{suffix}"
 
-            def cell(key):
-                interval = metric.get(f"{key}_ci")
-                suffix = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
-                return f"{metric[key]:.4f}{suffix}"
-
-            lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | "
-                         f"{cell('acc')} |")
-        lines.append("")
+                lines.append(f"| {name} | {metric['n']} | {metric['positives']} | {cell('auc')} | {cell('logloss')} | "
+                             f"{cell('acc')} | {metric['brier']:.4f} | {metric['ece']:.4f} | {metric['ece_band']:.4f} |")
+            lines.append("")
         _plot_auc_bars(settings, run_dir / "auc_bars.png")
         _plot_roc(settings, run_dir / "roc.png", roc_limit)
         _plot_calibration(_best_settings(settings, roc_limit), run_dir / "calibration.png")
@@ -400,6 +452,7 @@ def write_report(run_dir: str | Path, title: str | None = None, n_resamples: int
             lines += [f"**{name}**, sample {index}: label {data['labels'][index]}, P(yes) = {data['scores'][index]:.3f}",
                       "", "```text", data["prompts"][index] or "", "```", ""]
     metrics = {name: {key: value for key, value in data["metrics"].items()} | {"meta": data["meta"]}
+               | ({"calibrated": data["calibrated_metrics"]} if "calibrated_metrics" in data else {})
                for name, data in settings.items()}
     if comparisons:
         atomic_write_text(run_dir / "comparisons.json", json.dumps(comparisons, indent=2, default=float))

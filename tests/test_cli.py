@@ -61,3 +61,40 @@ def test_build_score_evaluate_report_end_to_end(tmp_path, capsys, models_in_isol
     assert main(["report", "--run_dir", str(run), "--bootstrap", "50"]) == 0
     assert (run / "report.md").exists() and (run / "roc.png").exists() and (run / "calibration.png").exists()
 
+
+
+def _validation_scores(path, n=200, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = 1 / (1 + np.exp(-(0.3 * (2 * labels - 1) + 0.3 * rng.normal(0, 1, n) + 1.0)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"label": int(y), "score": float(p)}) + "\n" for y, p in zip(labels, scores)))
+    return path
+
+
+def test_calibrate_fits_saved_validation_scores_and_refuses_bad_input(tmp_path, capsys):
+    from rella_hf.calibration import load_calibration, model_fingerprint
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    scores = _validation_scores(tmp_path / "run" / "scores" / "validation.jsonl")
+    assert main(["calibrate", "--adapter", str(adapter), "--scores", str(scores)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["method"] == "platt" and printed["n"] == 200
+    assert load_calibration(adapter, expected_fingerprint=model_fingerprint(adapter)).n == 200
+
+    assert "never on the test split" in _one_line_error(capsys, ["calibrate", "--adapter", str(adapter), "--split", "test"])
+    one_class = tmp_path / "one.jsonl"
+    one_class.write_text("".join(json.dumps({"label": 1, "score": 0.6}) + "\n" for _ in range(80)))
+    out = tmp_path / "out"
+    assert "all positive" in _one_line_error(capsys, ["calibrate", "--scores", str(one_class), "--output_dir", str(out)])
+    few = _validation_scores(tmp_path / "few.jsonl", n=20)
+    assert "at least 50" in _one_line_error(capsys, ["calibrate", "--scores", str(few), "--output_dir", str(out)])
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text(few.read_text().replace('"score": ', '"score": NaN, "x": ', 1))
+    assert "NaN" in _one_line_error(capsys, ["calibrate", "--scores", str(nan), "--output_dir", str(out)])
+    assert not out.exists()  # nothing written for a refused fit
+    assert "--output_dir" in _one_line_error(capsys, ["calibrate", "--model", "org/base", "--scores", str(scores)])

@@ -57,6 +57,18 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
         return np.array([json.loads(line)["score"] for line in lines])
 
     assert not np.allclose(scores("ReiT-recent"), scores("zero-shot-recent"))  # the tuned model scored, not the base
+    # The run fitted calibration.json on validation rows (16 are too few: it scored more of the split)
+    # and the ReiT settings carry calibrated scores beside the raw ones; zero-shot has none.
+    from rella_hf.calibration import load_calibration
+
+    calibration = load_calibration(run_dir / "train" / "reit")
+    assert calibration.fitted_on == "validation split" and calibration.n > 16
+    for setting in ("ReiT-recent", "ReiT-semantic"):
+        rows = [json.loads(line) for line in (run_dir / "scores" / f"{setting}.jsonl").read_text().splitlines()]
+        np.testing.assert_allclose([row["score_calibrated"] for row in rows],
+                                   calibration.transform(scores(setting)), rtol=0, atol=1e-12)
+        assert metrics[setting]["calibrated"]["auc"] == pytest.approx(metrics[setting]["auc"], abs=1e-9)
+    assert "calibrated" not in metrics["zero-shot-recent"]
     adapter = run_dir / "train" / "reit" / weights
     stamp = adapter.stat().st_mtime_ns
     run_demo(config)  # a rerun skips every finished step

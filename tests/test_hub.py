@@ -726,3 +726,56 @@ def test_trainer_push_writes_the_rella_card_not_trls(tmp_path, trained_adapter):
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "peft" and "ReLLa CTR adapter pushed" in card.text
     assert "fine-tuned version of" not in card.text
+
+
+def _calibrated_copy(trained_adapter, folder: Path, fingerprint_of: Path | None = None) -> Path:
+    """A copy of the training output folder with a calibration.json (fitted for ``fingerprint_of``, default itself)."""
+    from rella_hf.calibration import Calibration, model_fingerprint
+
+    shutil.copytree(trained_adapter.output_dir, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    Calibration(method="platt", parameters={"a": 3.0, "b": -1.2}, n=120, positive_rate=0.55,
+                fingerprint=model_fingerprint(fingerprint_of or folder), model="tiny + adapter",
+                fitted_on="validation split").save(folder)
+    return folder
+
+
+def test_calibration_round_trips_through_export_and_a_hub_shaped_folder(tmp_path, trained_adapter):
+    from rella_hf.calibration import load_calibration
+    from rella_hf.scoring import CTRScorer
+
+    source = _calibrated_copy(trained_adapter, tmp_path / "output")
+    out = hub.export_adapter(source, tmp_path / "repo", base_model="my-org/tiny-llama")
+    assert (out / "calibration.json").read_bytes() == (source / "calibration.json").read_bytes()
+    card = ModelCard.load(out / "README.md").text
+    assert "| method | platt |" in card and "fitted on | 120 samples of the validation split" in card
+    assert "calibration.json" in hub.push_adapter(source, "my-org/rella-adapter", dry_run=True,
+                                                  base_model="my-org/tiny-llama").paths_in_repo
+
+    reference = CTRScorer(trained_adapter.model, trained_adapter.tokenizer).score(PROMPTS)
+    expected = load_calibration(source).transform(reference)
+    scorer = hub.load_adapter(out, base_model=str(trained_adapter.base_dir), dtype="float32", device="cpu")
+    np.testing.assert_array_equal(scorer.score(PROMPTS), reference)  # the raw score is unchanged
+    np.testing.assert_array_equal(scorer.calibrate(scorer.score(PROMPTS)), expected)
+
+    _as_cached_hub_model(out, "my-org/rella-adapter")  # the Hub cache layout, read offline by repo id
+    from_hub = hub.load_adapter("my-org/rella-adapter", base_model=str(trained_adapter.base_dir), dtype="float32",
+                                device="cpu")
+    assert from_hub.calibration.to_dict() == scorer.calibration.to_dict()
+    np.testing.assert_array_equal(from_hub.calibrate(from_hub.score(PROMPTS)), expected)
+
+
+def test_a_calibration_of_other_weights_is_refused_on_export_and_load(tmp_path, trained_adapter):
+    from rella_hf.calibration import CalibrationError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "adapter_model.safetensors").write_bytes(b"other weights")
+    source = _calibrated_copy(trained_adapter, tmp_path / "output", fingerprint_of=other)
+    with pytest.raises(CalibrationError, match="fitted for another model"):
+        hub.export_adapter(source, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "calibration.json").exists()
+    with pytest.raises(CalibrationError, match="fitted for another model"):
+        hub.load_adapter(source, dtype="float32", device="cpu")
+    (source / "calibration.json").write_text("{cut")
+    with pytest.raises(CalibrationError, match="does not parse"):
+        hub.load_adapter(source, dtype="float32", device="cpu")

@@ -51,3 +51,25 @@ def test_settings_are_listed_in_numeric_k_order(tmp_path):
         _write_setting(tmp_path, f"zero-shot-K{K}-recent", 0.5, {"stage": "zero-shot", "K": K}, n=50, seed=index)
 
     assert list(load_settings(tmp_path)) == ["zero-shot-K5-recent", "zero-shot-K10-recent", "zero-shot-K30-recent"]
+
+
+def test_calibrated_scores_get_their_own_row_group_and_reliability_panel(tmp_path):
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 400)
+    raw = 1 / (1 + np.exp(-(0.3 * (2 * labels - 1) + 0.3 * rng.normal(0, 1, 400) + 1.0)))  # squeezed, yes-biased
+    calibrated = 1 / (1 + np.exp(-(4 * np.log(raw / (1 - raw)) - 4.0)))
+    write_scores(tmp_path, "ReiT-recent", labels, raw, {"stage": "ReiT"}, calibrated_scores=calibrated)
+    _write_setting(tmp_path, "zero-shot-recent", 0.2, {"stage": "zero-shot"}, n=400)
+
+    report = write_report(tmp_path, n_resamples=50).read_text()
+
+    rows = [json.loads(line) for line in (tmp_path / "scores" / "ReiT-recent.jsonl").read_text().splitlines()]
+    assert [row["score"] for row in rows] == raw.tolist()  # raw scores written unchanged
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "calibrated" in metrics["ReiT-recent"] and "calibrated" not in metrics["zero-shot-recent"]
+    raw_metrics, tuned = metrics["ReiT-recent"], metrics["ReiT-recent"]["calibrated"]
+    assert tuned["auc"] == raw_metrics["auc"] and tuned["ece"] < raw_metrics["ece"]
+    assert raw_metrics["ece"] > raw_metrics["ece_band"]  # the squeezed raw scores fail the consistency band
+    assert "**Calibrated (map fitted on validation samples, applied to these)**" in report
+    assert report.count("| ReiT-recent |") == 2 and report.count("| zero-shot-recent |") == 1
+    assert "Reliability diagram" in report and (tmp_path / "calibration.png").stat().st_size > 1000

@@ -324,6 +324,27 @@ def test_score_dataset_adds_scores_next_to_labels(tiny_bpe_tokenizer, tmp_path):
     np.testing.assert_allclose(np.asarray(in_memory["score"]), expected, atol=1e-5, rtol=0)
 
 
+def test_a_calibrated_scorer_adds_score_calibrated_beside_the_unchanged_raw_score(tiny_bpe_tokenizer, tmp_path):
+    import pandas as pd
+
+    from rella_hf.calibration import Calibration
+
+    model = tiny_llama(tiny_bpe_tokenizer)
+    split = _split(tiny_bpe_tokenizer)
+    raw = score_dataset(CTRScorer(model, tiny_bpe_tokenizer, batch_size=4), split, progress=False)
+    calibration = Calibration(method="platt", parameters={"a": 2.0, "b": -0.5}, n=100, positive_rate=0.5,
+                              fingerprint="name:tiny")
+    scorer = CTRScorer(model, tiny_bpe_tokenizer, batch_size=4, calibration=calibration)
+    scored = score_dataset(scorer, split, output_dir=tmp_path / "run", progress=False)
+    assert scored.column_names == split.column_names + ["score", "score_calibrated"]
+    assert scored["score"] == raw["score"]  # byte for byte the paper's score
+    np.testing.assert_array_equal(scored["score_calibrated"], calibration.transform(np.asarray(raw["score"])))
+    assert np.asarray(scorer.score(split["prompt"], progress=False)).tolist() == raw["score"]
+    table = pd.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert list(table.columns) == ["sample_id", "label", "score", "score_calibrated"]
+    assert CTRScorer(model, tiny_bpe_tokenizer).calibrate([0.5]) is None
+
+
 def test_score_dataset_resumes_after_an_interruption(tiny_bpe_tokenizer, tmp_path):
     model = tiny_llama(tiny_bpe_tokenizer)
     split = _split(tiny_bpe_tokenizer)  # 14 rows -> shards of 4: 4 + 4 + 4 + 2

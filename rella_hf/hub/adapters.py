@@ -4,7 +4,8 @@
 tokenizer, training config, metrics, card from ``hub_cards/model_card.md``) whose
 ``adapter_config.json`` names the base model by its Hub id, so plain
 ``peft.AutoPeftModelForCausalLM.from_pretrained(repo)`` finds it; :func:`push_adapter` uploads
-it; :func:`load_adapter` returns a ready :class:`~rella_hf.scoring.CTRScorer`.
+it; :func:`load_adapter` returns a ready :class:`~rella_hf.scoring.CTRScorer`. A ``calibration.json``
+fitted for the adapter (:mod:`rella_hf.calibration`) travels with it and is applied on load.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
 _TRAINING_CONFIG_NAMES = ("training_config.json", "training_config.yaml", "training_config.yml")
 _METRICS_NAME = "metrics.json"
+_CALIBRATION_NAME = "calibration.json"  # rella_hf.calibration.CALIBRATION_FILE (kept import-free here)
 _LOCAL_BASE_WARNING = "Base model %s is a local path; pass base_model=<Hub id> so others can load the adapter."
 
 
@@ -71,7 +73,8 @@ def _resolve_base(base_model: str | None, adapter_config: dict, training_config:
 
 def _adapter_repo_files(folder: Path) -> list[str]:
     """The files of an exported adapter folder that belong in the repository, README.md first."""
-    names = (README_NAME, *_ADAPTER_REQUIRED_FILES, *_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES, _METRICS_NAME)
+    names = (README_NAME, *_ADAPTER_REQUIRED_FILES, *_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES, _METRICS_NAME,
+             _CALIBRATION_NAME)
     present = sorted(name for name in names[1:] if (folder / name).is_file())
     return [README_NAME] + present
 
@@ -108,7 +111,8 @@ def _copy_adapter_files(source: Path, out_dir: Path, adapter_config: dict, train
                         training_config_path: Path) -> None:
     """Copy the adapter, tokenizer, (redacted) training config and metrics into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES):  # leftovers of an earlier export must not be uploaded
+    # Leftovers of an earlier export must not be uploaded.
+    for name in (*_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES, _CALIBRATION_NAME):
         if (out_dir / name).is_file() and not (source / name).is_file():
             (out_dir / name).unlink()
     shutil.copyfile(source / "adapter_model.safetensors", out_dir / "adapter_model.safetensors")
@@ -123,6 +127,17 @@ def _copy_adapter_files(source: Path, out_dir: Path, adapter_config: dict, train
 
         atomic_write_text(out_dir / training_config_path.name, yaml.safe_dump(training_config, sort_keys=False))
     shutil.copyfile(source / _METRICS_NAME, out_dir / _METRICS_NAME)
+    if _checked_calibration(source) is not None:  # the copied weights keep the fingerprint
+        shutil.copyfile(source / _CALIBRATION_NAME, out_dir / _CALIBRATION_NAME)
+
+
+def _checked_calibration(source: Path) -> dict | None:
+    """The output folder's ``calibration.json`` content, refused when it belongs to other weights; None without one."""
+    if not (source / _CALIBRATION_NAME).is_file():
+        return None
+    from ..calibration import load_calibration, model_fingerprint
+
+    return load_calibration(source, expected_fingerprint=model_fingerprint(source)).to_dict()
 
 
 def export_adapter(
@@ -138,7 +153,8 @@ def export_adapter(
     """Turn a training output folder into a model repository folder with a model card.
 
     Copies the adapter (``adapter_model.safetensors``, ``adapter_config.json``), the tokenizer
-    files, ``training_config.json``/``.yaml`` (secrets redacted) and ``metrics.json``, and writes
+    files, ``training_config.json``/``.yaml`` (secrets redacted), ``metrics.json`` and
+    ``calibration.json`` when the run fitted one, and writes
     README.md from ``hub_cards/model_card.md``. Checkpoint folders and optimizer states are left out.
 
     Args:
@@ -166,7 +182,7 @@ def export_adapter(
     _copy_adapter_files(source, out_dir, adapter_config, training_config, training_config_path)
     write_model_card(out_dir, repo_id=repo_id, training_config=training_config, adapter_config=adapter_config,
                      metric_rows=metric_rows, base=base, dataset_repo_id=dataset_repo_id, license=license,
-                     license_name=license_name)
+                     license_name=license_name, calibration=_checked_calibration(source))
     return out_dir
 
 
@@ -204,7 +220,8 @@ def write_output_card(output_dir: str | os.PathLike, *, repo_id: str | None = No
         adapter_config["base_model_name_or_path"] = base[0]
         atomic_write_text(source / "adapter_config.json", json_text(adapter_config) + "\n")
     write_model_card(source, repo_id=repo_id, training_config=training_config, adapter_config=adapter_config,
-                     metric_rows=metric_rows, base=base, dataset_repo_id=dataset_repo_id)
+                     metric_rows=metric_rows, base=base, dataset_repo_id=dataset_repo_id,
+                     calibration=_checked_calibration(source))
     return source / README_NAME
 
 
@@ -312,7 +329,12 @@ def load_adapter(
 
     Returns:
         ``rella_hf.scoring.CTRScorer`` over the ``PeftModel``, with the adapter's own tokenizer
-        when it ships one (else the base model's).
+        when it ships one (else the base model's), and the adapter's ``calibration.json`` when it
+        has one (raw scores unchanged; ``scorer.calibrate`` gives the calibrated probabilities).
+
+    Raises:
+        CalibrationError: when the adapter's ``calibration.json`` does not parse or was fitted for
+            other weights.
     """
     from peft import PeftConfig, PeftModel
 
@@ -324,6 +346,7 @@ def load_adapter(
     hub_kwargs = {} if local else {key: value for key, value in {"revision": revision, "token": token}.items()
                                    if value is not None}
     config = PeftConfig.from_pretrained(source, **hub_kwargs)
+    calibration = _adapter_calibration(source, hub_kwargs)  # a foreign one is refused before any model loads
     base = base_model or _trained_base(source, hub_kwargs) or config.base_model_name_or_path
     if not base:
         raise ConfigError(f"{source} records no base model; pass base_model=<Hub id or folder>")
@@ -337,7 +360,26 @@ def load_adapter(
             pass
     peft_model = PeftModel.from_pretrained(model, source, is_trainable=False, **hub_kwargs)
     peft_model.eval()
-    return CTRScorer(peft_model, tokenizer, batch_size=batch_size)
+    return CTRScorer(peft_model, tokenizer, batch_size=batch_size, calibration=calibration)
+
+
+def _adapter_calibration(source: str, hub_kwargs: dict):
+    """The adapter's checked ``calibration.json`` (local folder or Hub repository), or None when it has none."""
+    from ..calibration import load_calibration, model_fingerprint
+
+    if Path(source).is_dir():
+        if not (Path(source) / _CALIBRATION_NAME).is_file():
+            return None
+        return load_calibration(source, expected_fingerprint=model_fingerprint(source))
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        path = hf_hub_download(source, _CALIBRATION_NAME, **hub_kwargs)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    weights = hf_hub_download(source, _ADAPTER_REQUIRED_FILES[0], **hub_kwargs)
+    return load_calibration(path, expected_fingerprint=model_fingerprint(source, weights=[weights]))
 
 
 def _hub_tokenizer(repo_id: str, hub_kwargs: dict):

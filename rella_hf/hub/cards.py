@@ -361,7 +361,8 @@ def base_model_note(hub_id: str | None, offline_route: bool, recorded: str) -> s
 
 def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dict, adapter_config: dict,
                      metric_rows: list, base: tuple[str, str | None, str, bool], dataset_repo_id: str | None = None,
-                     license: str | None = None, license_name: str | None = None) -> None:
+                     license: str | None = None, license_name: str | None = None,
+                     calibration: dict | None = None) -> None:
     """Write ``out_dir/README.md``, the model card of an exported adapter.
 
     Args:
@@ -374,6 +375,8 @@ def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dic
         dataset_repo_id: Hub dataset of the training data; adds ``datasets`` and ``model-index`` metadata.
         license: the adapter's licence (default: the base model's when known, else ``"other"``).
         license_name: the licence's name when ``license`` is ``"other"`` (default ``"unknown"``).
+        calibration: the adapter's ``calibration.json`` content (:mod:`rella_hf.calibration`); the card
+            then shows the calibration and its raw vs calibrated validation metrics.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -402,11 +405,39 @@ def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dic
         "base_model_note": base_model_note(hub_id, offline_route, recorded),
         **_run_fields(run, dataset_repo_id, metric_rows, adapter_config, training_config),
         "repo_id": repo_id or str(out_dir),
+        # False, not None: the template tests it, and the renderer refuses None as an unfilled field.
+        "calibration": calibration_fields(calibration) or False,
         "library_versions": library_versions(("rella-hf", "transformers", "peft", "trl", "torch", "huggingface_hub")),
         "rella_citation": RELLA_CITATION,
     }
     card = render_card(ModelCard, header, "model_card.md", fields)
     atomic_write_text(out_dir / README_NAME, str(card))
+
+
+def calibration_fields(calibration: dict | None) -> dict[str, Any] | None:
+    """Card fields of a ``calibration.json``: method, parameters, fitting set, raw vs calibrated metrics.
+
+    Args:
+        calibration: the file's content, or None (the card then says the scores are uncalibrated).
+    """
+    if not calibration:
+        return None
+    fitted = (calibration.get("extra") or {}).get("fit_metrics") or {}
+    raw, calibrated = fitted.get("raw", {}), fitted.get("calibrated", {})
+    names = {"auc": "AUC", "logloss": "LogLoss", "acc": "ACC", "brier": "Brier", "ece": "ECE (10 equal-mass bins)"}
+    rate = calibration.get("positive_rate")
+    return {
+        "method": calibration.get("method", NOT_RECORDED),
+        "parameters": ", ".join(f"{key} = {_metric_text(value)}" for key, value in
+                                sorted((calibration.get("parameters") or {}).items()) if not isinstance(value, list))
+                      or f"{len((calibration.get('parameters') or {}).get('z', []))} isotonic knots",
+        "n": calibration.get("n", NOT_RECORDED),
+        "positive_rate": NOT_RECORDED if rate is None else f"{rate:.3f}",
+        "fitted_on": calibration.get("fitted_on", NOT_RECORDED),
+        "fingerprint": str(calibration.get("fingerprint", NOT_RECORDED)),
+        "metrics": [{"name": label, "raw": _metric_text(raw[key]), "calibrated": _metric_text(calibrated[key])}
+                    for key, label in names.items() if key in raw and key in calibrated],
+    }
 
 
 def _run_fields(run: dict, dataset_repo_id: str | None, metric_rows: list, adapter_config: dict,
