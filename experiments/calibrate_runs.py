@@ -72,11 +72,21 @@ def calibrated_row(labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) 
 
 
 def validation_partner(path: Path) -> Path | None:
-    """The saved validation scores of a test-scores file, when the run wrote them."""
+    """The saved validation scores of a test-scores file, when the run wrote them: ``<setting -test- ->
+    -validation->.jsonl`` beside it, or the training run's own ``recipe/<run>/validation_scores.jsonl``
+    (written at the end of ReiT since issue #37) for a ``recipe-<run>-test-<kind>`` setting."""
+    from rella_hf.calibration import VALIDATION_SCORES_FILE
+
     if "-test-" not in path.name:
         return None
     partner = path.with_name(path.name.replace("-test-", "-validation-"))
-    return partner if partner.is_file() else None
+    if partner.is_file():
+        return partner
+    if path.name.startswith("recipe-"):
+        run = path.name.removeprefix("recipe-").split("-test-")[0]
+        kept = path.parent.parent / "recipe" / run / VALIDATION_SCORES_FILE
+        return kept if kept.is_file() else None
+    return None
 
 
 def content_free_calibration(raw_prompts: list[str], saved: np.ndarray, check: int):
@@ -105,6 +115,7 @@ def _cells(metrics: dict) -> str:
 
 def build_section(content_free: bool, check: int) -> tuple[list[str], dict]:
     """The markdown block and the numbers behind it."""
+    from rella_hf.calibration import CalibrationError
     from rella_hf.report import load_settings
 
     lines = [BEGIN, "## Calibration of the saved scores (issue #37, `experiments/calibrate_runs.py`)", "",
@@ -136,16 +147,23 @@ def build_section(content_free: bool, check: int) -> tuple[list[str], dict]:
             partner = validation_partner(dataset_dir / "scores" / f"{name}.jsonl")
             if partner is not None:
                 from rella_hf.calibration import fit_calibration
+                from rella_hf.report import read_score_pairs
 
                 validation_found = True
-                valid = settings[partner.stem]
-                calibration = fit_calibration(valid["labels"], valid["scores"], fingerprint=f"name:{name}",
-                                              fitted_on=partner.name)
-                result = calibrated_row(labels, scores, calibration.transform(scores))
-                numbers[f"{dataset_dir.name}/{name}"]["platt"] = result
-                calibrated_lines.append(f"| {name} | Platt on {calibration.n} validation | {_cells(result)} | "
-                                        f"{result['auc_change']:+.1e} | {'yes' if result['below_constant'] else 'no'} | "
-                                        f"{result['acc_gap']:+.3f} |")
+                valid_labels, valid_scores = next(iter(read_score_pairs(partner).values()))
+                for method in ("platt", "temperature", "isotonic"):
+                    try:
+                        calibration = fit_calibration(valid_labels, valid_scores, method, fingerprint=f"name:{name}",
+                                                      fitted_on=partner.name)
+                    except CalibrationError as error:
+                        calibrated_lines.append(f"| {name} | {method}: not fitted ({error}) | | | | | | | | |")
+                        continue
+                    result = calibrated_row(labels, scores, calibration.transform(scores))
+                    numbers[f"{dataset_dir.name}/{name}"][method] = result
+                    calibrated_lines.append(
+                        f"| {name} | {method} on {calibration.n} validation (rate {calibration.positive_rate:.3f}) | "
+                        f"{_cells(result)} | {result['auc_change']:+.1e} | {'yes' if result['below_constant'] else 'no'} "
+                        f"| {result['acc_gap']:+.3f} |")
         lines.append("")
         if content_free and dataset_dir.name == "ml-latest-small":
             calibrated_lines += _content_free_lines(settings, check, numbers)

@@ -38,6 +38,9 @@ from .errors import MetricError, RellaError
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
+#: The end-of-training validation scores (label, raw score per line), kept so a calibration can be refitted
+#: or checked later without the weights.
+VALIDATION_SCORES_FILE = "validation_scores.jsonl"
 FORMAT = "rella-hf-calibration"
 FORMAT_VERSION = 1
 METHODS = ("platt", "temperature", "isotonic", "content_free")
@@ -502,7 +505,7 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
     """Fit and save ``calibration.json`` for the model a ReiT run ends with, on its validation subset.
 
     Scores the run's validation subset (``data.eval``, the rows its validation AUC came from) with
-    the final model; when that subset is below :data:`MIN_SAMPLES`, scores
+    the final model (kept in ``validation_scores.jsonl``); when that subset is below :data:`MIN_SAMPLES`, scores
     :data:`END_OF_TRAINING_ROWS` validation rows instead (``more_rows``). Every process takes part
     in scoring (a launched run splits the prompts); the main process writes. A subset that cannot be
     fitted (one class, an inverse ranking) is logged and skipped: the run's raw scores stay valid.
@@ -541,6 +544,10 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
     scores = scorer.score(list(rows["prompt"]), progress=False)
     if not trainer.is_world_process_zero():
         return None
+    from .utils import atomic_write_text
+
+    atomic_write_text(Path(output_dir) / VALIDATION_SCORES_FILE, "".join(
+        json.dumps({"label": int(label), "score": float(score)}) + "\n" for label, score in zip(rows["label"], scores)))
     fingerprint = model_fingerprint(output_dir)
     try:
         calibration = fit_calibration(rows["label"], scores, method, fingerprint=fingerprint,
@@ -568,7 +575,7 @@ def _validation_rows_loader(config, data):
     return load
 
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "CalibrationError", "METHODS", "MIN_SAMPLES", "calibrate_on_dataset",
-           "check_fitting_set", "wrap_like",
-           "check_scores", "content_free_prompt", "content_free_prompts", "fit_after_training", "fit_calibration",
-           "fit_content_free", "load_calibration", "log_odds", "model_fingerprint", "weight_files"]
+__all__ = ["CALIBRATION_FILE", "VALIDATION_SCORES_FILE", "Calibration", "CalibrationError", "METHODS", "MIN_SAMPLES",
+           "calibrate_on_dataset", "check_fitting_set", "check_scores", "content_free_prompt", "content_free_prompts",
+           "fit_after_training", "fit_calibration", "fit_content_free", "load_calibration", "log_odds",
+           "model_fingerprint", "weight_files", "wrap_like"]

@@ -197,6 +197,8 @@ def test_end_of_training_fits_on_validation_and_tops_up_a_small_subset(tmp_path,
     data = SimpleNamespace(eval=_rows(labels[:100], raw[:100]), eval_split="validation")
     calibration = fit_after_training(trainer, data, tmp_path, more_rows=lambda size: pytest.fail("not too small"))
     assert calibration.n == 100 and load_calibration(tmp_path, model_fingerprint(tmp_path)).n == 100
+    kept = [json.loads(line) for line in (tmp_path / "validation_scores.jsonl").read_text().splitlines()]
+    assert [row["score"] for row in kept] == raw[:100].tolist() and [row["label"] for row in kept] == labels[:100].tolist()
 
     asked = []
     small = SimpleNamespace(eval=_rows(labels[:20], raw[:20]), eval_split="validation")
