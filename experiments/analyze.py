@@ -19,9 +19,11 @@ from common import EXPERIMENTS, RESULTS, RUNS, machine
 
 RESAMPLES = 1000
 #: Score files of learning-curve points (``learning_curve.py``): K, method (none: LoRA on every layer; ``full15``:
-#: full fine-tuning of the top 15 layers), train type, N, epochs of the mixed run (none: 1), seed, test prompt kind.
+#: full fine-tuning of the top 15 layers), train type, N, epochs of the mixed run (none: 1), collaborative prompt mode
+#: (none: the paper's prompts), validation subset size (none: 200), seed, test prompt kind.
 LEARNING_CURVE_SETTING = re.compile(
-    r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)(?:-ep([\d.]+))?-seed(\d+)-test-(recent|semantic)")
+    r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)(?:-ep([\d.]+))?"
+    r"(?:-collab-(item\+user|item|all))?(?:-val(\d+))?-seed(\d+)-test-(recent|semantic)")
 
 
 #: Published numbers drawn as reference lines (not measured here): SIM trained on 8,192 ML-1M samples, from the
@@ -65,9 +67,17 @@ def _comparisons(dataset, settings):
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
         curve_point = LEARNING_CURVE_SETTING.fullmatch(name)
         if curve_point:
-            K, method, train_type, shots, epochs, seed, kind = curve_point.groups()
+            K, method, train_type, shots, epochs, collaborative, validation, seed, kind = curve_point.groups()
             prefix = f"recipe-lc-K{K}-{method + '-' if method else ''}"
             ep = f"-ep{epochs}" if epochs else ""
+            if collaborative:
+                paper = f"{prefix}{train_type}-N{shots}{ep}-seed{seed}-test-{kind}"
+                if paper in names:
+                    pairs.append((name, paper, "collaborative prompts vs the paper's, same N (validation subsets differ)"))
+                for statistics in (f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
+                    if statistics in names:
+                        pairs.append((name, statistics, "collaborative-prompt LLM vs the statistics without an LLM"))
+                continue
             if train_type == "mixed":
                 other = f"{prefix}simple-N{shots}{ep}-seed{seed}-test-{kind}"
                 if other in names:
@@ -84,7 +94,8 @@ def _comparisons(dataset, settings):
                 pairs.append((name, f"zero-shot-K{K}-{kind}", "few-shot tuned vs zero-shot, same prompts"))
             if f"history-mean-K{K}-recent" in names:
                 pairs.append((name, f"history-mean-K{K}-recent", "tuned LLM vs mean rating of the K recent items"))
-    baseline = next((name for name in names if name.startswith("lightgbm")), None)
+    # The paper-faithful LightGBM (ids and history features) is the yardstick; "-collab" is compared above.
+    baseline = "lightgbm-K10" if "lightgbm-K10" in names else next((name for name in names if name.startswith("lightgbm")), None)
     if baseline:
         for name in sorted(names, key=natural_key):
             if name.startswith(("mixed-", "simple-", "zero-shot-", "recipe-lc-")):
@@ -119,8 +130,9 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     for name, values in metrics.items():
         match = LEARNING_CURVE_SETTING.fullmatch(name)
         if match:
-            K, method, train_type, shots, epochs, _seed, kind = match.groups()
-            line = (kind, K, method or "lora", train_type, epochs or "1")
+            K, method, train_type, shots, epochs, collaborative, _validation, _seed, kind = match.groups()
+            tuning = (method or "lora") + (f", collaborative {collaborative}" if collaborative else "")
+            line = (kind, K, tuning, train_type, epochs or "1")
             points.setdefault(line, {}).setdefault(int(shots), []).append(values)
     if not points:
         return []
@@ -143,11 +155,13 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
                         f"[{low:.4f}, {high:.4f}] |")
     K = min(int(line[1]) for line in points)
     references = {name: metrics[name]["auc"] for name in dict.fromkeys(
-        (f"history-mean-K{K}-recent", "history-mean-K10-recent", "lightgbm-K10")) if name in metrics}
+        (f"history-mean-K{K}-recent", "history-mean-K10-recent", "lightgbm-K10", "lightgbm-K10-collab",
+         f"logistic-stats-recentK{K}")) if name in metrics}
     published = PUBLISHED_REFERENCES.get(dataset_dir.name, {})
     references.update(published)
     for kind, axis in panels.items():
-        for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)))):
+        for (reference, auc), style in zip(references.items(), (":", "-.", "--", (0, (1, 3)), (0, (5, 1)), (0, (3, 1, 1, 1)),
+                                                                 (0, (1, 1)))):
             # In the legend, not on the line: the references sit within 0.02 of each other.
             color = "darkred" if reference in published else "grey"
             axis.axhline(auc, linestyle=style, color=color, label=f"{reference} {auc:.3f}")

@@ -2,6 +2,8 @@
 
     pip install -e .[experiments]      # LightGBM
     python experiments/baseline_gbdt.py [--datasets ml-1m ml-latest-small] [--K 10]
+    python experiments/baseline_gbdt.py --collaborative      # + the leak-free collaborative statistics
+    python experiments/baseline_gbdt.py --logistic           # logistic regressions on those statistics alone
 
 Features per sample (all computed from the history that precedes it, vectorised over the log):
 user / item / profile / genre as categoricals, history length, mean rating and positive rate of
@@ -9,6 +11,13 @@ the whole history, mean rating of the K most recent items, and the ratings and s
 the K history items most similar to the target (SUBR with the same MiniLM embeddings the prompts
 use), most similar first. Trained on the whole train split, tuned (num_leaves, early stopping)
 on validation, evaluated on the fixed 1,000-sample test subset (and the whole test split).
+
+``--collaborative`` adds the columns of :mod:`rella_hf.collaborative` (the target's earlier rating
+count, smoothed mean and positive rate; the user's history length and mean), the statistics the
+``collaborative`` prompts state, so the classical model sees what the LLM is told (setting
+``lightgbm-K10-collab``). ``--logistic`` fits logistic regressions on the statistics alone
+(``logistic-stats``) and on the statistics plus the mean rating of the K most recent history items
+the recent-K prompt shows (``logistic-stats-recentK``): whether the LLM adds anything beyond the numbers.
 """
 
 from __future__ import annotations
@@ -71,12 +80,49 @@ def history_features(samples, frame, K: int, retriever) -> pd.DataFrame:
 
 
 CATEGORICAL = ["user_id", "item_id", "genre", "gender", "age", "job"]
+#: The collaborative statistic columns (rella_hf.collaborative), at the builder's default prior strength.
+PRIOR_STRENGTH = 10.0
+
+
+def collaborative_table(samples, frame) -> pd.DataFrame:
+    """The leak-free collaborative statistics of ``frame``'s samples (same order)."""
+    from rella_hf.collaborative import CollaborativeIndex
+
+    return CollaborativeIndex(samples, PRIOR_STRENGTH).statistics(frame).frame()
+
+
+def logistic_features(statistics: pd.DataFrame, history: pd.DataFrame | None) -> np.ndarray:
+    """Inputs of the logistic baselines: the statistics (counts as log1p, a missing user mean as 0 with a flag)."""
+    columns = [np.log1p(statistics["item_prior_ratings"].to_numpy(np.float64)),
+               statistics["item_mean_rating"].to_numpy(np.float64), statistics["item_positive_rate"].to_numpy(np.float64),
+               np.log1p(statistics["user_history_length"].to_numpy(np.float64)),
+               np.nan_to_num(statistics["user_mean_rating"].to_numpy(np.float64))]
+    if history is not None:
+        columns.append(np.nan_to_num(history["recent_mean_rating"].to_numpy(np.float64)))
+    return np.stack(columns, axis=1)
+
+
+def fit_logistic(samples, tables, statistics, labels, with_recent: bool):
+    """A standardised logistic regression fitted on train; returns (validation AUC, test scores)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from rella_hf.metrics import ctr_metrics
+
+    inputs = {name: logistic_features(statistics[name], tables[name] if with_recent else None) for name in statistics}
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(inputs["train"], labels["train"])
+    validation_auc = ctr_metrics(labels["validation"], model.predict_proba(inputs["validation"])[:, 1])["auc"]
+    return validation_auc, model.predict_proba(inputs["test"])[:, 1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["ml-1m", "ml-latest-small"])
     parser.add_argument("--K", type=int, default=10)
+    parser.add_argument("--collaborative", action="store_true", help="add the collaborative statistics as features")
+    parser.add_argument("--logistic", action="store_true", help="logistic regressions on the statistics instead")
     args = parser.parse_args()
 
     try:
@@ -92,7 +138,10 @@ def main() -> None:
 
     results_file = RESULTS / "baseline.jsonl"
     for dataset in args.datasets:
-        setting = f"{dataset}/lightgbm-K{args.K}"
+        if args.logistic:
+            run_logistic(dataset, args.K, results_file)
+            continue
+        setting = f"{dataset}/lightgbm-K{args.K}" + ("-collab" if args.collaborative else "")
         if setting in done(results_file):
             continue
         start = time.perf_counter()
@@ -100,6 +149,9 @@ def main() -> None:
         vectors = item_embeddings(samples, ReLLaConfig(name="baseline", retrieval="semantic", embedder=EMBEDDER))
         retriever = SemanticRetriever(vectors)
         tables = {name: history_features(samples, frame, args.K, retriever) for name, frame in samples.splits.items()}
+        if args.collaborative:
+            for name, frame in samples.splits.items():
+                tables[name] = pd.concat([tables[name], collaborative_table(samples, frame)], axis=1)
         categories = {column: pd.Categorical(pd.concat([t[column] for t in tables.values()])).categories
                       for column in CATEGORICAL if column in tables["train"]}
         for table in tables.values():
@@ -124,14 +176,48 @@ def main() -> None:
         subset = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(test_scores), size=TEST_SUBSET, replace=False))
         full_test = ctr_metrics(labels["test"], test_scores)
         metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
-        meta = {"stage": "full-shot baseline", "dataset": dataset, "model": f"LightGBM (num_leaves={num_leaves})", "K": args.K}
-        write_scores(RUNS / dataset, f"lightgbm-K{args.K}", labels["test"][subset], test_scores[subset], meta)
+        meta = {"stage": "full-shot baseline", "dataset": dataset, "model": f"LightGBM (num_leaves={num_leaves})", "K": args.K,
+                "collaborative": args.collaborative}
+        write_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
         append_result(results_file, {
             "setting": setting, **meta, **metrics, "validation_auc": validation_auc, "trees": int(model.best_iteration_),
             "full_test": full_test, "train_rows": int(len(labels["train"])),
             "sample_ids_head": samples.splits["test"]["sample_id"].to_numpy()[subset][:5].tolist(),
             "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
         })
+        print(setting, json.dumps({key: round(value, 4) for key, value in metrics.items()}), flush=True)
+
+
+def run_logistic(dataset: str, K: int, results_file) -> None:
+    """The two logistic baselines of one dataset (statistics alone; plus the recent-K shown mean)."""
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.report import write_scores
+    from rella_hf.retrieval import recent_history
+    from rella_hf.samples import load_samples
+
+    samples = load_samples(dataset, data_dir=data_dir(dataset))
+    statistics = {name: collaborative_table(samples, frame) for name, frame in samples.splits.items()}
+    labels = {name: frame["label"].to_numpy() for name, frame in samples.splits.items()}
+    ratings = samples.log["rating"].to_numpy(np.float64)
+    recent = {}
+    for name, frame in samples.splits.items():
+        shown = recent_history(frame["history_offset"].to_numpy(), frame["history_length"].to_numpy(), K)
+        values = np.where(shown.positions >= 0, ratings[np.maximum(shown.positions, 0)], np.nan)
+        recent[name] = pd.DataFrame({"recent_mean_rating": np.nanmean(values, axis=1)})
+    subset = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(labels["test"]), size=TEST_SUBSET, replace=False))
+    for with_recent in (False, True):
+        setting = f"{dataset}/logistic-stats" + (f"-recentK{K}" if with_recent else "")
+        if setting in done(results_file):
+            continue
+        start = time.perf_counter()
+        validation_auc, test_scores = fit_logistic(samples, recent, statistics, labels, with_recent)
+        metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
+        meta = {"stage": "statistics baseline", "dataset": dataset, "K": K,
+                "model": "logistic regression on the collaborative statistics" + (f" + recent-{K} mean rating" if with_recent else "")}
+        write_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
+        append_result(results_file, {"setting": setting, **meta, **metrics, "validation_auc": validation_auc,
+                                     "full_test": ctr_metrics(labels["test"], test_scores),
+                                     "train_rows": int(len(labels["train"])), "seconds": round(time.perf_counter() - start, 1)})
         print(setting, json.dumps({key: round(value, 4) for key, value in metrics.items()}), flush=True)
 
 

@@ -40,17 +40,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_every", type=int, default=16)
     parser.add_argument("--eval_size", type=int, default=200)
     parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
+                        help="collaborative statistics in the prompts (ours, not the paper's; points named -collab-<mode>)")
     return parser.parse_args(argv)
 
 
 def point_name(args, train_type: str, shots: int, seed: int) -> str:
     """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42`` for LoRA,
     ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all;
-    ``-ep4`` after N when the mixed run trains 4 epochs instead of 1)."""
+    ``-ep4`` after N when the mixed run trains 4 epochs instead of 1; ``-collab-item+user`` before the
+    seed for collaborative prompts; ``-val1000`` when validation scores other than 200 samples)."""
     plain_lora = args.finetuning == "lora" and not args.top_layers  # the original points keep their names
     method = "" if plain_lora else f"{args.finetuning}{args.top_layers or ''}-"
     epochs = "" if args.epochs == 1 else f"-ep{args.epochs:g}"  # the mixed run's epochs; simple runs twice as many
-    return f"lc-K{args.K}-{method}{train_type}-N{shots}{epochs}-seed{seed}"
+    collaborative = "" if args.collaborative == "none" else f"-collab-{args.collaborative}"
+    validation = "" if args.eval_size == 200 else f"-val{args.eval_size}"
+    return f"lc-K{args.K}-{method}{train_type}-N{shots}{epochs}{collaborative}{validation}-seed{seed}"
 
 
 def main(argv=None) -> None:
@@ -66,6 +71,7 @@ def main(argv=None) -> None:
                     "--total_batch_size", str(args.total_batch_size), "--epochs", str(epochs),
                     "--eval_every", str(args.eval_every), "--eval_size", str(args.eval_size),
                     "--patience", str(args.patience), "--finetuning", args.finetuning, "--test",
+                    "--collaborative", args.collaborative,
                     *(["--top_layers", str(args.top_layers)] if args.top_layers else []),
                 ])
 

@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--test", action="store_true", help="score the fixed test subset with the best adapter")
+    parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
+                        help="collaborative statistics in the prompts (ours; none = the paper's prompts)")
     return parser.parse_args(argv)
 
 
@@ -114,7 +116,7 @@ def main(argv=None) -> None:
         shots=args.shots, embedder=EMBEDDER, model_name_or_path=MODEL, eval_size=args.eval_size,
         compute_eval_loss=False, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_steps,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_target_modules=LORA_TARGETS[args.targets],
-        finetuning=args.finetuning, top_layers=args.top_layers,
+        finetuning=args.finetuning, top_layers=args.top_layers, collaborative=args.collaborative,
         per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=8,
         total_batch_size=args.total_batch_size, num_train_epochs=args.epochs, max_steps=args.max_steps,
         eval_strategy="steps", eval_steps=args.eval_every, save_strategy="steps", save_steps=args.eval_every,
@@ -134,6 +136,7 @@ def main(argv=None) -> None:
     best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
     row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
            "shots": args.shots, "train_rows": result.metrics["train_rows"], "lr": args.lr, "targets": args.targets,
+           "collaborative": args.collaborative,
            "lora_r": args.lora_r, "finetuning": args.finetuning, "top_layers": args.top_layers,
            "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
            "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
@@ -150,13 +153,13 @@ def main(argv=None) -> None:
     if args.test and args.task == "ctr":
         tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
         scorer = CTRScorer(tuned, tokenizer, batch_size=8)
-        common = dict(data_dir=data_dir(args.dataset), embedder=EMBEDDER, chat_model=MODEL)
+        common = dict(data_dir=data_dir(args.dataset), embedder=EMBEDDER, chat_model=MODEL, collaborative=args.collaborative)
         for kind in ("recent", "semantic"):
             subset = test_subset(rella_hf.load_dataset(args.dataset, K=args.K, retrieval=kind, **common)["test"])
             score_start = time.perf_counter()
             scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"recipe-{args.name}-test-{kind}")
             meta = {"stage": f"recipe {args.name}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
-                    "shots": args.shots, "seed": args.seed, "model": MODEL}
+                    "shots": args.shots, "seed": args.seed, "model": MODEL, "collaborative": args.collaborative}
             write_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
             row[f"test_{kind}"] = {**ctr_metrics(scored["label"], scored["score"]),
                                    "seconds": round(time.perf_counter() - score_start, 1)}
