@@ -42,6 +42,12 @@ _COLUMN_DESCRIPTIONS = {
     "history_length": "number of the user's earlier behaviours the history could be retrieved from",
     "history_item_ids": "ids of the history items shown in the prompt (at most K), in prompt order",
     "history_ratings": "the user's ratings of those history items, aligned with history_item_ids",
+    # Present with collaborative != "none" (rella_hf.collaborative; computed from strictly earlier ratings only).
+    "item_prior_ratings": "earlier ratings of the target item by other users (collaborative builds only)",
+    "item_mean_rating": "their mean, smoothed towards the mean of all earlier ratings (collaborative builds only)",
+    "item_positive_rate": "the share of them above the label threshold, smoothed likewise (collaborative builds only)",
+    "user_history_length": "the user's earlier ratings, the whole history (collaborative builds only)",
+    "user_mean_rating": "their mean rating (collaborative builds only)",
 }
 _METRIC_NOISE = ("runtime", "per_second", "epoch", "flos")
 _COUNT_METRICS = {"n", "positives", "num_tokens"}
