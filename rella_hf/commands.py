@@ -124,6 +124,9 @@ class ScoreArguments:
         "help": "Run folder: scores/<setting>.jsonl (resumable) and metrics."})
     setting: Optional[str] = field(default=None, metadata={
         "help": "Name of this setting in the run folder (default: K<K>-<retrieval>[-adapter])."})
+    calibration: Optional[str] = field(default=None, metadata={
+        "help": "calibration.json (or its folder) fitted for this model by rella-hf calibrate; adds score_calibrated "
+                "beside the raw score (an adapter's own calibration.json is applied without this)."})
 
 
 @dataclass
@@ -139,7 +142,8 @@ class TrainArguments:
 
 @dataclass
 class EvaluateArguments:
-    """rella-hf evaluate: AUC / LogLoss / ACC (with bootstrap intervals) of saved scores."""
+    """rella-hf evaluate: AUC / LogLoss / ACC / Brier / ECE (with bootstrap intervals) of saved scores, raw and
+    (where saved) calibrated."""
 
     scores: str = field(metadata={
         "help": "A scores/<setting>.jsonl file, a scores.parquet, or a run folder (all its settings)."})
@@ -269,6 +273,15 @@ def cmd_score(argv):
     _check_output_folder("--output_dir", args.output_dir)
     if args.adapter:
         _check_adapter(args.adapter)
+    calibration = None
+    if args.calibration:  # checked against the model's fingerprint before any model loads
+        from .calibration import load_calibration, model_fingerprint
+
+        if not Path(args.calibration).exists():
+            raise UsageError(f"--calibration {args.calibration}: no such file or folder")
+        calibration = load_calibration(args.calibration, expected_fingerprint=model_fingerprint(args.adapter or args.model))
+        if calibration is None:
+            raise UsageError(f"--calibration {args.calibration}: the folder holds no calibration.json")
     dataset = load_data(data, split=args.split)
     if args.limit is not None:
         dataset = fixed_subset(dataset, args.limit, args.seed)
@@ -281,6 +294,8 @@ def cmd_score(argv):
         with _model_loading("--model", args.model):
             model, tokenizer = load_model(args.model)
         scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size)
+    if calibration is not None:
+        scorer.calibration = calibration
     setting = setting or f"K{data.K}-{data.retrieval}" + ("-adapter" if args.adapter else "")
     run_dir = Path(args.output_dir)
     scored = score_dataset(scorer, dataset, output_dir=run_dir / "partial" / setting)
@@ -433,9 +448,15 @@ def cmd_evaluate(argv):
     pairs = read_score_pairs(path)
     if not pairs:
         raise UsageError(f"--scores {args.scores}: no scores found")
+    from .metrics import ece_consistency_band
+    from .report import read_calibrated_pairs
+
+    # Calibrated scores (score_calibrated) are evaluated beside the raw ones, never instead of them.
+    pairs.update({f"{name} (calibrated)": pair for name, pair in read_calibrated_pairs(path).items()})
     results = {}
     for name, (labels, scores) in pairs.items():
         results[name] = ctr_metrics(labels, scores)
+        results[name]["ece_band"] = ece_consistency_band(scores)
         if args.bootstrap:
             intervals = bootstrap_interval(labels, scores, args.bootstrap)
             results[name].update({f"{key}_ci": value for key, value in intervals.items()})

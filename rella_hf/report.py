@@ -91,6 +91,26 @@ def read_score_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarr
     raise DataFormatError(path, "expected a run folder, a .jsonl or a .parquet file of scores")
 
 
+def read_calibrated_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{setting: (labels, calibrated scores)}`` of the saved scores that carry ``score_calibrated`` (see
+    :func:`read_score_pairs` for the sources); settings without it are left out."""
+    path = Path(source)
+    if path.is_dir():
+        return {name: (data["labels"], data["calibrated"]) for name, data in load_settings(path).items()
+                if data["calibrated"] is not None}
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        if "score_calibrated" not in frame.columns:
+            return {}
+        return {path.stem: (frame["label"].to_numpy(), frame["score_calibrated"].to_numpy())}
+    rows = _read_score_rows(path)
+    if not rows or not all(isinstance(row.get("score_calibrated"), (int, float)) for row in rows):
+        return {}
+    return {path.stem: (np.array([row["label"] for row in rows]), np.array([row["score_calibrated"] for row in rows]))}
+
+
 def write_scores(run_dir: str | Path, setting: str, labels, scores, meta: dict, raw_prompts=None,
                  calibrated_scores=None) -> Path:
     """Write one setting's scores (and what it is) where :func:`write_report` finds them.

@@ -98,3 +98,51 @@ def test_calibrate_fits_saved_validation_scores_and_refuses_bad_input(tmp_path, 
     assert "NaN" in _one_line_error(capsys, ["calibrate", "--scores", str(nan), "--output_dir", str(out)])
     assert not out.exists()  # nothing written for a refused fit
     assert "--output_dir" in _one_line_error(capsys, ["calibrate", "--model", "org/base", "--scores", str(scores)])
+
+
+def test_content_free_calibration_of_a_base_model_then_score_and_evaluate_both(tmp_path, capsys, models_in_isolated_cache,
+                                                                               tiny_model_dir):
+    from rella_hf.calibration import load_calibration
+
+    data = write_ml1m(tmp_path / "data")
+    common = ["--dataset", "ml-1m", "--data_dir", str(data), "--K", "3", "--cache_dir", str(tmp_path / "cache")]
+    folder = tmp_path / "calibration"
+    assert main(["calibrate", *common, "--model", str(tiny_model_dir), "--method", "content_free", "--split", "train",
+                 "--output_dir", str(folder)]) == 0
+    calibration = load_calibration(folder)
+    assert calibration.method == "content_free" and calibration.positive_rate is None
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["score", *common, "--model", str(tiny_model_dir), "--split", "train", "--output_dir", str(run),
+                 "--calibration", str(folder)]) == 0
+    rows = [json.loads(line) for line in (run / "scores" / "K3-recent.jsonl").read_text().splitlines()]
+    assert [row["score_calibrated"] for row in rows] == calibration.transform([row["score"] for row in rows]).tolist()
+    capsys.readouterr()
+    assert main(["evaluate", "--scores", str(run), "--bootstrap", "0"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"K3-recent", "K3-recent (calibrated)"}
+    assert metrics["K3-recent (calibrated)"]["auc"] == metrics["K3-recent"]["auc"] and "ece_band" in metrics["K3-recent"]
+    # A calibration of another model is refused in one line, before anything is scored.
+    foreign = json.loads((folder / "calibration.json").read_text()) | {"fingerprint": "sha256:" + "0" * 64}
+    (folder / "calibration.json").write_text(json.dumps(foreign))
+    assert "fitted for another model" in _one_line_error(capsys, ["score", *common, "--model", str(tiny_model_dir),
+                                                                  "--split", "train", "--output_dir", str(tmp_path / "r2"),
+                                                                  "--calibration", str(folder)])
+
+
+def test_demo_prints_raw_and_calibrated_rows(tmp_path, capsys, monkeypatch):
+    import rella_hf.demo
+
+    row = {"auc": 0.85, "logloss": 0.667, "acc": 0.535, "ece": 0.26, "ece_band": 0.11}
+
+    def fake_run_demo(config):
+        metrics = {"zero-shot-recent": row, "ReiT-recent": {**row, "calibrated": {**row, "logloss": 0.48, "ece": 0.05}}}
+        (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+        return tmp_path / "report.md"
+
+    monkeypatch.setattr(rella_hf.demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--output_dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("ReiT-recent" in line for line in lines) == 2 and sum("zero-shot-recent" in line for line in lines) == 1
+    calibrated = next(line for line in lines if "calibrated" in line)
+    assert "LogLoss 0.4800" in calibrated and "ECE 0.0500 (95 % band 0.1100)" in calibrated
