@@ -183,8 +183,8 @@ class HFEmbedder(ItemEmbedder):
         pooling: ``"average"`` (masked mean over the text's tokens) or ``"last"`` (the last token).
         tokenizer: the tokenizer when ``model`` is a model object.
         max_length: texts longer than this many tokens are truncated (item texts are short).
-        device: where a model loaded by name goes (default: CUDA when available, else CPU); model
-            objects stay where they are.
+        device: where a model loaded by name goes (default: sharded over the visible GPUs, else
+            the CPU; see :func:`llm_load_settings` for its dtype); model objects stay where they are.
         name: model name written into the default identity (default: the model's ``_name_or_path``).
         identity: cache identity; default: name, model class, dtype, weight digest, tokenizer class
             and size, ``max_length`` (plus ``|compute=bfloat16`` with a bfloat16 ``compute_dtype``).
@@ -208,7 +208,6 @@ class HFEmbedder(ItemEmbedder):
             raise ConfigError(f"pooling={pooling!r} is not supported by HFEmbedder; expected 'average' or 'last'")
         if max_length <= 0:
             raise ConfigError(f"max_length={max_length} must be a positive number of tokens")
-        import torch
 
         if isinstance(model, (tuple, list)):
             if len(model) != 2 or tokenizer is not None:
@@ -219,8 +218,7 @@ class HFEmbedder(ItemEmbedder):
 
             name = name or str(model)
             tokenizer = AutoTokenizer.from_pretrained(str(model))
-            model = AutoModel.from_pretrained(str(model), dtype=torch.float32)
-            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            model = AutoModel.from_pretrained(str(model), **llm_load_settings(device))
         elif tokenizer is None:
             raise ConfigError(f"a {type(model).__name__} model object needs its tokenizer; pass tokenizer=... or (model, "
                               f"tokenizer)")
@@ -292,6 +290,30 @@ class HFEmbedder(ItemEmbedder):
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def llm_load_settings(device: str | None = None) -> dict:
+    """``from_pretrained`` settings for an LLM embedder loaded by name (the paper's SUBR route).
+
+    An LLM of 7-13B parameters is 28-52 GB in float32, so on GPUs it loads in 16 bits (bfloat16,
+    float16 on GPUs without bf16). Without ``device`` it is sharded over all visible GPUs
+    (``device_map="auto"``), so a 13B model needs no single card that holds it whole. On a CPU it
+    stays float32: bf16 there would change SUBR selections (``benchmarks/bench_embeddings.py``),
+    and the CPU route serves small models. The pooled vectors are float32 either way.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or None (every GPU, else the CPU).
+    """
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            return {"dtype": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, "device_map": "auto"}
+        device = "cpu"
+    if str(device).startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"dtype": dtype, "device_map": {"": device}}
+    return {"dtype": torch.float32, "device_map": {"": device}}
 
 
 def bf16_supported(device: str = "cpu") -> bool:

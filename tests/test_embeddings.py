@@ -357,3 +357,43 @@ def test_minilm_bf16_name_keeps_the_float32_cache_apart():
     embedder = get_embedder("minilm-bf16", device="cpu")
     assert embedder.compute_dtype == "bfloat16" and embedder.identity == MINILM_IDENTITY + "|compute=bfloat16"
     assert get_embedder("minilm", device="cpu").identity == MINILM_IDENTITY
+
+
+@pytest.mark.parametrize("device, bf16, expected", [
+    (None, True, ("bfloat16", "auto")),          # every GPU, 16-bit: a 13B model is not 52 GB on one card
+    (None, False, ("float16", "auto")),
+    ("cuda:1", True, ("bfloat16", {"": "cuda:1"})),
+    ("cpu", True, ("float32", {"": "cpu"})),     # CPU: float32 keeps SUBR selections
+])
+def test_llm_embedders_load_in_16_bits_sharded_on_gpus(monkeypatch, device, bf16, expected):
+    import torch
+
+    from rella_hf.embeddings import llm_load_settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    settings = llm_load_settings(device)
+    assert (str(settings["dtype"]).removeprefix("torch."), settings["device_map"]) == expected
+
+
+def test_hf_route_by_name_passes_the_load_settings_and_never_moves_the_model(tmp_path, monkeypatch, tokenizer, llama):
+    import torch
+    from transformers import AutoModel
+
+    llama.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    seen = {}
+    original = AutoModel.from_pretrained.__func__
+
+    def spy(cls, path, **kwargs):
+        seen.update(kwargs)
+        return original(cls, path, dtype=torch.float32)  # this CPU test host has no GPU to map onto
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    moves = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda module, *args, **kwargs: moves.append(args) or module)
+    embedder = HFEmbedder(str(tmp_path / "tiny"))
+    assert seen == {"dtype": torch.bfloat16, "device_map": "auto"} and moves == []
+    assert embedder.encode(TEXTS[:2], progress=False).shape == (2, 64)

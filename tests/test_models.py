@@ -166,6 +166,55 @@ def test_cuda_device_without_cuda_fails_clearly():
         models.resolve_device("cuda")
 
 
+def test_resolve_device_asks_accelerate_for_this_process_device(monkeypatch):
+    """R7: the default device is accelerate's (any accelerator, this rank's), not a CUDA-only guess."""
+    import accelerate
+
+    class FakeState:
+        device = torch.device("xpu", 3)
+
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    assert models.resolve_device() == torch.device("xpu", 3)
+
+
+def test_default_dtype_on_a_non_cuda_accelerator_follows_its_bf16_support(monkeypatch):
+    import accelerate.utils
+
+    monkeypatch.setattr(torch.xpu, "is_available", lambda: True)
+    monkeypatch.setattr(accelerate.utils, "is_bf16_available", lambda *a, **k: True)
+    assert models.default_dtype("xpu") == torch.bfloat16
+    monkeypatch.setattr(accelerate.utils, "is_bf16_available", lambda *a, **k: False)
+    assert models.default_dtype("xpu") == torch.float16
+
+
+@pytest.mark.parametrize("zero3", [False, True])
+def test_load_model_leaves_zero3_weights_where_deepspeed_put_them(tmp_path, monkeypatch, tiny_bpe_tokenizer, zero3):
+    """R4: under ZeRO-3 the partitioned weights are never moved with ``model.to``; otherwise they are."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    folder = _tiny_llama_folder(tmp_path, tiny_bpe_tokenizer)
+    monkeypatch.setattr(hf_deepspeed, "is_deepspeed_zero3_enabled", lambda: zero3)
+    moves = []
+    original_to = torch.nn.Module.to
+
+    def spy(module, *args, **kwargs):
+        moves.append(args or kwargs)
+        return original_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    models.load_model(folder, dtype="float32", device="cpu")
+    assert (moves == []) is zero3
+
+
+def test_quantized_loading_is_refused_under_zero3(monkeypatch):
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    monkeypatch.setattr(hf_deepspeed, "is_deepspeed_zero3_enabled", lambda: True)
+    for option in ("load_in_8bit", "load_in_4bit"):
+        with pytest.raises(ModelError, match=f"{option} cannot run under DeepSpeed ZeRO-3.*DDP.*ZeRO-2"):
+            models.load_model("some/model", **{option: True})
+
+
 def test_conflicting_and_unknown_options_fail_clearly():
     with pytest.raises(ModelError, match="choose one"):
         models.load_model("some/model", load_in_4bit=True, load_in_8bit=True)
