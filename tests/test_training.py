@@ -182,11 +182,63 @@ def test_bf16_follows_the_cpu_capability(tmp_path, monkeypatch, native_bf16):
 
 def test_fast_recipe_defaults(tmp_path):
     config = _config(tmp_path)
-    assert config.activation_checkpointing is False and config.gradient_checkpointing is False
+    assert config.activation_checkpointing is None and config.gradient_checkpointing is None  # size-based default
     assert config.train_sampling_strategy == "group_by_length"
     assert config.completion_logits_only is True
     assert _config(tmp_path, activation_checkpointing=True).activation_checkpointing is True
     assert config.cpu_float32_attention is True and config.reit_settings()["cpu_float32_attention"] is True
+
+
+@pytest.mark.parametrize("threshold, setting, expected", [
+    (10**9, None, False),    # the tiny model (and the 135M demo) trains without recomputation
+    (1, None, True),         # a model at or above the threshold (a 7B one) recomputes by default
+    (1, False, False),       # an explicit setting wins
+])
+def test_activation_checkpointing_defaults_to_on_for_big_models(tmp_path, prompt_datasets, monkeypatch, threshold,
+                                                                setting, expected):
+    """R5: a user's own 7B YAML at 2,048 tokens recomputes activations unless told otherwise."""
+    import rella_hf.training.config as config_module
+    from rella_hf.training import build_trainer, load_model_for_training
+
+    monkeypatch.setattr(config_module, "ACTIVATION_CHECKPOINTING_MIN_PARAMETERS", threshold)
+    config = _config(tmp_path, bf16=False, activation_checkpointing=setting)
+    model, tokenizer = load_model_for_training(config)
+    trainer = build_trainer(config, build_training_data(config, prompt_datasets), model, tokenizer)
+    assert trainer.args.activation_checkpointing is expected and trainer.args.gradient_checkpointing is expected
+
+
+def test_trl_model_fields_reach_the_loader_and_quantization_is_refused_where_it_cannot_run(tmp_path, monkeypatch):
+    """R3: trl's ModelConfig fields are ReiTConfig fields; 8-/4-bit with ZeRO-3 or full fine-tuning fail at parse time."""
+    import rella_hf.models
+    from rella_hf.training import load_model_for_training
+
+    config = parse_config(["--config", str(REPO / "trainer_configs" / "ml-1m_K30_mixed_vicuna13b_8bit.yaml"),
+                           "--output_dir", str(tmp_path / "q"), "--bf16", "false"])
+    assert config.load_in_8bit and not config.load_in_4bit and config.dtype == "bfloat16"
+    four = parse_config(["--config", str(REPO / "trainer_configs" / "ml-1m_K30_mixed_vicuna13b_4bit.yaml"),
+                         "--output_dir", str(tmp_path / "q4"), "--bf16", "false"])
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
+    seen = {}
+    monkeypatch.setattr(rella_hf.models, "load_model", lambda path, **kwargs: (seen.update(kwargs), (torch.nn.Linear(1, 1), None))[1])
+    load_model_for_training(_config(tmp_path, model_name_or_path="org/model", model_revision="v2",
+                                    attn_implementation="eager", load_in_4bit=True, bnb_4bit_quant_type="fp4",
+                                    use_bnb_nested_quant=True, dtype="float16"))
+    assert seen == {"dtype": "float16", "revision": "v2", "attn_implementation": "eager", "load_in_8bit": False,
+                    "load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": True,
+                    "trust_remote_code": False}
+    assert _config(tmp_path, model_dtype="float16").dtype == "float16"  # the deprecated alias still works
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(ConfigError, match=r"load_in_8bit does not work under DeepSpeed ZeRO-3.*multi_gpu.yaml \(DDP\) or "
+                                          r"deepspeed_zero2.yaml \(ZeRO-2\)"):
+        _config(tmp_path, load_in_8bit=True, bf16=False)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert _config(tmp_path, load_in_8bit=True, bf16=False).load_in_8bit
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    with pytest.raises(ConfigError, match="load_in_4bit quantizes frozen base weights"):
+        _config(tmp_path, load_in_4bit=True, finetuning="full")
+    with pytest.raises(ConfigError, match="choose one"):
+        _config(tmp_path, load_in_4bit=True, load_in_8bit=True)
 
 
 @pytest.mark.parametrize("float32_attention", [True, False])
@@ -449,6 +501,54 @@ def test_ctr_only_evaluation_skips_the_loss_loop_and_still_selects_the_best(tmp_
     assert metrics["final_eval"]["eval_auc"] == pytest.approx(best["eval_auc"])
 
 
+def test_token_statistics_are_reduced_once_per_log_not_per_micro_step(tmp_path, prompt_datasets):
+    """R6: 8 micro-steps (4 optimizer steps of 2), logged every 2 steps: 2 reductions, no gathers."""
+    from rella_hf.training import build_trainer, load_model_for_training
+
+    config = _config(tmp_path, logging_steps=2, bf16=False)
+    model, tokenizer = load_model_for_training(config)
+    trainer = build_trainer(config, build_training_data(config, prompt_datasets), model, tokenizer)
+    calls = {"reduce": 0, "gather": 0, "gather_for_metrics": 0}
+    for name in calls:
+        original = getattr(trainer.accelerator, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        setattr(trainer.accelerator, name, spy)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert trainer.state.global_step == 4 and config.gradient_accumulation_steps == 2 and len(logged) == 2
+    assert calls == {"reduce": 2, "gather": 0, "gather_for_metrics": 0}
+    for entry in logged:
+        assert 0.0 <= entry["mean_token_accuracy"] <= 1.0 and entry["entropy"] > 0
+    # Every input token of the 16 rows was counted (attention mask sums), once.
+    rows = trainer.train_dataset["input_ids"]
+    assert logged[-1]["num_tokens"] == sum(len(ids) for ids in rows)
+
+
+def test_validation_scoring_mid_training_uses_no_grad_not_inference_mode(tmp_path, prompt_datasets):
+    """R1: tensors made under inference_mode cannot be saved for backward (ZeRO-3 gathers into them)."""
+    from rella_hf.training import CTREvalCallback, build_trainer, load_model_for_training
+
+    config = _config(tmp_path, bf16=False, max_steps=2)
+    data = build_training_data(config, prompt_datasets)
+    model, tokenizer = load_model_for_training(config)
+    trainer = build_trainer(config, data, model, tokenizer)
+    modes = []
+    hook = trainer.model.get_input_embeddings().register_forward_pre_hook(
+        lambda module, args: modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled())))
+    rows = prompt_datasets["sequential"]["validation"]
+    callback = CTREvalCallback(rows["prompt"][:8], rows["label"][:8], tokenizer, batch_size=4)
+    callback.compute(trainer.model)
+    scoring_modes = set(modes)
+    hook.remove()
+    assert scoring_modes == {(False, False)}
+    trainer.train()  # a training step right after the scoring still builds its graph
+    assert trainer.state.global_step == 2
+
+
 class _Killed(RuntimeError):
     """Raised by the test callback to stop a run right after a checkpoint, like a kill would."""
 
@@ -512,7 +612,21 @@ def test_train_script_help_lists_the_reit_fields(capsys):
     assert exit_info.value.code == 0
     shown = capsys.readouterr().out
     for flag in ("--train_type", "--test_type", "--shots", "--pool_size", "--total_batch_size", "--resume",
-                 "--lora_r", "--model_name_or_path", "--save_steps"):
+                 "--lora_r", "--model_name_or_path", "--save_steps", "--load_in_8bit", "--load_in_4bit",
+                 "--attn_implementation", "--model_revision", "--bnb_4bit_quant_type", "--dtype"):
+        assert flag in shown
+
+
+def test_rella_hf_train_help_lists_trls_model_fields(capsys):
+    from rella_hf.cli import main
+
+    try:
+        code = main(["train", "--help"])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code in (0, None)
+    shown = capsys.readouterr().out
+    for flag in ("--load_in_8bit", "--load_in_4bit", "--attn_implementation", "--model_revision"):
         assert flag in shown
 
 

@@ -53,8 +53,10 @@ class LeftPaddingCompletionCollator:
             attention_mask[row, start:] = 1
             labels[row, start:] = _completion_labels(example, ids)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # The answer window is read here, on the CPU: computed from device labels in the loss it
+        # would cost a host sync every micro-step.
         return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                "labels": labels}
+                "labels": labels, "logits_to_keep": answer_window(labels)}
 
 
 def _completion_labels(example: dict[str, Any], ids):
@@ -90,6 +92,9 @@ def answer_window(labels) -> int:
 def answer_only_loss(logits, labels, num_items_in_batch=None):
     """Summed cross-entropy of the completion tokens over the labelled count, and per-token statistics.
 
+    Everything stays on the device: the ignored columns are masked by arithmetic, never selected
+    with a boolean index (which would wait for the device to count them).
+
     Args:
         logits: ``[batch, window, vocab]`` logits of the last ``window`` columns
             (``window = answer_window(labels)``).
@@ -98,20 +103,20 @@ def answer_only_loss(logits, labels, num_items_in_batch=None):
             gradient accumulation); None uses this batch's count.
 
     Returns:
-        ``(loss, predicted_tokens, token_entropy_sum, correct_tokens)``; the last three are detached.
+        ``(loss, predicted_tokens, token_entropy_sum, correct_tokens)``; the last three are detached
+        0-d tensors on the logits' device.
     """
     import torch
 
     window = logits.size(1)
-    targets = labels[:, labels.size(1) - window + 1:]
+    targets = labels[:, labels.size(1) - window + 1:].reshape(-1)
+    scores = logits[:, :-1].reshape(-1, logits.size(-1)).float()
     mask = targets != IGNORE_INDEX
-    selected = logits[:, :-1][mask].float()
-    wanted = targets[mask]
-    summed = torch.nn.functional.cross_entropy(selected, wanted, reduction="sum")
+    summed = torch.nn.functional.cross_entropy(scores, targets, ignore_index=IGNORE_INDEX, reduction="sum")
     denominator = mask.sum() if num_items_in_batch is None else num_items_in_batch
     loss = summed / torch.as_tensor(denominator, device=summed.device).clamp(min=1)
     with torch.no_grad():
-        log_probs = selected.log_softmax(-1)
-        entropy = -(log_probs.exp() * log_probs).sum()
-        correct = (selected.argmax(-1) == wanted).sum()
+        log_probs = scores.log_softmax(-1)
+        entropy = (-(log_probs.exp() * log_probs).sum(-1) * mask).sum()
+        correct = ((scores.argmax(-1) == targets) & mask).sum()
     return loss, mask.sum(), entropy, correct

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
-from trl import SFTConfig
+from trl import ModelConfig, SFTConfig
 
 from ..errors import ConfigError
 from ..models import TINY_RANDOM_LLAMA  # noqa: F401 - re-exported: ``model_name_or_path`` of the tiny test model
@@ -37,6 +37,10 @@ TRAIN_TYPES = ("simple", "sequential", "mixed")
 TEST_TYPES = ("simple", "sequential")
 #: What training updates: LoRA adapters, or the decoder layers' own weights.
 FINETUNING_METHODS = ("lora", "full")
+#: Models with at least this many parameters recompute activations in the backward pass unless
+#: ``activation_checkpointing`` is set: a 7B model at 2,048 tokens does not fit a GPU otherwise,
+#: while the 135M CPU recipe would only lose a third of its speed.
+ACTIVATION_CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
 
 
 def hardware_supports_bf16() -> bool:
@@ -68,6 +72,29 @@ def _deepspeed_requested(deepspeed_config) -> bool:
     return bool(deepspeed_config) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def deepspeed_zero_stage(deepspeed_config) -> int | None:
+    """The ZeRO stage a run will use: from ``deepspeed`` (a dict or a JSON file), else from ``accelerate launch``.
+
+    Args:
+        deepspeed_config: the ``deepspeed`` training argument (dict, path or None).
+
+    Returns:
+        0-3, or None when DeepSpeed is not used or its stage is not known yet.
+    """
+    import json
+
+    if isinstance(deepspeed_config, str) and os.path.isfile(deepspeed_config):
+        with open(deepspeed_config) as handle:
+            deepspeed_config = json.load(handle)
+    if isinstance(deepspeed_config, dict):
+        stage = deepspeed_config.get("zero_optimization", {}).get("stage")
+        return int(stage) if stage not in (None, "auto") else None
+    if _deepspeed_requested(deepspeed_config):
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+        return int(stage) if stage and stage.isdigit() else None
+    return None
+
+
 def _cpu_only_without_deepspeed(deepspeed_config) -> bool:
     """True on a machine without any accelerator, unless DeepSpeed was asked for (it sets up its own backend)."""
     return not _deepspeed_requested(deepspeed_config) and not _accelerator_present()
@@ -95,17 +122,22 @@ class ReiTDataArguments(ReLLaDataArguments):
 
 
 @dataclass
-class ReiTConfig(SFTConfig, ReiTDataArguments):
+class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
     r"""Configuration of one ReiT (retrieval-enhanced instruction tuning) run.
 
     Every :class:`trl.SFTConfig` / :class:`transformers.TrainingArguments` field is available too
     (``output_dir``, ``num_train_epochs``, ``per_device_train_batch_size``, ``eval_steps``,
-    ``save_steps``, ``load_best_model_at_end``, ...). Defaults that differ from SFTConfig's:
+    ``save_steps``, ``load_best_model_at_end``, ...), and so is every :class:`trl.ModelConfig` field,
+    declared by trl (``model_revision``, ``dtype``, ``attn_implementation``, ``load_in_8bit``,
+    ``load_in_4bit``, ``bnb_4bit_quant_type``, ``use_bnb_nested_quant``, the ``lora_*`` fields,
+    ``use_rslora``, ``use_dora``); ``use_peft`` and ``lora_task_type`` are not read (``finetuning``
+    chooses LoRA, the task is a causal LM). Defaults that differ from SFTConfig's:
     ``learning_rate=1e-3``; ``bf16`` follows the hardware (True on bf16-capable GPUs and on CPUs
     with native bf16, False elsewhere) unless set, and then the frozen base weights load in bf16
-    while the LoRA weights and their optimizer state stay float32; activation checkpointing is off
-    unless set (a 135M model needs a few GB at most); ``train_sampling_strategy="group_by_length"``
-    (batches of similar lengths, little padding); ``report_to="none"``;
+    while the LoRA weights and their optimizer state stay float32; activation checkpointing, unless
+    set, is on for models of at least 1B parameters (a 7B model at 2,048 tokens needs it) and off
+    below (a 135M model needs a few GB at most and trains a third faster without it);
+    ``train_sampling_strategy="group_by_length"`` (batches of similar lengths, little padding); ``report_to="none"``;
     ``use_cpu`` is set on machines without any accelerator (except under DeepSpeed), so that
     several launched CPU processes train together.
 
@@ -135,9 +167,15 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
     Parameters that control the model:
         model_name_or_path (`str`, defaults to `"smollm2-135m-instruct"`): Hub id, local folder,
             the offline SmolLM2 alias, or ``"tiny-random-llama"`` (a 2-layer random Llama for tests).
-        model_dtype (`str` or `None`): dtype of the base weights; None: bfloat16 with ``bf16``,
-            float16 with ``fp16``, float32 otherwise. Recorded as ``compute_dtype`` in
-            ``training_config.json``; scoring the adapter uses it unless told otherwise.
+        dtype (`str` or `None`): dtype of the base weights (trl's field); None: bfloat16 with ``bf16``,
+            float16 with ``fp16``, float32 otherwise; ``"auto"`` takes the checkpoint's. Recorded as
+            ``compute_dtype`` in ``training_config.json``; scoring the adapter uses it unless told
+            otherwise. ``model_dtype`` is its deprecated alias.
+        load_in_8bit / load_in_4bit (`bool`, trl's fields): quantize the frozen base weights with
+            bitsandbytes (``pip install 'rella-hf[quantization]'``, CUDA) as the paper's script does
+            (8-bit); LoRA only, and not under ZeRO-3 (DDP or ZeRO-2 work).
+        model_revision, attn_implementation, bnb_4bit_quant_type, use_bnb_nested_quant (trl's fields):
+            passed to ``from_pretrained``.
         completion_logits_only (`bool`, defaults to `True`): left-pad each batch and compute the
             LM head only at the answer positions (the completion-only loss needs nothing else);
             False keeps TRL's own collator and loss (LM head over every position).
@@ -179,10 +217,10 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         metadata={"help": "bf16 training (base weights bf16, LoRA weights float32); default: True on GPUs and "
                           "CPUs with native bf16 (AVX512-BF16/AMX), False elsewhere."},
     )
-    activation_checkpointing: bool = field(
-        default=False,
+    activation_checkpointing: Optional[bool] = field(
+        default=None,
         metadata={"help": "Recompute activations in the backward pass (saves memory, costs an extra forward); "
-                          "off by default, turn on for big models on GPUs."},
+                          "default: on for models of 1B parameters or more, off below."},
     )
     gradient_checkpointing: Optional[bool] = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
@@ -236,9 +274,12 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         default="smollm2-135m-instruct",
         metadata={"help": "Hub id, local folder, 'smollm2-135m-instruct' or 'tiny-random-llama'."},
     )
-    model_dtype: Optional[str] = field(
-        default=None, metadata={"help": "Base weight dtype; default from bf16/fp16 (float32 otherwise)."}
+    dtype: Optional[str] = field(
+        default=None,
+        metadata={"help": "Base weight dtype: bfloat16, float16, float32 or auto (the checkpoint's); default from "
+                          "bf16/fp16 (float32 otherwise).", "choices": ["auto", "bfloat16", "float16", "float32"]},
     )
+    model_dtype: Optional[str] = field(default=None, metadata={"help": "Deprecated alias of dtype."})
 
     # LoRA.
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
@@ -280,10 +321,19 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
             # process's environment, where huggingface_hub finds it, and never into a file.
             os.environ["HF_TOKEN"] = self.hub_token
             self.hub_token = None
+        if self.model_dtype is not None and self.dtype is None:
+            self.dtype = self.model_dtype
+        self.model_dtype = self.dtype  # the old name mirrors the new one, as transformers does for its aliases
+        # None asks for the size-based default, resolved by build_trainer once the model is loaded.
+        auto_checkpointing = self.activation_checkpointing is None and self.gradient_checkpointing is None
         if self.bf16 is None:
             # DeepSpeed on a CPU-only machine runs without use_cpu, where the Trainer refuses bf16.
             cpu_deepspeed = _deepspeed_requested(self.deepspeed) and not _accelerator_present()
             self.bf16 = False if self.fp16 or cpu_deepspeed else hardware_supports_bf16()
+        if self.ddp_backend is None and _deepspeed_requested(self.deepspeed) and not _accelerator_present():
+            # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu): accelerate picks no backend on a machine
+            # without accelerator, and then counts one process although the group holds all of them.
+            self.ddp_backend = "gloo"
         if not self.use_cpu and _cpu_only_without_deepspeed(self.deepspeed):
             # Processes started by torchrun / `accelerate launch` (multi_cpu.yaml) then form a gloo
             # process group; without it each would train alone on the whole data.
@@ -293,6 +343,8 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         if self.total_batch_size is not None:
             self.gradient_accumulation_steps = self.accumulation_steps_for(self.total_batch_size)
         super().__post_init__()
+        if auto_checkpointing:
+            self.activation_checkpointing = self.gradient_checkpointing = None
         if self.device.type == "cpu":
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
 
@@ -332,6 +384,16 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
                 f"early_stopping_patience={self.early_stopping_patience} needs a positive value and "
                 "load_best_model_at_end=true (with metric_for_best_model, e.g. auc); set both or drop it."
             )
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ConfigError("load_in_8bit and load_in_4bit were both set; choose one of them.")
+        quantized = "load_in_8bit" if self.load_in_8bit else "load_in_4bit" if self.load_in_4bit else None
+        if quantized and self.finetuning != "lora":
+            raise ConfigError(f"{quantized} quantizes frozen base weights, which only LoRA leaves frozen, but "
+                              f"finetuning={self.finetuning!r}; use finetuning=lora or drop {quantized}.")
+        if quantized and deepspeed_zero_stage(self.deepspeed) == 3:
+            raise ConfigError(f"{quantized} does not work under DeepSpeed ZeRO-3 (bitsandbytes weights cannot be "
+                              "partitioned); launch with accelerate_configs/multi_gpu.yaml (DDP) or "
+                              "deepspeed_zero2.yaml (ZeRO-2), or drop it.")
         if self.total_batch_size is not None and self.total_batch_size <= 0:
             raise ConfigError(f"total_batch_size={self.total_batch_size} must be positive, or None to keep "
                               "gradient_accumulation_steps as given.")
@@ -359,10 +421,10 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
 
     @property
     def base_dtype(self) -> str:
-        """Dtype the model is loaded in: ``model_dtype``, else float32 for full fine-tuning (master weights),
+        """Dtype the model is loaded in: ``dtype``, else float32 for full fine-tuning (master weights),
         bfloat16 with ``bf16``, float16 with ``fp16``, float32."""
-        if self.model_dtype is not None:
-            return self.model_dtype
+        if self.dtype is not None:
+            return self.dtype
         if self.finetuning == "full":
             return "float32"
         if self.bf16:
@@ -385,7 +447,8 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
         """The ReLLa-specific fields (data, model, LoRA, batching) as a plain JSON-ready dict."""
         names = (
             "dataset", "data_dir", "train_type", "test_type", "shots", "pool_size", "sample_seed", "eval_size",
-            "eval_split", "compute_eval_loss", "model_name_or_path", "model_dtype", "completion_logits_only",
+            "eval_split", "compute_eval_loss", "model_name_or_path", "model_revision", "model_dtype", "dtype",
+            "attn_implementation", "load_in_8bit", "load_in_4bit", "bnb_4bit_quant_type", "completion_logits_only",
             "cpu_float32_attention", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "finetuning",
             "top_layers",
             "total_batch_size", "early_stopping_patience", "resume",
@@ -398,7 +461,7 @@ class ReiTConfig(SFTConfig, ReiTDataArguments):
     def compute_dtype(self) -> str:
         """Precision the trained model computed in: the base dtype, except bfloat16 / float16 for full
         fine-tuning under autocast (its float32 master weights are only the optimizer's copy)."""
-        if self.finetuning == "full" and self.model_dtype is None and (self.bf16 or self.fp16):
+        if self.finetuning == "full" and self.dtype is None and (self.bf16 or self.fp16):
             return "bfloat16" if self.bf16 else "float16"
         return self.base_dtype
 
@@ -434,19 +497,30 @@ def lora_config(config: ReiTConfig, num_layers: int | None = None) -> LoraConfig
         if num_layers is None:
             raise ConfigError("top_layers needs the model's number of decoder layers (num_layers).")
         layers = top_layer_indices(config.top_layers, num_layers)
+    optional = {}
+    if config.lora_target_parameters:  # peft >= 0.17; passed only when asked for
+        optional["target_parameters"] = list(config.lora_target_parameters)
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules),
         layers_to_transform=layers,
+        modules_to_save=config.lora_modules_to_save,
+        use_rslora=config.use_rslora,
+        use_dora=config.use_dora,
         bias="none",
         task_type="CAUSAL_LM",
+        **optional,
     )
 
 
 def make_parser():
-    """A :class:`trl.TrlParser` over :class:`ReiTConfig` (``--config file.yaml`` plus ``--key value`` overrides)."""
+    """A :class:`trl.TrlParser` over :class:`ReiTConfig` (``--config file.yaml`` plus ``--key value`` overrides).
+
+    :class:`ReiTConfig` is a :class:`trl.ModelConfig` too, so the parser lists trl's model fields
+    (``load_in_8bit``, ``attn_implementation``, ``model_revision``, ...) once, beside SFTConfig's.
+    """
     from trl import TrlParser
 
     return TrlParser((ReiTConfig,))

@@ -88,7 +88,8 @@ def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
     """Load the base model (train mode) and its tokenizer for a run.
 
     Args:
-        config: the run configuration (``model_name_or_path``, ``model_dtype``, precision flags).
+        config: the run configuration (``model_name_or_path`` and trl's model fields: ``dtype``,
+            ``model_revision``, ``attn_implementation``, ``load_in_8bit`` / ``load_in_4bit``, ...).
         model_path: an already resolved folder/id (default: from :func:`resolve_model_source`).
 
     Returns:
@@ -99,8 +100,11 @@ def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
     if model_path is None:
         model_path, _ = resolve_model_source(config)
     with _main_process_first():  # the first SmolLM2 use converts the GGUF once
-        model, tokenizer = load_model(model_path, dtype=config.base_dtype,
-                                      trust_remote_code=config.trust_remote_code)
+        model, tokenizer = load_model(
+            model_path, dtype=config.base_dtype, revision=config.model_revision,
+            attn_implementation=config.attn_implementation, load_in_8bit=config.load_in_8bit,
+            load_in_4bit=config.load_in_4bit, bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=config.use_bnb_nested_quant, trust_remote_code=config.trust_remote_code)
     model.train()
     return model, tokenizer
 
@@ -198,26 +202,56 @@ class ReiTTrainer(SFTTrainer):
         write_output_card(output_dir, repo_id=self.args.hub_model_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Completion-only NLL from the answer columns' logits (TRL's own loss when disabled)."""
+        """Completion-only NLL from the answer columns' logits (TRL's own loss when disabled).
+
+        The token statistics (entropy, accuracy, token count) are summed on the device and reduced
+        across processes only when they are logged (:meth:`log`): no collective and no host sync
+        per micro-step.
+        """
         if not getattr(self.args, "completion_logits_only", False) or "position_ids" not in inputs:
+            inputs.pop("logits_to_keep", None)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         from .collator import answer_only_loss, answer_window
 
         labels = inputs["labels"]
+        window = inputs.get("logits_to_keep")
+        if window is None:  # rows from another collator: read the window from the labels (one host sync)
+            window = answer_window(labels)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=answer_window(labels))
+                        position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=int(window))
         loss, tokens, entropy, correct = answer_only_loss(outputs.logits, labels, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages the gradients across processes
         mode = "train" if model.training else "eval"
-        gathered = self.accelerator.gather_for_metrics(torch.stack([tokens.float(), entropy, correct.float()]).view(1, 3))
-        tokens_all, entropy_all, correct_all = gathered.view(-1, 3).sum(0).tolist()
-        self._metrics[mode]["entropy"].append(entropy_all / tokens_all if tokens_all else 0.0)
-        self._metrics[mode]["mean_token_accuracy"].append(correct_all / tokens_all if tokens_all else 0.0)
-        if mode == "train":
-            self._total_train_tokens += int(self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().view(1)).sum())
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        seen = inputs["attention_mask"].sum() if mode == "train" else torch.zeros((), device=tokens.device)
+        step_stats = torch.stack([tokens.float(), entropy.float(), correct.float(), seen.float()])
+        pending = self._pending_answer_stats.get(mode)
+        self._pending_answer_stats[mode] = step_stats if pending is None else pending + step_stats
         return (loss, outputs) if return_outputs else loss
+
+    @property
+    def _pending_answer_stats(self) -> dict:
+        """Per mode, the device-side sums ``[answer tokens, entropy, correct, input tokens]`` since the last log."""
+        if "_answer_stats" not in self.__dict__:
+            self._answer_stats = {}
+        return self._answer_stats
+
+    def _flush_answer_stats(self, mode: str) -> None:
+        """Reduce the pending sums across processes once and turn them into TRL's logged metrics."""
+        pending = self._pending_answer_stats.pop(mode, None)
+        if pending is None:
+            return
+        tokens, entropy, correct, seen = self.accelerator.reduce(pending, reduction="sum").tolist()
+        self._metrics[mode]["entropy"].append(entropy / tokens if tokens else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append(correct / tokens if tokens else 0.0)
+        if mode == "train":
+            self._total_train_tokens += int(seen)
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Log ``logs`` with the token statistics accumulated since the last call (one reduction)."""
+        self._flush_answer_stats("train" if self.model.training else "eval")
+        super().log(logs, start_time)
 
     def _get_train_sampler(self, train_dataset=None):
         """Length-grouped order drawn from ``(seed, epoch)``, so a resumed run continues the same order."""
@@ -303,6 +337,19 @@ def train_top_decoder_layers(model, top_layers: int | None) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
+def wants_activation_checkpointing(model) -> bool:
+    """The default of ``activation_checkpointing``: on for models of at least
+    :data:`~rella_hf.training.config.ACTIVATION_CHECKPOINTING_MIN_PARAMETERS` parameters.
+
+    Args:
+        model: the base model (its ZeRO-3 partitions count with their full size).
+    """
+    from .config import ACTIVATION_CHECKPOINTING_MIN_PARAMETERS
+
+    total = sum(getattr(parameter, "ds_numel", parameter.numel()) for parameter in model.parameters())
+    return total >= ACTIVATION_CHECKPOINTING_MIN_PARAMETERS
+
+
 def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> ReiTTrainer:
     """An ``SFTTrainer`` for ``data`` with LoRA (or full fine-tuning), completion-only loss and CTR evaluation.
 
@@ -311,7 +358,8 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
 
     Args:
         config: the run configuration; ``gradient_accumulation_steps`` is recomputed from
-            :func:`effective_total_batch_size` when ``total_batch_size`` is set.
+            :func:`effective_total_batch_size` when ``total_batch_size`` is set, and an unset
+            ``activation_checkpointing`` from the model's size (:func:`wants_activation_checkpointing`).
         data: training rows and the evaluation subset (:class:`~rella_hf.training.data.TrainingData`).
         model: the base model (not yet wrapped with LoRA; with ``finetuning="full"`` its layers
             outside ``top_layers`` are frozen in place).
@@ -327,6 +375,11 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         logger.warning("total_batch_size %d capped at %d (the training set has %d rows).",
                        config.total_batch_size, total, len(data.train))
         config = dataclasses.replace(config, total_batch_size=total)
+
+    if config.activation_checkpointing is None:
+        # Set in place (with its deprecated mirror): a dataclasses.replace would set up the devices
+        # and the DeepSpeed plugin a second time.
+        config.activation_checkpointing = config.gradient_checkpointing = wants_activation_checkpointing(model)
 
     with _main_process_first():
         train_dataset = tokenize_rows(data.train, tokenizer, config.max_length)
@@ -516,9 +569,12 @@ def prepare_training_data(config: ReiTConfig, chat_model: str | None) -> Trainin
         config: the run configuration.
         chat_model: tokenizer that wraps the prompts (see :func:`resolve_model_source`).
     """
+    from ..models import outside_zero3_init
     from .data import build_training_data, load_prompt_datasets
 
-    with _main_process_first():
+    # Item embedders load on the main process alone: under ZeRO-3 they must not partition (that
+    # would wait for the other processes, which wait at the barrier).
+    with _main_process_first(), outside_zero3_init():
         prompt_datasets = load_prompt_datasets(config, chat_model)
     return build_training_data(config, prompt_datasets)
 
