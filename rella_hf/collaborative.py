@@ -50,36 +50,36 @@ def check_collaborative(collaborative: str, prior_strength: float) -> None:
 class _EarlierRatings:
     """Cumulative sums of ratings sorted by (item, time): answers "item i's ratings before time t" by search.
 
-    ``keys`` are sorted (item_row, time) pairs packed into int64; ``count`` / ``total`` /
-    ``positive`` hold a leading 0 then running sums, so the ratings of item ``i`` before ``t`` are
-    ``[searchsorted(key(i, lowest)), searchsorted(key(i, t)))`` and their sums are differences.
+    Times enter as their rank among the distinct times, so the packed int64 key ``item_row * span +
+    rank`` cannot overflow (``span`` is the number of distinct times, at most the number of
+    ratings). ``totals`` / ``positives`` hold a leading 0 then running sums, so the ratings of item
+    ``i`` before ``t`` are the key range ``[key(i, 0), key(i, rank of t))`` and their sums are differences.
     """
 
     keys: np.ndarray
     totals: np.ndarray
     positives: np.ndarray
-    time_low: int
-    span: int
+    distinct_times: np.ndarray
 
     @classmethod
     def build(cls, item_rows: np.ndarray, times: np.ndarray, ratings: np.ndarray, threshold: float) -> _EarlierRatings:
-        time_low = int(times.min()) if len(times) else 0
-        span = (int(times.max()) - time_low + 2) if len(times) else 2
-        keys = item_rows.astype(np.int64) * span + (times.astype(np.int64) - time_low)
+        distinct_times, ranks = np.unique(times.astype(np.int64), return_inverse=True)
+        keys = item_rows.astype(np.int64) * (len(distinct_times) + 1) + ranks.reshape(-1)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         sorted_ratings = ratings[order].astype(np.float64)
         totals = np.concatenate([[0.0], np.cumsum(sorted_ratings)])
         positives = np.concatenate([[0], np.cumsum(sorted_ratings > threshold)])
-        return cls(keys, totals, positives, time_low, span)
+        return cls(keys, totals, positives, distinct_times)
 
     def before(self, item_rows: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(count, rating sum, positives)`` of each item's ratings strictly before each time."""
-        item_rows = item_rows.astype(np.int64)
-        # Times outside the indexed range clip to it: nothing lies below the lowest or above the highest.
-        offsets = np.clip(times.astype(np.int64) - self.time_low, 0, self.span - 1)
-        first = np.searchsorted(self.keys, item_rows * self.span, side="left")
-        stop = np.searchsorted(self.keys, item_rows * self.span + offsets, side="left")
+        span = len(self.distinct_times) + 1
+        base = item_rows.astype(np.int64) * span
+        # The number of distinct times below t: exactly the ranks that count as "earlier".
+        earlier_ranks = np.searchsorted(self.distinct_times, times.astype(np.int64), side="left")
+        first = np.searchsorted(self.keys, base, side="left")
+        stop = np.searchsorted(self.keys, base + earlier_ranks, side="left")
         return stop - first, self.totals[stop] - self.totals[first], self.positives[stop] - self.positives[first]
 
 
