@@ -74,7 +74,9 @@ def resolve_model_source(config: ReiTConfig) -> tuple[str, str | None]:
 
     name = config.model_name_or_path
     if name == TINY_RANDOM_LLAMA:
-        with _main_process_first():
+        from ..models import outside_zero3_init
+
+        with _main_process_first(), outside_zero3_init():  # built by the main process alone
             path = str(build_tiny_random_llama())
         tokenizer_source = TINY_TOKENIZER_SOURCE
     else:
@@ -95,16 +97,18 @@ def load_model_for_training(config: ReiTConfig, model_path: str | None = None):
     Returns:
         ``(model, tokenizer)``.
     """
-    from ..models import load_model
+    from ..models import load_model, resolve_model_path
 
     if model_path is None:
         model_path, _ = resolve_model_source(config)
     with _main_process_first():  # the first SmolLM2 use converts the GGUF once
-        model, tokenizer = load_model(
-            model_path, dtype=config.base_dtype, revision=config.model_revision,
-            attn_implementation=config.attn_implementation, load_in_8bit=config.load_in_8bit,
-            load_in_4bit=config.load_in_4bit, bnb_4bit_quant_type=config.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=config.use_bnb_nested_quant, trust_remote_code=config.trust_remote_code)
+        model_path = resolve_model_path(model_path)
+    # Every process loads at once: under ZeRO-3 loading partitions the weights, a collective step.
+    model, tokenizer = load_model(
+        model_path, dtype=config.base_dtype, revision=config.model_revision,
+        attn_implementation=config.attn_implementation, load_in_8bit=config.load_in_8bit,
+        load_in_4bit=config.load_in_4bit, bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=config.use_bnb_nested_quant, trust_remote_code=config.trust_remote_code)
     model.train()
     return model, tokenizer
 
