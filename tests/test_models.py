@@ -215,6 +215,22 @@ def test_quantized_loading_is_refused_under_zero3(monkeypatch):
             models.load_model("some/model", **{option: True})
 
 
+def test_outside_zero3_init_hides_the_zero3_config_only_inside():
+    """A model the main process loads alone (a SUBR embedder) must not partition: that is a collective step."""
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    registered = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        with models.outside_zero3_init():
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled() and registered.is_zero3()
+    finally:
+        unset_hf_deepspeed_config()
+    with models.outside_zero3_init():  # without DeepSpeed it does nothing
+        assert not is_deepspeed_zero3_enabled()
+
+
 def test_conflicting_and_unknown_options_fail_clearly():
     with pytest.raises(ModelError, match="choose one"):
         models.load_model("some/model", load_in_4bit=True, load_in_8bit=True)

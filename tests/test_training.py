@@ -180,6 +180,18 @@ def test_bf16_follows_the_cpu_capability(tmp_path, monkeypatch, native_bf16):
     assert _config(tmp_path, bf16=False, model_dtype="bfloat16").base_dtype == "bfloat16"
 
 
+def test_bf16_on_any_accelerator_follows_accelerates_answer(monkeypatch):
+    """R7: not only CUDA: an XPU (or MPS, NPU, ...) trains in bf16 where accelerate says it computes it."""
+    import accelerate.utils
+
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("xpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(accelerate.utils, "is_bf16_available", lambda *a, **k: True)
+    assert hardware_supports_bf16() is True
+    monkeypatch.setattr(accelerate.utils, "is_bf16_available", lambda *a, **k: False)
+    assert hardware_supports_bf16() is False
+
+
 def test_fast_recipe_defaults(tmp_path):
     config = _config(tmp_path)
     assert config.activation_checkpointing is None and config.gradient_checkpointing is None  # size-based default

@@ -46,16 +46,14 @@ ACTIVATION_CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
 def hardware_supports_bf16() -> bool:
     """True when this process trains on hardware that computes bfloat16 natively.
 
-    That is a CUDA GPU with bf16 (Ampere or newer), or a machine without an accelerator whose CPU
+    That is an accelerator with bf16 (a CUDA GPU of Ampere or newer, XPU, ...), or a machine without one whose CPU
     has AVX512-BF16 or AMX (there bf16 matmuls run 4-7x faster than float32; ``benchmarks/bench_peak.py``).
     CPUs without native bf16 emulate it, slower than float32, so they train in float32.
     """
-    import torch
+    if _accelerator_present():  # CUDA, XPU, MPS, NPU, ...: accelerate knows each one's bf16 support
+        from accelerate.utils import is_bf16_available
 
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    if _accelerator_present():
-        return False
+        return bool(is_bf16_available(ignore_tpu=True))
     from ..models import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
@@ -330,7 +328,8 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
             # DeepSpeed on a CPU-only machine runs without use_cpu, where the Trainer refuses bf16.
             cpu_deepspeed = _deepspeed_requested(self.deepspeed) and not _accelerator_present()
             self.bf16 = False if self.fp16 or cpu_deepspeed else hardware_supports_bf16()
-        if self.ddp_backend is None and _deepspeed_requested(self.deepspeed) and not _accelerator_present():
+        launched = os.environ.get("LOCAL_RANK", "-1") != "-1"
+        if self.ddp_backend is None and launched and _deepspeed_requested(self.deepspeed) and not _accelerator_present():
             # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu): accelerate picks no backend on a machine
             # without accelerator, and then counts one process although the group holds all of them.
             self.ddp_backend = "gloo"
