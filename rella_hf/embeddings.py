@@ -295,25 +295,21 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 def llm_load_settings(device: str | None = None) -> dict:
     """``from_pretrained`` settings for an LLM embedder loaded by name (the paper's SUBR route).
 
-    An LLM of 7-13B parameters is 28-52 GB in float32, so on GPUs it loads in 16 bits (bfloat16,
-    float16 on GPUs without bf16). Without ``device`` it is sharded over all visible GPUs
-    (``device_map="auto"``), so a 13B model needs no single card that holds it whole. On a CPU it
-    stays float32: bf16 there would change SUBR selections (``benchmarks/bench_embeddings.py``),
-    and the CPU route serves small models. The pooled vectors are float32 either way.
+    A 7-13B LLM is 28-52 GB in float32: on GPUs it loads in bf16 (float16 without bf16), and without
+    ``device`` sharded over every visible GPU (``device_map="auto"``). On a CPU it stays float32 (bf16
+    changes SUBR selections, ``benchmarks/bench_embeddings.py``). Pooled vectors are float32 either way.
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or None (every GPU, else the CPU).
     """
     import torch
 
-    if device is None:
-        if torch.cuda.is_available():
-            return {"dtype": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, "device_map": "auto"}
+    if device is None and not torch.cuda.is_available():
         device = "cpu"
-    if str(device).startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return {"dtype": dtype, "device_map": {"": device}}
-    return {"dtype": torch.float32, "device_map": {"": device}}
+    if device is not None and not str(device).startswith("cuda"):
+        return {"dtype": torch.float32, "device_map": {"": device}}
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"dtype": dtype, "device_map": "auto" if device is None else {"": device}}
 
 
 def bf16_supported(device: str = "cpu") -> bool:

@@ -403,10 +403,7 @@ class CTRScorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            # no_grad, not inference_mode: the validation-AUC callback scores the model mid-training, and
-            # tensors made in inference mode (ZeRO-3 gathers parameters into them) cannot be saved for
-            # the next backward pass.
-            with torch.no_grad():
+            with torch.no_grad():  # not inference_mode: mid-training its tensors cannot be saved for backward
                 for start in range(0, len(prompts), self.sort_window):
                     encoded = self._encode(prompts[start : start + self.sort_window])
                     # Longest first: similar lengths share a batch (little padding) and an

@@ -465,6 +465,17 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
         return self.base_dtype
 
 
+def wants_activation_checkpointing(model) -> bool:
+    """The default of ``activation_checkpointing``: on for models of at least
+    :data:`ACTIVATION_CHECKPOINTING_MIN_PARAMETERS` parameters.
+
+    Args:
+        model: the base model (its ZeRO-3 partitions count with their full size).
+    """
+    total = sum(getattr(parameter, "ds_numel", parameter.numel()) for parameter in model.parameters())
+    return total >= ACTIVATION_CHECKPOINTING_MIN_PARAMETERS
+
+
 def top_layer_indices(top_layers: int | None, num_layers: int) -> list[int]:
     """Indices of the decoder layers that train: the last ``top_layers`` of ``num_layers`` (all when None).
 

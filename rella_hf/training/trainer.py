@@ -28,7 +28,7 @@ from trl import SFTTrainer
 
 from ..errors import ConfigError
 from ..models import TRAINING_CONFIG_FILE
-from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, top_layer_indices
+from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, top_layer_indices, wants_activation_checkpointing
 
 if TYPE_CHECKING:
     from .data import TrainingData
@@ -339,19 +339,6 @@ def train_top_decoder_layers(model, top_layers: int | None) -> int:
     if norm is not None:
         norm.requires_grad_(True)
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-
-
-def wants_activation_checkpointing(model) -> bool:
-    """The default of ``activation_checkpointing``: on for models of at least
-    :data:`~rella_hf.training.config.ACTIVATION_CHECKPOINTING_MIN_PARAMETERS` parameters.
-
-    Args:
-        model: the base model (its ZeRO-3 partitions count with their full size).
-    """
-    from .config import ACTIVATION_CHECKPOINTING_MIN_PARAMETERS
-
-    total = sum(getattr(parameter, "ds_numel", parameter.numel()) for parameter in model.parameters())
-    return total >= ACTIVATION_CHECKPOINTING_MIN_PARAMETERS
 
 
 def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> ReiTTrainer:
