@@ -565,12 +565,23 @@ def _validation_rows_loader(config, data):
     """``size -> rows`` drawing a larger seeded subset of the run's validation split."""
 
     def load(size: int):
+        from .models import TINY_RANDOM_LLAMA
         from .training.data import build_eval_rows, load_prompt_datasets
-        from .training.trainer import resolve_model_source
+        from .training.tiny import TINY_TOKENIZER_SOURCE
 
-        _, chat_model = resolve_model_source(config)
+        # The chat model that wrapped the run's prompts, named as training.trainer.resolve_model_source
+        # names it (importing that would make this module and the trainer import each other); the
+        # check below refuses rows worded otherwise.
+        name = config.model_name_or_path
+        chat_model = config.chat_model if config.chat_model != "auto" else (
+            TINY_TOKENIZER_SOURCE if name == TINY_RANDOM_LLAMA else name)
         source = load_prompt_datasets(config, chat_model)[config.test_type][data.eval_split]
-        return build_eval_rows(source, size, config.test_type, config.sample_seed)
+        rows = build_eval_rows(source, size, config.test_type, config.sample_seed)
+        known = dict(zip(data.eval["sample_id"], data.eval["prompt"]))
+        if any(known.get(sample, prompt) != prompt for sample, prompt in zip(rows["sample_id"], rows["prompt"])):
+            raise CalibrationError("the validation rows rebuilt for calibration are worded unlike the run's own; "
+                                   "calibrate with `rella-hf calibrate` instead.")
+        return rows
 
     return load
 

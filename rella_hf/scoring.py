@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ import numpy as np
 
 from rella_hf.errors import ConfigError, ModelError
 from rella_hf.prompts import answer_completion, special_prefix_ids
+from rella_hf.utils import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch stays out of `import rella_hf`
     import datasets
@@ -272,8 +273,7 @@ class CTRScorer:
             with the batch's shape (scores moved by up to 0.03); it costs about a third of the
             throughput there (``benchmarks/RESULTS.md``). Off elsewhere (GPUs need batches; float32
             moves scores by ~1e-5 at most).
-        calibration: a :class:`~rella_hf.calibration.Calibration` of this model; :meth:`score` still
-            returns the raw score, :meth:`calibrate` and :func:`score_dataset` add the calibrated one.
+        calibration: a :class:`~rella_hf.calibration.Calibration`; :meth:`score` stays raw, :meth:`calibrate` applies it.
     """
 
     def __init__(
@@ -449,11 +449,7 @@ class CTRScorer:
                     unit_scale=count if count > 1 else False, dynamic_ncols=True)
 
     def calibrate(self, scores) -> np.ndarray | None:
-        """Calibrated probabilities of raw scores from :meth:`score`; None when the scorer has no calibration.
-
-        Args:
-            scores: raw P(yes) / (P(yes) + P(no)) (left unchanged).
-        """
+        """Calibrated probabilities of raw ``scores`` from :meth:`score` (left unchanged); None without a calibration."""
         return None if self.calibration is None else self.calibration.transform(scores)
 
     def score(self, prompts: Sequence[str], progress: bool = True) -> np.ndarray:
@@ -489,18 +485,6 @@ def _prompts_digest(prompts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, writer) -> None:
-    """Write a file through ``writer(file_object)`` into a temp sibling, then rename it into place."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            writer(out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def score_dataset(
     scorer: CTRScorer,
     dataset: datasets.Dataset,
@@ -511,10 +495,8 @@ def score_dataset(
     shard_size: int = 1024,
     progress: bool = True,
 ) -> datasets.Dataset:
-    """Score every prompt of a ``datasets`` split and add a ``score`` column next to the labels.
-
-    When the scorer carries a calibration, a ``score_calibrated`` column is added beside the raw
-    ``score`` (which is unchanged), in the returned dataset and in ``scores.parquet``.
+    """Score every prompt of a ``datasets`` split and add a ``score`` column next to the labels (and
+    ``score_calibrated`` beside it, here and in ``scores.parquet``, when the scorer carries a calibration).
 
     With ``output_dir``, scores are saved shard by shard (``shard_size`` prompts each, written
     atomically), so an interrupted run resumes where it stopped; each shard records a digest of
@@ -557,7 +539,7 @@ def score_dataset(
                 )
         elif is_main:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(manifest_path, lambda out: out.write(json.dumps(manifest, indent=2).encode()))
+            atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
         _wait_for_everyone()
 
     prompt_view = dataset.select_columns([prompt_column])  # slices read the prompts only
@@ -588,20 +570,18 @@ def score_dataset(
             scores = scorer._score(prompts, bar)
             pieces[index] = scores
             if folder is not None and is_main:
-                def write(out, scores=scores, digest=digest):
-                    np.savez(out, scores=scores, digest=np.array(digest))
-
-                _atomic_write_bytes(folder / f"scores-{index:05d}.npz", write)
+                shard = io.BytesIO()  # a shard is written whole or not at all (atomic rename)
+                np.savez(shard, scores=scores, digest=np.array(digest))
+                atomic_write_bytes(folder / f"scores-{index:05d}.npz", shard.getvalue())
 
     all_scores = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float64)
     if "score" in dataset.column_names:
         logger.warning("Replacing the existing 'score' column.")
         dataset = dataset.remove_columns("score")
     scored = dataset.add_column("score", all_scores.astype(np.float64))
-    calibrate = getattr(scorer, "calibrate", None)  # stand-in scorers (tests, references) may lack it
-    calibrated = calibrate(all_scores) if calibrate is not None and len(all_scores) else None
-    if "score_calibrated" in scored.column_names:
-        scored = scored.remove_columns("score_calibrated")  # a stale one would sit beside the new raw scores
+    calibration = getattr(scorer, "calibration", None)  # stand-in scorers (tests, references) may lack one
+    calibrated = calibration.transform(all_scores) if calibration is not None and len(all_scores) else None
+    scored = scored.remove_columns([name for name in ["score_calibrated"] if name in scored.column_names])  # stale
     if calibrated is not None:
         scored = scored.add_column("score_calibrated", calibrated.astype(np.float64))
     if folder is not None and is_main:
@@ -614,6 +594,6 @@ def score_dataset(
         table["score"] = all_scores
         if calibrated is not None:
             table["score_calibrated"] = calibrated
-        _atomic_write_bytes(folder / "scores.parquet", lambda out: table.to_parquet(out, index=False))
+        atomic_write_bytes(folder / "scores.parquet", table.to_parquet(index=False))
     _wait_for_everyone()
     return scored
