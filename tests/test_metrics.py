@@ -82,6 +82,10 @@ def test_evaluate_module_loads_offline_by_path_and_agrees():
     assert metric.compute() == pytest.approx(ctr_metrics(labels, scores))
     with pytest.raises(MetricError):
         metric.compute(predictions=[0.2, 0.4], references=[1, 1])
+    from rella_hf.metrics import ece_consistency_band
+
+    banded = metric.compute(predictions=scores.tolist(), references=labels.tolist(), ece_band=True)
+    assert banded["ece_band"] == pytest.approx(ece_consistency_band(scores)) and banded["ece"] == computed["ece"]
 
 
 def test_evaluate_module_is_shipped_with_the_package():

@@ -8,15 +8,15 @@ The numbers come from :func:`rella_hf.metrics.ctr_metrics`, the same code the li
 import datasets
 import evaluate
 
-from rella_hf.metrics import DEFAULT_EPS, ctr_metrics
+from rella_hf.metrics import DEFAULT_EPS, ctr_metrics, ece_consistency_band
 
 _DESCRIPTION = """
 CTR metrics for binary click prediction: ROC AUC, LogLoss (probabilities clipped to [eps, 1-eps])
 and accuracy with threshold 0.5; the Brier score (mean squared error of the probabilities) and the
 expected calibration error (ECE: samples sorted by prediction into 10 equal-mass bins, the
 sample-weighted mean of |positive rate - mean prediction|); plus the number of samples and of
-positives. A single-class reference set raises an error instead of returning NaN. The ECE a
-perfectly calibrated model reaches by chance is `rella_hf.metrics.ece_consistency_band`.
+positives. A single-class reference set raises an error instead of returning NaN. With
+`ece_band=True` the ECE a perfectly calibrated model reaches by chance (95 %) is returned too.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -24,9 +24,11 @@ Args:
     predictions (`list` of `float`): predicted click probabilities in [0, 1].
     references (`list` of `int`): 0/1 labels.
     eps (`float`, defaults to 1e-7): LogLoss clipping margin.
+    ece_band (`bool`, defaults to False): also return `ece_band`, the 95 % ECE of a perfectly calibrated
+        model with the same predictions (labels resampled from them 1,000 times, seeded).
 Returns:
     auc (`float`), logloss (`float`), acc (`float`), brier (`float`), ece (`float`), n (`int`),
-    positives (`int`).
+    positives (`int`), and `ece_band` (`float`) when asked.
 Examples:
     >>> metric = evaluate.load(rella_hf.metrics.EVALUATE_METRIC_PATH)
     >>> metric.compute(predictions=[0.9, 0.2, 0.6, 0.4], references=[1, 0, 0, 1])["auc"]
@@ -56,5 +58,8 @@ class CtrMetrics(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, eps=DEFAULT_EPS):
-        return ctr_metrics(references, predictions, eps=eps)
+    def _compute(self, predictions, references, eps=DEFAULT_EPS, ece_band=False):
+        metrics = ctr_metrics(references, predictions, eps=eps)
+        if ece_band:
+            metrics["ece_band"] = ece_consistency_band(predictions)
+        return metrics
