@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
                         help="collaborative statistics in the prompts (ours, not the paper's; points named -collab-<mode>)")
+    parser.add_argument("--validation_scores", action="store_true",
+                        help="score finished points' validation subsets for calibrate_runs.py (runs before the calibration hook)")
     return parser.parse_args(argv)
 
 
@@ -71,7 +73,7 @@ def main(argv=None) -> None:
                     "--total_batch_size", str(args.total_batch_size), "--epochs", str(epochs),
                     "--eval_every", str(args.eval_every), "--eval_size", str(args.eval_size),
                     "--patience", str(args.patience), "--finetuning", args.finetuning, "--test",
-                    "--collaborative", args.collaborative,
+                    "--collaborative", args.collaborative, *(["--validation_scores"] if args.validation_scores else []),
                     *(["--top_layers", str(args.top_layers)] if args.top_layers else []),
                 ])
 

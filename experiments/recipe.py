@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test", action="store_true", help="score the fixed test subset with the best adapter")
     parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
                         help="collaborative statistics in the prompts (ours; none = the paper's prompts)")
+    parser.add_argument("--validation_scores", action="store_true",
+                        help="for a finished run trained before the end-of-training calibration hook: score its validation "
+                             "subset with the kept model into recipe/<name>/validation_scores.jsonl (calibrate_runs.py fits on it)")
     return parser.parse_args(argv)
 
 
@@ -93,24 +96,11 @@ def sanity_margins(adapter_dir, evaluation, config) -> list[dict]:
     return auc_by_margin(scored["label"], scored["score"], means)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    import rella_hf
-    from rella_hf.metrics import ctr_metrics
-    from rella_hf.models import load_tuned_model
-    from rella_hf.report import write_scores
-    from rella_hf.scoring import CTRScorer, score_dataset
-    from rella_hf.training import ReiTConfig, train_on_data
-    from rella_hf.training.trainer import load_model_for_training
+def run_config(args, adapter_dir):
+    """The :class:`ReiTConfig` of a recipe run."""
+    from rella_hf.training import ReiTConfig
 
-    results_file = RESULTS / "recipe.jsonl"
-    key = f"{args.dataset}/{args.task}/{args.name}"
-    if key in done(results_file):
-        print(f"{key} is done: {json.dumps(done(results_file)[key]['best_validation'])}")
-        return
-    run_dir = RUNS / args.dataset
-    adapter_dir = run_dir / "recipe" / args.name
-    config = ReiTConfig(
+    return ReiTConfig(
         output_dir=str(adapter_dir), dataset=args.dataset, data_dir=data_dir(args.dataset), K=args.K,
         train_type=args.train_type if args.task == "ctr" else "simple", test_type=args.test_type,
         shots=args.shots, embedder=EMBEDDER, model_name_or_path=MODEL, eval_size=args.eval_size,
@@ -123,6 +113,46 @@ def main(argv=None) -> None:
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="auc",
         early_stopping_patience=args.patience, logging_steps=1, seed=args.seed, report_to="none", resume=True,
     )
+
+
+def write_validation_scores(args, adapter_dir) -> None:
+    """Score a finished run's validation subset (the rows its checkpoint was selected on) with the kept model."""
+    from rella_hf.calibration import VALIDATION_SCORES_FILE
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.models import load_tuned_model
+    from rella_hf.scoring import CTRScorer
+    from rella_hf.utils import atomic_write_text
+
+    config = run_config(args, adapter_dir)
+    rows = training_data(args, config).eval
+    tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
+    scores = CTRScorer(tuned, tokenizer, batch_size=8).score(list(rows["prompt"]))
+    atomic_write_text(Path(adapter_dir) / VALIDATION_SCORES_FILE, "".join(
+        json.dumps({"label": int(label), "score": float(score)}) + "\n" for label, score in zip(rows["label"], scores)))
+    print(f"{adapter_dir.name} validation ({len(scores)} samples): {json.dumps(ctr_metrics(rows['label'], scores))}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import rella_hf
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.models import load_tuned_model
+    from rella_hf.report import write_scores
+    from rella_hf.scoring import CTRScorer, score_dataset
+    from rella_hf.training import train_on_data
+    from rella_hf.training.trainer import load_model_for_training
+
+    results_file = RESULTS / "recipe.jsonl"
+    key = f"{args.dataset}/{args.task}/{args.name}"
+    if args.validation_scores:
+        write_validation_scores(args, RUNS / args.dataset / "recipe" / args.name)
+        return
+    if key in done(results_file):
+        print(f"{key} is done: {json.dumps(done(results_file)[key]['best_validation'])}")
+        return
+    run_dir = RUNS / args.dataset
+    adapter_dir = run_dir / "recipe" / args.name
+    config = run_config(args, adapter_dir)
     started = time.perf_counter()
     model, tokenizer = load_model_for_training(config)
     data = training_data(args, config)
