@@ -42,6 +42,18 @@ def parse_ratings(lines) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
 
 
+def oracle_row(item: pd.DataFrame, history: pd.DataFrame, prior_mean: float, prior_rate: float, strength: float,
+               threshold: float) -> dict:
+    """The statistics from the item's reference ratings and the user's history, smoothed by hand."""
+    return {
+        "item_prior_ratings": len(item),
+        "item_mean_rating": (item.rating.sum() + strength * prior_mean) / (len(item) + strength),
+        "item_positive_rate": ((item.rating > threshold).sum() + strength * prior_rate) / (len(item) + strength),
+        "user_history_length": len(history),
+        "user_mean_rating": history.rating.mean(),
+    }
+
+
 def oracle_chronological(ratings: pd.DataFrame, sample, strength: float, threshold: float = 3) -> dict:
     """The statistics of one sample by brute force over the raw ratings (the module docstring's rules)."""
     earlier = ratings[ratings.timestamp < sample.timestamp]
@@ -51,13 +63,7 @@ def oracle_chronological(ratings: pd.DataFrame, sample, strength: float, thresho
     mine = ratings[ratings.user_id == sample.user_id]
     # The user's history: earlier in (timestamp, item) order.
     history = mine[(mine.timestamp < sample.timestamp) | ((mine.timestamp == sample.timestamp) & (mine.item_id < sample.item_id))]
-    return {
-        "item_prior_ratings": len(item),
-        "item_mean_rating": (item.rating.sum() + strength * prior_mean) / (len(item) + strength),
-        "item_positive_rate": ((item.rating > threshold).sum() + strength * prior_rate) / (len(item) + strength),
-        "user_history_length": len(history),
-        "user_mean_rating": history.rating.mean(),
-    }
+    return oracle_row(item, history, prior_mean, prior_rate, strength, threshold)
 
 
 def assert_matches(statistics, expected: list[dict]) -> None:
@@ -153,13 +159,7 @@ def oracle_book_crossing(samples, frame_row, strength: float, threshold: float =
     prior_rate = (reference.rating > threshold).mean() if len(reference) else 0.5
     item = reference[reference.item_row == frame_row.item_row]
     history = log.iloc[frame_row.history_offset: frame_row.history_offset + frame_row.history_length]
-    return {
-        "item_prior_ratings": len(item),
-        "item_mean_rating": (item.rating.sum() + strength * prior_mean) / (len(item) + strength),
-        "item_positive_rate": ((item.rating > threshold).sum() + strength * prior_rate) / (len(item) + strength),
-        "user_history_length": len(history),
-        "user_mean_rating": history.rating.mean(),
-    }
+    return oracle_row(item, history, prior_mean, prior_rate, strength, threshold)
 
 
 def test_book_crossing_statistics_come_from_the_train_split_only(tmp_path):
