@@ -140,7 +140,7 @@ class _Reference:
             keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
             rows, ratings = rows[keep], ratings[keep]
             times = np.zeros(len(rows), dtype=np.int64)
-            self.train_offsets = np.sort(starts)
+            self.train_offsets = starts
         self.index = _EarlierRatings.build(rows, times, ratings, threshold)
         # Global running sums for the priors, in time order.
         order = np.argsort(times, kind="stable")
@@ -158,10 +158,8 @@ class _Reference:
         """Per sample, whether its own rating is among the reference ratings (then it is subtracted)."""
         if self.chronological:
             return np.zeros(len(frame), dtype=bool)
-        offsets = frame["history_offset"].to_numpy(np.int64)
-        found = np.searchsorted(self.train_offsets, offsets)
-        found = np.minimum(found, max(len(self.train_offsets) - 1, 0))
-        return (self.train_offsets[found] == offsets) if len(self.train_offsets) else np.zeros(len(frame), dtype=bool)
+        # A user has one sample, so its history offset names it: train samples are the ones whose own rating counts.
+        return np.isin(frame["history_offset"].to_numpy(np.int64), self.train_offsets)
 
     def priors(self, times: np.ndarray, own: np.ndarray, own_ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and positive rate of all reference ratings before each time (the sample's own removed)."""
@@ -173,12 +171,6 @@ class _Reference:
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
             rate = np.where(count > 0, positive / np.maximum(count, 1), 0.5)
         return mean, rate
-
-
-def _threshold(samples, threshold: float | None) -> float:
-    if threshold is None:
-        threshold = samples.protocol.label_threshold
-    return samples.corpus.label_threshold if threshold is None else threshold
 
 
 class CollaborativeIndex:
@@ -194,7 +186,9 @@ class CollaborativeIndex:
         check_collaborative("none", prior_strength)
         self.samples = samples
         self.prior_strength = float(prior_strength)
-        self.reference = _Reference(samples, _threshold(samples, threshold))
+        if threshold is None:
+            threshold = samples.protocol.threshold_for(samples.corpus)
+        self.reference = _Reference(samples, threshold)
         ratings = samples.log["rating"].to_numpy()
         # Where nothing came earlier the prior mean is the middle of the scale.
         self.midpoint = float((ratings.min() + ratings.max()) / 2) if len(ratings) else 0.0

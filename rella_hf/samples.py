@@ -65,6 +65,10 @@ class SampleProtocol:
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}={value} must be a positive number of samples or None for all")
 
+    def threshold_for(self, corpus: Corpus) -> float:
+        """The label threshold in force: ``label_threshold``, or the corpus's default when it is None."""
+        return corpus.label_threshold if self.label_threshold is None else self.label_threshold
+
     def sample_sizes(self) -> dict[str, int | None]:
         """Split name -> sampled size (None = all), with validation's default applied (see the fields)."""
         validation = self.validation_sample_size
@@ -437,7 +441,7 @@ def build_samples(
     """
     corpus = get_corpus(corpus) if isinstance(corpus, str) else corpus
     protocol = protocol or SampleProtocol()
-    threshold = corpus.label_threshold if protocol.label_threshold is None else protocol.label_threshold
+    threshold = protocol.threshold_for(corpus)
     inter = tables.interactions
     users = inter["user_id"].to_numpy()
     item_rows_all = item_rows(corpus, tables.items, inter["item_id"])

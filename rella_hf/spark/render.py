@@ -113,7 +113,7 @@ def _render_users(table: pa.Table, context: dict):
     group_start = np.maximum.accumulate(np.where(is_first, np.arange(len(users)), 0))
     corpus, config = context["corpus"], context["config"]
     protocol = config.protocol()
-    threshold = corpus.label_threshold if protocol.label_threshold is None else protocol.label_threshold
+    threshold = protocol.threshold_for(corpus)
     ratings = column["rating"].astype(np.float32)
     log = pd.DataFrame({"item_row": column["item_row"].astype(np.int32), "rating": ratings,
                         "timestamp": column["timestamp"].astype(np.int64)})
