@@ -17,7 +17,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ..collaborative import CollaborativeIndex, CollaborativeStatistics, collaborative_notes
+from ..collaborative import CollaborativeIndex, collaborative_notes
 from ..corpora import Corpus, get_corpus
 from ..errors import ConfigError
 from ..options import BuildOptions
@@ -249,23 +249,21 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         "completion": pa.array(completions, pa.string()),
     }
     if statistics is not None:
-        columns.update({name: pa.array(getattr(statistics, name), _STATISTIC_TYPES[name])
-                        for name in CollaborativeStatistics.COLUMNS})
+        columns.update({name: pa.array(getattr(statistics, name), datasets.Value(dtype).pa_type)
+                        for name, dtype in _STATISTIC_DTYPES.items()})
     return pa.table(columns)
 
 
-#: Arrow type of each collaborative statistic column (its ``datasets`` feature is the same type).
-_STATISTIC_TYPES = {"item_prior_ratings": pa.int64(), "item_mean_rating": pa.float32(),
-                    "item_positive_rate": pa.float32(), "user_history_length": pa.int64(),
-                    "user_mean_rating": pa.float32()}
+#: The dtype of each collaborative statistic column (:attr:`CollaborativeStatistics.COLUMNS`), in Arrow and ``datasets``.
+_STATISTIC_DTYPES = {"item_prior_ratings": "int64", "item_mean_rating": "float32", "item_positive_rate": "float32",
+                     "user_history_length": "int64", "user_mean_rating": "float32"}
 
 
 def features_for(corpus: Corpus, collaborative: str = "none") -> datasets.Features:
     """The features of a ReLLa prompt dataset of ``corpus`` (item ids are ISBN strings for books); with
     ``collaborative`` other than "none", the statistic columns of :mod:`rella_hf.collaborative` follow."""
     item_id = datasets.Value("string") if corpus.domain == "book" else datasets.Value("int64")
-    statistics = {} if collaborative == "none" else {
-        name: datasets.Value("float32" if kind == pa.float32() else "int64") for name, kind in _STATISTIC_TYPES.items()}
+    statistics = {} if collaborative == "none" else {name: datasets.Value(dtype) for name, dtype in _STATISTIC_DTYPES.items()}
     return datasets.Features({
         "sample_id": datasets.Value("int64"),
         "user_id": datasets.Value("int64"),
