@@ -117,18 +117,16 @@ def run_config(args, adapter_dir):
 
 def write_validation_scores(args, adapter_dir) -> None:
     """Score a finished run's validation subset (the rows its checkpoint was selected on) with the kept model."""
-    from rella_hf.calibration import VALIDATION_SCORES_FILE
+    from rella_hf.calibration import save_validation_scores
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import load_tuned_model
     from rella_hf.scoring import CTRScorer
-    from rella_hf.utils import atomic_write_text
 
     config = run_config(args, adapter_dir)
     rows = training_data(args, config).eval
     tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
     scores = CTRScorer(tuned, tokenizer, batch_size=8).score(list(rows["prompt"]))
-    atomic_write_text(Path(adapter_dir) / VALIDATION_SCORES_FILE, "".join(
-        json.dumps({"label": int(label), "score": float(score)}) + "\n" for label, score in zip(rows["label"], scores)))
+    save_validation_scores(adapter_dir, rows["label"], scores)
     print(f"{adapter_dir.name} validation ({len(scores)} samples): {json.dumps(ctr_metrics(rows['label'], scores))}")
 
 

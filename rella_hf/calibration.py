@@ -500,6 +500,14 @@ def calibrate_on_dataset(scorer, dataset, method: str = DEFAULT_METHOD, *, finge
 # --------------------------------------------------------------------------------------------
 
 
+def save_validation_scores(folder: str | os.PathLike, labels, scores) -> Path:
+    """Write ``validation_scores.jsonl`` (one ``{"label", "score"}`` line per sample) into ``folder``, atomically."""
+    from .utils import atomic_write_text
+
+    return atomic_write_text(Path(folder) / VALIDATION_SCORES_FILE, "".join(
+        json.dumps({"label": int(label), "score": float(score)}) + "\n" for label, score in zip(labels, scores)))
+
+
 def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str = DEFAULT_METHOD,
                        more_rows=None) -> Calibration | None:
     """Fit and save ``calibration.json`` for the model a ReiT run ends with, on its validation subset.
@@ -544,10 +552,7 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
     scores = scorer.score(list(rows["prompt"]), progress=False)
     if not trainer.is_world_process_zero():
         return None
-    from .utils import atomic_write_text
-
-    atomic_write_text(Path(output_dir) / VALIDATION_SCORES_FILE, "".join(
-        json.dumps({"label": int(label), "score": float(score)}) + "\n" for label, score in zip(rows["label"], scores)))
+    save_validation_scores(output_dir, rows["label"], scores)
     fingerprint = model_fingerprint(output_dir)
     try:
         calibration = fit_calibration(rows["label"], scores, method, fingerprint=fingerprint,
@@ -589,4 +594,4 @@ def _validation_rows_loader(config, data):
 __all__ = ["CALIBRATION_FILE", "VALIDATION_SCORES_FILE", "Calibration", "CalibrationError", "METHODS", "MIN_SAMPLES",
            "calibrate_on_dataset", "check_fitting_set", "check_scores", "content_free_prompt", "content_free_prompts",
            "fit_after_training", "fit_calibration", "fit_content_free", "load_calibration", "log_odds",
-           "model_fingerprint", "weight_files", "wrap_like"]
+           "model_fingerprint", "save_validation_scores", "weight_files", "wrap_like"]
