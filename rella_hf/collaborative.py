@@ -34,7 +34,7 @@ from .errors import ConfigError
 #: The prompt option's values: which statistics the prompt states (the columns are added for all but "none").
 COLLABORATIVE_MODES = ("none", "item", "item+user", "all")
 
-__all__ = ["COLLABORATIVE_MODES", "CollaborativeIndex", "CollaborativeStatistics", "check_collaborative",
+__all__ = ["COLLABORATIVE_MODES", "CollaborativeIndex", "ReferenceRatings", "CollaborativeStatistics", "check_collaborative",
            "collaborative_notes", "collaborative_statistics"]
 
 
@@ -118,36 +118,75 @@ def _smoothed(total, count, prior, strength: float) -> np.ndarray:
         return ((total + strength * prior) / (count + strength)).astype(np.float32)
 
 
-class _Reference:
-    """The ratings a corpus's statistics may draw on, and the per-sample exclusions its protocol needs."""
+@dataclass
+class ReferenceRatings:
+    """The ratings a build's statistics may draw on, sorted once, and who may find their own rating among them.
 
-    def __init__(self, samples, threshold: float):
+    Built from a whole build (:meth:`from_samples`) or from the reference ratings themselves
+    (:meth:`from_ratings`: the Spark engine collects them on the driver and broadcasts this object,
+    so every executor answers with the in-process arithmetic). Sums of ratings are float64 running
+    sums of values on a half-star grid, exact in any order, so both engines give identical numbers.
+
+    Attributes:
+        index: the per-item running sums.
+        global_times, global_totals, global_positives: all reference ratings' running sums in time order (the priors).
+        threshold: label threshold (rating > threshold is positive).
+        train_sample_ids: shuffled-user corpora only: the samples whose own rating is a reference rating
+            (the train split's); None for chronological corpora.
+        midpoint: the prior mean where nothing came earlier: the middle of the corpus's observed scale.
+    """
+
+    index: _EarlierRatings
+    global_times: np.ndarray
+    global_totals: np.ndarray
+    global_positives: np.ndarray
+    threshold: float
+    train_sample_ids: np.ndarray | None
+    midpoint: float
+
+    @property
+    def chronological(self) -> bool:
+        return self.train_sample_ids is None
+
+    @classmethod
+    def from_ratings(cls, item_rows: np.ndarray, ratings: np.ndarray, times: np.ndarray | None, *, threshold: float,
+                     midpoint: float, train_sample_ids: np.ndarray | None = None) -> ReferenceRatings:
+        """The reference of chronological corpora (``times`` given: every rating of the log) or of
+        shuffled-user corpora (``times`` None, ``train_sample_ids`` given: the train samples'
+        histories and targets, all before any query)."""
+        if (times is None) == (train_sample_ids is None):
+            raise ValueError("pass times (chronological corpora) or train_sample_ids (shuffled-user corpora), not both")
+        if times is None:
+            times = np.zeros(len(item_rows), dtype=np.int64)
+            train_sample_ids = np.sort(np.asarray(train_sample_ids, dtype=np.int64))
+        times = np.asarray(times, dtype=np.int64)
+        index = _EarlierRatings.build(np.asarray(item_rows), times, np.asarray(ratings), threshold)
+        order = np.argsort(times, kind="stable")
+        sorted_ratings = np.asarray(ratings)[order].astype(np.float64)
+        return cls(index=index, global_times=times[order],
+                   global_totals=np.concatenate([[0.0], np.cumsum(sorted_ratings)]),
+                   global_positives=np.concatenate([[0], np.cumsum(sorted_ratings > threshold)]),
+                   threshold=float(threshold), train_sample_ids=train_sample_ids, midpoint=float(midpoint))
+
+    @classmethod
+    def from_samples(cls, samples, threshold: float) -> ReferenceRatings:
+        """The reference of one in-process build (:class:`~rella_hf.samples.LifelongSamples`)."""
         log = samples.log
-        self.samples = samples
-        self.threshold = threshold
-        self.chronological = samples.corpus.protocol == "chronological"
         rows = log["item_row"].to_numpy()
         ratings = log["rating"].to_numpy()
-        if self.chronological:
-            times = log["timestamp"].to_numpy(np.int64)
-        else:
-            # Book-Crossing: the train users' interactions, all at "time 0"; every sample queries time 1
-            # (after all of them) and its own rating is subtracted where it is one of them.
-            train = samples.splits.get("train")
-            train = train if train is not None else pd.DataFrame({"history_offset": [], "history_length": []})
-            starts = train["history_offset"].to_numpy(np.int64)
-            lengths = train["history_length"].to_numpy(np.int64) + 1  # the history and the target after it
-            keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-            rows, ratings = rows[keep], ratings[keep]
-            times = np.zeros(len(rows), dtype=np.int64)
-            self.train_offsets = starts
-        self.index = _EarlierRatings.build(rows, times, ratings, threshold)
-        # Global running sums for the priors, in time order.
-        order = np.argsort(times, kind="stable")
-        self.global_times = times[order]
-        sorted_ratings = ratings[order].astype(np.float64)
-        self.global_totals = np.concatenate([[0.0], np.cumsum(sorted_ratings)])
-        self.global_positives = np.concatenate([[0], np.cumsum(sorted_ratings > threshold)])
+        midpoint = float((ratings.min() + ratings.max()) / 2) if len(ratings) else 0.0
+        if samples.corpus.protocol == "chronological":
+            return cls.from_ratings(rows, ratings, log["timestamp"].to_numpy(np.int64), threshold=threshold,
+                                    midpoint=midpoint)
+        # Book-Crossing: the train users' interactions; its samples' own ratings are among them.
+        train = samples.splits.get("train")
+        train = train if train is not None else pd.DataFrame({"sample_id": [], "history_offset": [],
+                                                              "history_length": []})
+        starts = train["history_offset"].to_numpy(np.int64)
+        lengths = train["history_length"].to_numpy(np.int64) + 1  # the history and the target after it
+        keep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        return cls.from_ratings(rows[keep], ratings[keep], None, threshold=threshold, midpoint=midpoint,
+                                train_sample_ids=train["sample_id"].to_numpy(np.int64))
 
     def query_times(self, frame: pd.DataFrame) -> np.ndarray:
         if self.chronological:
@@ -158,17 +197,17 @@ class _Reference:
         """Per sample, whether its own rating is among the reference ratings (then it is subtracted)."""
         if self.chronological:
             return np.zeros(len(frame), dtype=bool)
-        # A user has one sample, so its history offset names it: train samples are the ones whose own rating counts.
-        return np.isin(frame["history_offset"].to_numpy(np.int64), self.train_offsets)
+        return np.isin(frame["sample_id"].to_numpy(np.int64), self.train_sample_ids)
 
     def priors(self, times: np.ndarray, own: np.ndarray, own_ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and positive rate of all reference ratings before each time (the sample's own removed)."""
+        """Mean and positive rate of all reference ratings before each time (the sample's own removed);
+        the mean is :attr:`midpoint` where nothing came earlier."""
         stop = np.searchsorted(self.global_times, times, side="left")
         count = stop - own
         total = self.global_totals[stop] - np.where(own, own_ratings, 0.0)
         positive = self.global_positives[stop] - (own & (own_ratings > self.threshold))
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            mean = np.where(count > 0, total / np.maximum(count, 1), self.midpoint)
             rate = np.where(count > 0, positive / np.maximum(count, 1), 0.5)
         return mean, rate
 
@@ -180,23 +219,22 @@ class CollaborativeIndex:
         samples: the :class:`~rella_hf.samples.LifelongSamples` (its log and, for Book-Crossing, its train split).
         prior_strength: pseudo-ratings of the prior in the smoothed item means and positive rates.
         threshold: label threshold (rating > threshold is positive); None takes the protocol's / corpus's.
+        reference: the reference ratings, when they were sorted elsewhere (the Spark driver); None
+            sorts those of ``samples``.
     """
 
-    def __init__(self, samples, prior_strength: float = 10.0, threshold: float | None = None):
+    def __init__(self, samples, prior_strength: float = 10.0, threshold: float | None = None,
+                 reference: ReferenceRatings | None = None):
         check_collaborative("none", prior_strength)
         self.samples = samples
         self.prior_strength = float(prior_strength)
-        if threshold is None:
-            threshold = samples.protocol.threshold_for(samples.corpus)
-        self.reference = _Reference(samples, threshold)
-        ratings = samples.log["rating"].to_numpy()
-        # Where nothing came earlier the prior mean is the middle of the scale.
-        self.midpoint = float((ratings.min() + ratings.max()) / 2) if len(ratings) else 0.0
-        self.running = np.concatenate([[0.0], np.cumsum(ratings.astype(np.float64))])
-
-    def _priors(self, times, own, own_ratings):
-        mean, rate = self.reference.priors(times, own, own_ratings)
-        return np.where(np.isnan(mean), self.midpoint, mean), rate
+        if reference is None:
+            if threshold is None:
+                threshold = samples.protocol.threshold_for(samples.corpus)
+            reference = ReferenceRatings.from_samples(samples, threshold)
+        self.reference = reference
+        # The user statistics read the samples' own log (a Spark batch of whole users holds their histories).
+        self.running = np.concatenate([[0.0], np.cumsum(samples.log["rating"].to_numpy().astype(np.float64))])
 
     def statistics(self, frame: pd.DataFrame) -> CollaborativeStatistics:
         """The statistics of the samples in ``frame`` (rows of one split: ``item_row``, ``rating``,
@@ -209,7 +247,7 @@ class CollaborativeIndex:
         count = count - own
         total = total - np.where(own, own_ratings, 0.0)
         positive = positive - (own & (own_ratings > reference.threshold))
-        prior_mean, prior_rate = self._priors(times, own, own_ratings)
+        prior_mean, prior_rate = reference.priors(times, own, own_ratings)
         offsets = frame["history_offset"].to_numpy(np.int64)
         lengths = frame["history_length"].to_numpy(np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -241,7 +279,7 @@ class CollaborativeIndex:
         # A user rates an item once, so a sample's own target is never one of its shown items: only
         # the prior needs the own-rating correction.
         count, total, _ = reference.index.before(rows, times)
-        prior_mean, _ = self._priors(times, own, own_ratings)
+        prior_mean, _ = reference.priors(times, own, own_ratings)
         return _smoothed(total, count, prior_mean, self.prior_strength)
 
 

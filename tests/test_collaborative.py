@@ -231,13 +231,3 @@ def test_bad_collaborative_options(value, strength, message):
 
     with pytest.raises(ConfigError, match=message):
         rella_hf.load_dataset("ml-latest-small", K=5, collaborative=value, prior_strength=strength)
-
-
-def test_spark_engine_refuses_collaborative(tmp_path):
-    pytest.importorskip("pyspark")
-    import rella_hf
-
-    folder = write_ml1m(tmp_path / "ml1m", random_ml1m_ratings(2))
-    write_users(folder, 6)
-    with pytest.raises(ConfigError, match="built in process only"):
-        rella_hf.load_dataset("ml-1m", K=3, data_dir=folder, engine="spark", collaborative="item")

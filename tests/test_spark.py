@@ -127,6 +127,27 @@ def test_sampled_splits_of_a_synthetic_corpus_are_identical(spark, tmp_path, cha
     assert _rows(on_spark) == _rows(inprocess)
 
 
+@pytest.mark.parametrize("collaborative,retrieval", [("item", "recent"), ("all", "semantic")])
+def test_collaborative_rows_are_identical_on_a_synthetic_corpus(spark, tmp_path, char_embedder, synth_folder,
+                                                                collaborative, retrieval):
+    # Same-second ties across users, sampled splits: every item statistic needs the whole log's earlier ratings.
+    inprocess, on_spark = _both(spark, tmp_path, "ml-25m", K=5, retrieval=retrieval, collaborative=collaborative,
+                                data_dir=synth_folder, chat_model=None, train_sample_size=200,
+                                validation_sample_size=40, test_sample_size=100)
+    rows = _rows(inprocess)
+    assert any(row["item_prior_ratings"] > 0 for row in rows["test"])
+    assert _rows(on_spark) == rows
+    assert on_spark["train"].features == inprocess["train"].features
+
+
+def test_collaborative_book_crossing_rows_are_identical(spark, tmp_path):
+    # The reference is the train split's users' ratings; a train sample's own rating is subtracted.
+    folder = write_book_crossing(tmp_path / "data", bx_many_rating_lines(seed=4))
+    inprocess, on_spark = _both(spark, tmp_path, "BookCrossing", K=3, collaborative="item+user", data_dir=folder,
+                                chat_model=None)
+    assert _rows(on_spark) == _rows(inprocess)
+
+
 def test_split_fractions_and_min_history_are_honoured(spark, tmp_path, synth_folder):
     inprocess, on_spark = _both(spark, tmp_path, "ml-25m", K=2, data_dir=synth_folder, chat_model=None,
                                 min_history=50, train_fraction=0.5, validation_fraction=0.25, test_sample_size=100)

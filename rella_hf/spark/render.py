@@ -6,8 +6,9 @@ out exactly like :class:`rella_hf.samples.LifelongSamples` (a log user after use
 pointing into it), so :func:`rella_hf.builders.base.select_history`
 (recent-K or SUBR through :class:`rella_hf.retrieval.SemanticRetriever`) and
 :func:`rella_hf.builders.base.render_table` run unchanged: one implementation of the math, two
-drivers. The item embeddings, items and users tables travel as one broadcast; each Python worker
-builds its FAISS index and loads the chat tokenizer once.
+drivers. The item embeddings, items and users tables (and, for collaborative prompts, the sorted
+reference ratings, :class:`rella_hf.collaborative.ReferenceRatings`) travel as one broadcast; each
+Python worker builds its FAISS index and loads the chat tokenizer once.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ _BROADCAST_SAMPLES = 2_000_000  # kept samples up to which the marks are broadca
 _WORKER_CACHE: dict = {}
 
 
-def render_schema(corpus) -> str:
+_SPARK_TYPES = {"int64": "long", "int32": "int", "float32": "float"}
+
+
+def render_schema(corpus, collaborative: str = "none") -> str:
     """Spark schema of the rendered rows of ``corpus``: the dataset's features
-    (:func:`rella_hf.builders.base.features_for`: item ids are strings for books) plus the split code."""
+    (:func:`rella_hf.builders.base.features_for`: item ids are strings for books; the collaborative
+    statistic columns unless ``collaborative`` is "none") plus the split code."""
+    from ..builders.base import _STATISTIC_DTYPES
+
     item = "string" if corpus.domain == "book" else "long"
+    statistics = "" if collaborative == "none" else "".join(
+        f"{name} {_SPARK_TYPES[dtype]}, " for name, dtype in _STATISTIC_DTYPES.items())
     return (f"sample_id long, user_id long, item_id {item}, rating float, label long, timestamp long, "
             f"history_length int, history_item_ids array<{item}>, history_ratings array<float>, "
-            "raw_prompt string, prompt string, completion string, split int")
+            f"raw_prompt string, prompt string, completion string, {statistics}split int")
 
 
 def render_input(log, selected, kept: int):
@@ -119,6 +128,12 @@ def _render_users(table: pa.Table, context: dict):
                         "timestamp": column["timestamp"].astype(np.int64)})
     samples = LifelongSamples(corpus=corpus, users=context["users"], items=context["items"], log=log, splits={},
                               protocol=protocol)
+    collaborative = None
+    if context["reference"] is not None:
+        from ..collaborative import CollaborativeIndex
+
+        # Item statistics from the driver's reference of the whole log; user statistics from this batch's own users.
+        collaborative = CollaborativeIndex(samples, config.prior_strength, reference=context["reference"])
     ids = sample_ids.fill_null(-1).to_numpy(zero_copy_only=False)
     codes = table.column("split").fill_null(-1).to_numpy(zero_copy_only=False)
     for code in np.unique(codes[kept]):
@@ -136,7 +151,7 @@ def _render_users(table: pa.Table, context: dict):
             "history_length": column["pos"][rows].astype(np.int32),
         })
         selection = select_history(samples, frame, config, context["retriever"])
-        out = render_table(samples, frame, selection, config, context["tokenizer"], context["retriever"])
+        out = render_table(samples, frame, selection, config, context["tokenizer"], context["retriever"], collaborative)
         out = out.append_column("split", pa.array(np.full(len(frame), code, dtype=np.int32)))
         yield from out.to_batches()
 
