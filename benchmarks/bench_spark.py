@@ -73,8 +73,8 @@ def _row_hashes(dataset) -> dict[str, list[str]]:
     return hashes
 
 
-def child_equality(engine: str, K: int, retrieval: str) -> dict:
-    """Build the ML-1M copy with ``engine`` and hash every row."""
+def child_equality(engine: str, K: int, retrieval: str, collaborative: str = "none") -> dict:
+    """Build the ML-1M copy with ``engine`` (and the ``collaborative`` prompt option) and hash every row."""
     import rella_hf
 
     cache = Path(tempfile.mkdtemp(prefix="rella-bench-spark-", dir="/tmp"))
@@ -84,7 +84,7 @@ def child_equality(engine: str, K: int, retrieval: str) -> dict:
     try:
         started = time.perf_counter()
         dataset = rella_hf.load_dataset("ml-1m", K=K, retrieval=retrieval, data_dir=ml1m_shared_copy(), cache_dir=cache,
-                                        **extra)
+                                        collaborative=collaborative, **extra)
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "hashes": _row_hashes(dataset), "module": rella_hf.__file__}
     finally:
@@ -218,13 +218,14 @@ def _replace_section(name: str, text: str) -> None:
     RESULTS.write_text(current)
 
 
-def equality(cap_gb: float) -> int:
-    """Part 1; returns the number of configurations whose rows differ."""
+def equality(cap_gb: float, collaborative: str = "none") -> int:
+    """Part 1; returns the number of configurations whose rows differ. With ``collaborative`` other than
+    "none": K=5 only, both retrievals, in a section of its own."""
     lines, identical, total, failures = [], 0, 0, 0
-    for K in (5, 30):
+    for K in (5, 30) if collaborative == "none" else (5,):
         for retrieval in ("recent", "semantic"):
-            runs = {engine: run_child(["--child", "equality", "--engine", engine, "--K", str(K), "--retrieval", retrieval],
-                                      cap_gb) for engine in ("inprocess", "spark")}
+            runs = {engine: run_child(["--child", "equality", "--engine", engine, "--K", str(K), "--retrieval", retrieval,
+                                       "--collaborative", collaborative], cap_gb) for engine in ("inprocess", "spark")}
             for engine, run in runs.items():
                 if run["returncode"] != 0:
                     raise SystemExit(f"{engine} K={K} {retrieval} failed (exit {run['returncode']})")
@@ -241,19 +242,21 @@ def equality(cap_gb: float) -> int:
                 lines.append(f"| {K} | {retrieval} | {split} | {len(left):,} | {len(right):,} | {same:,} | "
                              f"{'yes' if as_set else 'NO'} | {timing} |")
                 print(lines[-1], flush=True)
-            _write_equality(lines, identical, total, done=False)
-    _write_equality(lines, identical, total, done=True)
+            _write_equality(lines, identical, total, done=False, collaborative=collaborative)
+    _write_equality(lines, identical, total, done=True, collaborative=collaborative)
     return failures
 
 
-def _write_equality(lines: list[str], identical: int, total: int, done: bool) -> None:
+def _write_equality(lines: list[str], identical: int, total: int, done: bool, collaborative: str = "none") -> None:
     """Write part 1's section (after every configuration, so an interrupted run keeps what it measured)."""
     summary = f"spark equality: {identical:,}/{total:,} rows identical"
+    option = "" if collaborative == "none" else f" --collaborative {collaborative}"
+    section = "equality" if collaborative == "none" else f"equality-collaborative-{collaborative}"
     if done:
         print(summary)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    _replace_section("equality", "\n".join([
-        "## Spark engine: the same rows as the in-process engine (`benchmarks/bench_spark.py --equality`)",
+    _replace_section(section, "\n".join([
+        f"## Spark engine: the same rows as the in-process engine (`benchmarks/bench_spark.py --equality{option}`)",
         "",
         f"Run {when}; machine: {machine_facts()}; Spark `local[2]`, 8 shuffle partitions, 4 GB driver memory. "
         "Corpus: the ../shared ML-1M copy (users 1-2999, 487,650 ratings); default settings (MiniLM embeddings, "
@@ -267,7 +270,7 @@ def _write_equality(lines: list[str], identical: int, total: int, done: bool) ->
         *lines,
         "",
         f"**{summary}**" + ("" if done else " so far (the run was still going)")
-        + " (command: `python benchmarks/bench_spark.py --equality`)",
+        + f" (command: `python benchmarks/bench_spark.py --equality{option}`)",
     ]))
 
 
@@ -351,6 +354,8 @@ def main() -> None:
     parser.add_argument("--equality", action="store_true", help="part 1: rows of both engines on the ML-1M copy")
     parser.add_argument("--scale", action="store_true", help="part 2: time and memory on synthetic corpora")
     parser.add_argument("--millions", nargs="+", type=float, default=[2.5, 25, 100], help="corpus sizes (M ratings)")
+    parser.add_argument("--collaborative", default="none", choices=["none", "item", "item+user", "all"],
+                        help="--equality with this collaborative prompt option (K=5 only)")
     parser.add_argument("--memory-cap-gb", type=float, default=11.5, help="kill a build whose process tree passes this")
     parser.add_argument("--grant-file", default="/tmp/rella-cpu-grant")
     parser.add_argument("--grant-deadline-min", type=float, default=90, help="stop waiting for the grant after this")
@@ -363,13 +368,13 @@ def main() -> None:
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = (child_equality(args.engine, args.K, args.retrieval) if args.child == "equality"
+        result = (child_equality(args.engine, args.K, args.retrieval, args.collaborative) if args.child == "equality"
                   else child_scale(args.engine, args.folder, args.partitions))
         Path(args.json).write_text(json.dumps(result))
         return
     if not (args.equality or args.scale):
         parser.error("pass --equality and/or --scale")
-    failures = equality(args.memory_cap_gb) if args.equality else 0
+    failures = equality(args.memory_cap_gb, args.collaborative) if args.equality else 0
     if args.scale:
         scale(args.millions, args.memory_cap_gb, Path(args.grant_file), time.time() + 60 * args.grant_deadline_min)
     sys.exit(1 if failures else 0)
