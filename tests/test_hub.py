@@ -18,7 +18,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
-from datasets import Dataset, DatasetDict, DatasetInfo  # noqa: E402
+from datasets import Dataset, DatasetDict  # noqa: E402
 from datasets.info import DatasetInfosDict  # noqa: E402
 from datasets.utils.metadata import MetadataConfigs  # noqa: E402
 from huggingface_hub import DatasetCard, ModelCard  # noqa: E402
@@ -186,9 +186,12 @@ def test_missing_config_is_named_with_the_available_ones(tmp_path):
 def test_settings_carried_by_a_rella_build_are_used(tmp_path):
     builders = pytest.importorskip("rella_hf.builders.base")
     settings = {**build_config(K=10, retrieval="recent"), "corpus": "ml-latest-small"}
-    description = f"ReLLa CTR prompts of ml-latest-small. {builders.SETTINGS_PREFIX}{json.dumps(settings)}"
     source = make_dataset()
-    carried = DatasetDict({split: Dataset(ds.data, info=DatasetInfo(description=description, features=ds.features))
+    # As a rella-hf build leaves them: Arrow files with rella_build_settings.json beside them.
+    built = tmp_path / "built"
+    built.mkdir()
+    builders.write_settings(built, settings)
+    carried = DatasetDict({split: ds.flatten_indices(cache_file_name=str(built / f"{split}.arrow"))
                            for split, ds in source.items()})
     out = hub.export_dataset(carried, tmp_path / "repo")
     sidecar = json.loads((out / "K10-recent" / hub.BUILD_CONFIG_FILENAME).read_text())

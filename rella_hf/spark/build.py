@@ -189,11 +189,11 @@ def load_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: str
         # The statistics need every earlier rating of an item, which no executor's slice of the log holds.
         raise ConfigError(f"collaborative={builder.config.collaborative!r} is built in process only; "
                           "drop engine='spark' (the statistics take seconds even on ML-25M's log)")
-    if not os.path.exists(os.path.join(builder._output_dir, "dataset_info.json")):
+    if not builder.is_prepared():
         spark = spark_session if spark_session is not None else start_session(spark_master or "local[2]")
         build = prompt_frames(spark, builder.CORPUS, builder.config.data_dir, builder.config)
         try:
-            builder.rendered_parquet = write_parquet(build, builder._output_dir + ".spark-parquet")
+            builder.rendered_parquet = write_parquet(build, builder.cache_dir + ".spark-parquet")
         finally:
             build.release()
     prepare(builder)
