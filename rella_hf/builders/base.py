@@ -347,9 +347,9 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     As ``datasets``' own builders (``packaged_modules/csv``): ``_split_generators`` only locates the
     release files (``config.data_dir``, the bundled copy, or the official archive through the
     download manager, verified against its published MD5) and declares the splits with their
-    ``gen_kwargs``; ``_generate_tables`` reads, samples, retrieves and renders. The corpus is read
-    once per preparation (the first split's generate step) and shared by the other splits, then
-    dropped. The settings are recorded beside the Arrow files (``rella_build_settings.json``,
+    ``gen_kwargs``; the generate step reads, samples, retrieves and renders. The corpus is read
+    once per preparation (as the first split is prepared, before its progress bar) and shared by
+    the other splits, then dropped. The settings are recorded beside the Arrow files (``rella_build_settings.json``,
     :func:`dataset_settings`).
     """
 
@@ -414,15 +414,26 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
         folder = str(self.release_folder(dl_manager))
         return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name, "folder": folder}) for name in names]
 
+    def _corpus_at(self, folder: str) -> _PreparedCorpus:
+        """The corpus of ``folder`` read, sampled and indexed: once per preparation, shared by every split."""
+        if self._prepared is None or self._prepared.folder != folder:
+            self._prepared = prepare_corpus(get_corpus(self.CORPUS), folder, self.config)
+        return self._prepared
+
+    def _prepare_split(self, split_generator, *args, **kwargs):
+        folder = split_generator.gen_kwargs.get("folder")
+        if folder is not None:
+            # Read before the split's progress bar starts: a bad file is then the only line the user sees.
+            self._corpus_at(folder)
+        return super()._prepare_split(split_generator, *args, **kwargs)
+
     def _generate_tables(self, split: str, folder: str | None = None, parquet_files: list[str] | None = None):
         from datasets.builder import Key
 
         if parquet_files is not None:
             yield from self._parquet_tables(parquet_files)
             return
-        if self._prepared is None or self._prepared.folder != folder:
-            self._prepared = prepare_corpus(get_corpus(self.CORPUS), folder, self.config)
-        prepared = self._prepared
+        prepared = self._corpus_at(folder)
         frame = prepared.samples.splits[split]
         for batch, start in enumerate(range(0, len(frame), _ROWS_PER_TABLE)):
             chunk = frame.iloc[start:start + _ROWS_PER_TABLE]
