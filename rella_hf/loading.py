@@ -26,9 +26,18 @@ _NOT_OPTIONS = {"name", "version", "data_dir", "data_files", "description"}
 
 
 def is_published(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a published dataset (a Hub repo ``org/name`` or an exported folder), not a corpus."""
-    path = str(path)
-    return os.path.isdir(path) or ("/" in path and not path.lower().startswith("rella/"))
+    """Whether ``path`` names a published dataset (a Hub repo ``org/name`` or an exported folder), not a corpus.
+
+    The one dispatch rule of :func:`load_dataset`: a registered corpus name ("ml-1m", "rella/ml-1m")
+    is always a corpus build, even where a folder of that name exists (the unpacked ``ml-1m.zip`` a
+    user then passes as ``data_dir``); any other existing folder, or a name with a "/", is published.
+    An exported folder that happens to carry a corpus name is loaded by its path ("./ml-1m").
+    """
+    from .corpora import registered_name
+
+    if isinstance(path, str) and registered_name(path) is not None:
+        return False
+    return os.path.isdir(path) or "/" in str(path)
 
 
 def _known_options() -> set[str]:
@@ -122,8 +131,9 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
     config_kwargs = {name: value for name, value in config_kwargs.items() if value != getattr(defaults, name)}
     if data_dir is not None and not os.path.isdir(data_dir):
         raise ConfigError(f"data_dir={str(data_dir)!r} is not a folder; expected one holding {', '.join(corpus.required_files)}")
-    # The cache key holds the files' contents, not only their folder: a fixed file is a new build.
-    source = data_dir if data_dir is not None else (corpus.download() if corpus.redistributable else None)
+    # The cache key holds the files' contents, not only their folder: a fixed file is a new build. A
+    # download happens in the builder (its download manager), verified against the published MD5.
+    source = data_dir if data_dir is not None else corpus.bundled_folder()
     content = corpus_files_digest(corpus, source) if source is not None else "release-verified-by-download"
     key = ["rella-hf", __version__, content]
     # A sampler that changed its rows (Book-Crossing's keyed-hash shuffle) keys new cache entries;
@@ -142,7 +152,8 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
 
 
 def prepare(builder) -> None:
-    """``builder.download_and_prepare()``, re-raising the rella-hf error a generation error wraps."""
+    """``builder.download_and_prepare()``, re-raising the rella-hf error a generation error wraps; an entry
+    made by an earlier release gets its ``rella_build_settings.json``."""
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as error:
@@ -150,6 +161,7 @@ def prepare(builder) -> None:
         if ours is error:
             raise
         raise ours from None
+    builder.record_settings()
 
 
 def _our_error(error: BaseException) -> BaseException:

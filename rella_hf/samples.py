@@ -391,6 +391,15 @@ def split_fractions(corpus: Corpus, protocol: SampleProtocol) -> tuple[float, fl
     return train_fraction, validation_fraction
 
 
+def split_names(corpus: Corpus, protocol: SampleProtocol) -> list[str]:
+    """The splits a build of ``corpus`` under ``protocol`` has: train, validation (unless its fraction is 0), test.
+
+    A tiny corpus may leave one of them without samples; it is still one of the build's splits.
+    """
+    _, validation_fraction = split_fractions(corpus, protocol)
+    return ["train", "validation", "test"] if validation_fraction != 0 else ["train", "test"]
+
+
 def _sample_frame(tables, log_order, item_rows, ratings, timestamps, group_starts, sample_positions, ranks,
                   threshold) -> pd.DataFrame:
     """The sample frame of the samples at ``ranks`` of the global order ``sample_positions`` (log positions)."""

@@ -156,3 +156,17 @@ def write_book_crossing(folder: Path, rating_lines: list[str] | None = None) -> 
     (folder / "BX-Books.csv").write_bytes(bx_books().encode("cp1252"))
     (folder / "BX-Book-Ratings.csv").write_bytes(bx_ratings(rating_lines).encode("cp1252"))
     return folder
+
+
+def release_zip(folder: Path, archive_folder: str) -> bytes:
+    """The bytes of a release archive laid out as GroupLens ships it: every file of ``folder`` under
+    ``<archive_folder>/`` (``ml-1m.zip`` unpacks into ``./ml-1m/``)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr(f"{archive_folder}/", b"")
+        for path in sorted(folder.iterdir()):
+            bundle.write(path, f"{archive_folder}/{path.name}")
+    return buffer.getvalue()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from corpus_fixtures import write_book_crossing, write_ml1m
@@ -161,5 +163,112 @@ def test_book_crossing_cache_key_holds_the_sampler_version(tmp_path):
     bx_folder, ml_folder = write_book_crossing(tmp_path / "bx"), write_ml1m(tmp_path / "ml")
     bx = make_builder("BookCrossing", data_dir=bx_folder, cache_dir=tmp_path / "cache")
     ml = make_builder("ml-1m", data_dir=ml_folder, cache_dir=tmp_path / "cache")
-    assert bx.hash != old_key("BookCrossing", bx_folder) and bx.hash in bx._output_dir
+    assert bx.hash != old_key("BookCrossing", bx_folder) and bx.hash in bx.cache_dir
     assert ml.hash == old_key("ml-1m", ml_folder)
+
+
+# ---- the dispatch rule and the datasets builder contract ----------------------------------------
+
+def test_a_corpus_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch, models_in_isolated_cache):
+    """The new user's layout: ``ml-1m.zip`` unpacked in the working directory makes ``./ml-1m/``."""
+    import zipfile
+
+    from corpus_fixtures import release_zip
+
+    from rella_hf.loading import is_published
+
+    archive = tmp_path / "ml-1m.zip"
+    archive.write_bytes(release_zip(write_ml1m(tmp_path / "release"), "ml-1m"))
+    work = tmp_path / "work"
+    work.mkdir()
+    with zipfile.ZipFile(archive) as bundle:
+        bundle.extractall(work)
+    monkeypatch.chdir(work)
+    assert sorted(path.name for path in (work / "ml-1m").iterdir()) == ["movies.dat", "ratings.dat", "users.dat"]
+    ds = rella_hf.load_dataset("ml-1m", K=5, data_dir="ml-1m")
+    assert set(ds) == {"train", "test"} and all(len(ids) == 5 for ids in ds["train"]["history_item_ids"])
+    assert dataset_settings(ds["train"])["corpus"] == "ml-1m"
+    # the one rule: registered names (any case, "rella/" prefix) are corpora; other folders and "org/name" are published
+    assert not any(is_published(name) for name in ("ml-1m", "ML-1M", "rella/ml-1m"))
+    assert is_published("./ml-1m") and is_published("my-org/rella-ml-1m") and not is_published("ml-2m")
+    with pytest.raises(RellaError, match="unknown dataset 'ml-2m'"):
+        rella_hf.load_dataset("ml-2m", K=5)
+
+
+def test_split_generators_only_declare_splits(tmp_path, monkeypatch):
+    from rella_hf.corpora.base import Corpus
+    from rella_hf.loading import make_builder
+
+    reads = []
+    original = Corpus.read
+    monkeypatch.setattr(Corpus, "read", lambda self, *args, **kwargs: reads.append(args) or original(self, *args, **kwargs))
+    data = write_ml1m(tmp_path / "data")
+    builder = make_builder("ml-1m", K=3, data_dir=data, chat_model=None, cache_dir=tmp_path / "cache")
+    generators = builder._split_generators(dl_manager=None)
+    assert [generator.name for generator in generators] == ["train", "validation", "test"]
+    assert [generator.gen_kwargs for generator in generators] == [{"split": name, "folder": str(data)}
+                                                                  for name in ("train", "validation", "test")]
+    assert reads == []  # declaring the splits read nothing
+    builder.download_and_prepare()
+    assert reads == [(str(data),)]  # the generate step read the corpus once for all three splits
+    assert builder._prepared is None  # and kept nothing once the splits were written
+    assert builder.info.splits["validation"].num_examples == 0
+    with pytest.raises(ConfigError, match="split 'validation' of this ml-1m build has no samples"):
+        builder.as_dataset(split="validation")
+
+
+def test_download_goes_through_the_builders_download_manager(tmp_path, monkeypatch):
+    """No data_dir: the official archive is fetched by the download manager ``datasets`` hands the builder,
+    checked against the published MD5 and unpacked by it; the rows equal those of the unpacked folder."""
+    import hashlib
+
+    import datasets
+    from corpus_fixtures import release_zip
+
+    from rella_hf.corpora import get_corpus
+    from rella_hf.errors import DownloadError
+
+    release = write_ml1m(tmp_path / "release")
+    served = tmp_path / "served.zip"
+    served.write_bytes(release_zip(release, "ml-1m"))
+    asked = []
+
+    def download(self, url):
+        asked.append((url, self.download_config.cache_dir))
+        copy = tmp_path / f"downloaded-{len(asked)}.zip"
+        copy.write_bytes(served.read_bytes())
+        return str(copy)
+
+    monkeypatch.setattr(datasets.DownloadManager, "download", download)
+    corpus_class = type(get_corpus("ml-1m"))
+    with pytest.raises(DownloadError, match="does not match its published MD5 c4d9eecfca2ab87c1945afe126590906"):
+        rella_hf.load_dataset("ml-1m", K=3, chat_model=None, cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("**/dataset_info.json"))  # nothing a later run takes for complete
+    monkeypatch.setattr(corpus_class, "download_md5", hashlib.md5(served.read_bytes()).hexdigest())
+    downloaded = rella_hf.load_dataset("ml-1m", K=3, chat_model=None, cache_dir=tmp_path / "cache")
+    assert [url for url, _ in asked] == [corpus_class.download_url] * 2
+    assert asked[-1][1].startswith(str(tmp_path / "cache"))  # the builder's own download manager
+    from_folder = rella_hf.load_dataset("ml-1m", K=3, chat_model=None, data_dir=release, cache_dir=tmp_path / "other")
+    for split in from_folder:
+        assert downloaded[split].to_list() == from_folder[split].to_list()
+
+
+def test_settings_are_recorded_beside_the_data_not_in_the_description(tmp_path):
+    import json
+    import os
+
+    from rella_hf.builders.base import SETTINGS_FILENAME
+    from rella_hf.loading import make_builder
+
+    data = write_ml1m(tmp_path / "data")
+    kwargs = dict(K=3, retrieval="recent", data_dir=data, chat_model=None, cache_dir=tmp_path / "cache")
+    ds = rella_hf.load_dataset("ml-1m", **kwargs)
+    builder = make_builder("ml-1m", **kwargs)
+    recorded = json.loads((Path(builder.cache_dir) / SETTINGS_FILENAME).read_text())
+    assert recorded == dict(builder.config.build_settings(), corpus="ml-1m") == dataset_settings(ds["test"])
+    assert recorded["K"] == 3 and recorded["chat_model"] is None and "{" not in ds["train"].info.description
+    # an entry an earlier release made (no settings file) gets it the next time it is served
+    os.remove(Path(builder.cache_dir) / SETTINGS_FILENAME)
+    again = rella_hf.load_dataset("ml-1m", **kwargs)
+    assert dataset_settings(again["train"]) == recorded
+    assert dataset_settings(ds["train"].flatten_indices(keep_in_memory=True)) == {}  # held in memory: unknown

@@ -18,7 +18,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
-from datasets import Dataset, DatasetDict, DatasetInfo  # noqa: E402
+from datasets import Dataset, DatasetDict  # noqa: E402
 from datasets.info import DatasetInfosDict  # noqa: E402
 from datasets.utils.metadata import MetadataConfigs  # noqa: E402
 from huggingface_hub import DatasetCard, ModelCard  # noqa: E402
@@ -183,12 +183,28 @@ def test_missing_config_is_named_with_the_available_ones(tmp_path):
         hub.load_published(out, K=30, retrieval="recent")
 
 
+def test_the_first_configuration_is_the_default_so_a_plain_load_needs_no_name(tmp_path):
+    first, second = make_dataset(seed=1), make_dataset(train_rows=40, seed=2)
+    out = hub.export_dataset(first, tmp_path / "repo", "ml-latest-small", build_config=build_config())
+    hub.export_dataset(second, out, "ml-latest-small", build_config=build_config(K=30, retrieval="recent"))
+    hub.export_dataset(first, out, "ml-latest-small", build_config=build_config())  # re-exported: still the default
+    configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(out / "README.md").data)
+    assert {name: bool(entry.get("default")) for name, entry in configs.items()} == {"K5-semantic": True,
+                                                                                    "K30-recent": False}
+    assert configs.get_default_config_name() == "K5-semantic"
+    assert_same_rows(datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache")), first)
+    assert_same_rows(datasets.load_dataset(str(out), "K30-recent", cache_dir=str(tmp_path / "cache")), second)
+
+
 def test_settings_carried_by_a_rella_build_are_used(tmp_path):
     builders = pytest.importorskip("rella_hf.builders.base")
     settings = {**build_config(K=10, retrieval="recent"), "corpus": "ml-latest-small"}
-    description = f"ReLLa CTR prompts of ml-latest-small. {builders.SETTINGS_PREFIX}{json.dumps(settings)}"
     source = make_dataset()
-    carried = DatasetDict({split: Dataset(ds.data, info=DatasetInfo(description=description, features=ds.features))
+    # As a rella-hf build leaves them: Arrow files with rella_build_settings.json beside them.
+    built = tmp_path / "built"
+    built.mkdir()
+    builders.write_settings(built, settings)
+    carried = DatasetDict({split: ds.flatten_indices(cache_file_name=str(built / f"{split}.arrow"))
                            for split, ds in source.items()})
     out = hub.export_dataset(carried, tmp_path / "repo")
     sidecar = json.loads((out / "K10-recent" / hub.BUILD_CONFIG_FILENAME).read_text())
@@ -244,21 +260,37 @@ def test_card_templates_ship_as_package_data():
 # ---------------------------------------------------------------------------------------------
 
 
-class FakeApi:
-    """Records HfApi calls; serves ``remote`` (a folder) as the existing repository."""
+class FakeApi(huggingface_hub.HfApi):
+    """Records HfApi calls; serves ``remote`` (a folder) as the existing repository.
+
+    ``upload_folder`` is huggingface_hub's own (which files, which deletions, which commit options),
+    down to the ``create_commit`` this fake records; only the network calls are replaced.
+    """
 
     instances: list = []
     remote: Path | None = None
     extra_remote_files: list[str] = []
 
     def __init__(self, token=None, **kwargs):
+        super().__init__(token=token)
         self.token = token
         self.calls = []
         self.uploaded: dict[str, bytes] = {}
         FakeApi.instances.append(self)
 
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        self.calls.append(("upload_folder", repo_id, kwargs.get("repo_type")))
+        self.upload_options = {key: kwargs[key] for key in ("revision", "create_pr", "parent_commit", "delete_patterns")
+                               if key in kwargs}
+        return super().upload_folder(repo_id=repo_id, folder_path=folder_path, **kwargs)
+
+    def _validate_yaml(self, content, *, repo_type=None, token=None):  # the Hub's check, offline: the card must parse
+        (DatasetCard if repo_type == "dataset" else ModelCard)(content)
+
     def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
         self.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
+        if self.remote == "missing":
+            self.remote = None  # created, empty
 
     def repo_info(self, repo_id, *, repo_type=None, revision=None, **kwargs):
         self.calls.append(("repo_info", repo_id, repo_type, revision))
@@ -295,7 +327,7 @@ class FakeApi:
         deletes = [op.path_in_repo for op in operations if not isinstance(op, CommitOperationAdd)]
         self.uploaded = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in adds}
         self.calls.append(("create_commit", repo_id, repo_type, [op.path_in_repo for op in adds], deletes, commit_message))
-        self.commit_options = kwargs  # revision, create_pr, parent_commit
+        self.commit_options = {key: value for key, value in kwargs.items() if value is not None and key != "token"}
         pr_url = f"https://huggingface.co/{repo_id}/discussions/1" if kwargs.get("create_pr") else None
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0123abc", pr_url=pr_url)
 
@@ -304,6 +336,8 @@ class FakeApi:
 def fake_api(monkeypatch):
     FakeApi.instances, FakeApi.remote, FakeApi.extra_remote_files = [], None, []
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    # upload_folder's single-commit path (with hf_xet installed it streams through Xet storage).
+    monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
     return FakeApi
 
 
@@ -346,15 +380,19 @@ def test_push_dataset_uploads_the_planned_files_and_keeps_published_configs(tmp_
     api = fake_api.instances[-1]
     assert api.token == FAKE_TOKEN
     assert [call[0] for call in api.calls] == ["repo_info", "list_repo_files", "hf_hub_download", "hf_hub_download",
-                                               "create_repo", "create_commit"]
+                                               "create_repo", "upload_folder", "list_repo_files", "create_commit"]
     # The published card and the other configuration's settings are merged in, not overwritten.
     assert sorted(call[2] for call in api.calls[2:4]) == ["K30-recent/" + hub.BUILD_CONFIG_FILENAME, "README.md"]
     assert api.calls[4] == ("create_repo", "my-org/rella-ml", "dataset", True, True)
-    # The commit is pinned to the head whose README was merged: a concurrent push makes it fail, not vanish.
+    # One upload_folder: stale shards of this configuration go (delete_patterns), and the commit is pinned to
+    # the head whose README was merged: a concurrent push makes it fail, not vanish.
+    assert api.upload_options == {"parent_commit": REMOTE_HEAD, "delete_patterns": ["K5-semantic/*"]}
     assert api.commit_options == {"parent_commit": REMOTE_HEAD} and plan.parent_commit == REMOTE_HEAD
     commit = api.calls[-1]
     assert commit[:3] == ("create_commit", "my-org/rella-ml", "dataset")
-    assert commit[3] == plan.paths_in_repo == dry.paths_in_repo == expected_dataset_files("K5-semantic", source)
+    # exactly the planned files: not the other configuration's sidecar the README merge downloaded
+    assert sorted(commit[3]) == sorted(plan.paths_in_repo) == sorted(expected_dataset_files("K5-semantic", source))
+    assert plan.paths_in_repo == dry.paths_in_repo
     assert commit[4] == ["K5-semantic/train-00000-of-00009.parquet"]
     assert plan.dry_run is False and plan.commit_url.endswith("/commit/0123abc")
     merged = DatasetCard(api.uploaded["README.md"].decode())
@@ -367,28 +405,44 @@ def test_push_dataset_to_a_new_repository_creates_it_after_the_export(fake_api):
     source = make_dataset()
     plan = hub.push_dataset(source, "my-org/new-repo", corpus="ml-latest-small", build_config=build_config())
     api = fake_api.instances[-1]
-    assert [call[0] for call in api.calls] == ["repo_info", "create_repo", "create_commit"]
-    assert api.calls[-1][3] == plan.paths_in_repo == expected_dataset_files("K5-semantic", source)
+    assert [call[0] for call in api.calls] == ["repo_info", "create_repo", "upload_folder", "list_repo_files",
+                                               "create_commit"]
+    assert sorted(api.calls[-1][3]) == sorted(plan.paths_in_repo) == sorted(expected_dataset_files("K5-semantic", source))
     assert api.calls[-1][4] == [] and api.commit_options == {}
 
 
 def test_push_plan_with_revision_and_create_pr(tmp_path, fake_api, trained_adapter):
-    """A dataset push to a branch as a pull request: the branch is created, the commit goes to it as a PR."""
+    """A push to a branch (created when missing), a push as a pull request, and the refused mix of the two."""
     remote = hub.export_dataset(make_dataset(train_rows=30, seed=9), tmp_path / "remote", "ml-latest-small",
                                 build_config=build_config(K=30, retrieval="recent"))
     fake_api.remote = remote
     source = make_dataset()
     dry = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
-                           revision="v2", create_pr=True, dry_run=True)
-    assert (dry.revision, dry.create_pr, dry.parent_commit) == ("v2", True, None) and fake_api.instances == []
-    assert "on branch v2 as a pull request" in str(dry)
+                           revision="v2", dry_run=True)
+    assert (dry.revision, dry.create_pr, dry.parent_commit) == ("v2", False, None) and fake_api.instances == []
+    assert "on branch v2" in str(dry)
     plan = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
-                            revision="v2", create_pr=True)
+                            revision="v2")
     api = fake_api.instances[-1]
     assert api.calls[0] == ("repo_info", "my-org/rella-ml", "dataset", "v2")
     assert ("create_branch", "my-org/rella-ml", "v2", "dataset", True) in api.calls
-    assert api.commit_options == {"revision": "v2", "create_pr": True, "parent_commit": REMOTE_HEAD}
-    assert plan.pr_url.endswith("/discussions/1") and plan.pr_url in str(plan)
+    assert api.commit_options == {"revision": "v2", "parent_commit": REMOTE_HEAD} and plan.pr_url is None
+    pr = hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                          create_pr=True)
+    api = fake_api.instances[-1]
+    assert api.commit_options == {"create_pr": True, "parent_commit": REMOTE_HEAD}
+    assert not any(call[0] == "create_branch" for call in api.calls)
+    assert pr.pr_url.endswith("/discussions/1") and pr.pr_url in str(pr)
+    # upload_folder opens pull requests against the default branch only: refused before anything is sent
+    count = len(fake_api.instances)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match="create_pr=True opens the pull request against the default branch"):
+            hub.push_dataset(source, "my-org/rella-ml", corpus="ml-latest-small", build_config=build_config(),
+                             revision="v2", create_pr=True, dry_run=dry_run)
+        with pytest.raises(ConfigError, match="revision='v2'"):
+            hub.push_adapter(trained_adapter.output_dir, "my-org/rella-adapter", revision="v2", create_pr=True,
+                             dry_run=dry_run)
+    assert len(fake_api.instances) == count
     adapter = hub.push_adapter(trained_adapter.output_dir, "my-org/rella-adapter", base_model="my-org/tiny-llama",
                                revision="refs/pr/3")
     api = fake_api.instances[-1]
@@ -554,23 +608,28 @@ def test_training_config_secrets_are_redacted(tmp_path, trained_adapter):
     assert exported["hub_token"] == "<redacted>" and exported["learning_rate"] == 1e-3
     _assert_no_token_anywhere(out)
 
-    import yaml
 
-    as_yaml = tmp_path / "yaml_output"
-    shutil.copytree(trained_adapter.output_dir, as_yaml)
-    settings = json.loads((as_yaml / "training_config.json").read_text())["reit"]
-    (as_yaml / "training_config.json").unlink()
-    (as_yaml / "training_config.yaml").write_text(yaml.safe_dump({
-        "model": {"model_name_or_path": settings["model_name_or_path"]},
-        "data": {"dataset": "ml-latest-small", "K": 5, "retrieval": "semantic", "hub_token": FAKE_TOKEN,
-                 "note": f"token {FAKE_TOKEN}"}}))
-    out = hub.export_adapter(as_yaml, tmp_path / "yaml_repo")
-    exported = yaml.safe_load((out / "training_config.yaml").read_text())
-    assert exported["data"]["hub_token"] == "<redacted>" and exported["data"]["note"] == "token <redacted>"
-    assert not (out / "training_config.json").exists()
-    card_text = (out / "README.md").read_text()  # settings are found in nested sections
-    assert "| K (history behaviours per prompt) | 5 |" in card_text and "| dataset configuration | `K5-semantic` |" in card_text
+    # The card reads training_config.json["reit"], as training writes it; names elsewhere are not guessed at.
+    other = tmp_path / "other_output"
+    shutil.copytree(trained_adapter.output_dir, other)
+    written = json.loads((other / "training_config.json").read_text())
+    written["reit"].update(K=7, shots=64, order="similarity", note=f"token {FAKE_TOKEN}")
+    written["training_arguments"].update(k=3, num_shots=9, train_size=11)
+    (other / "training_config.json").write_text(json.dumps(written))
+    out = hub.export_adapter(other, tmp_path / "other_repo")
+    card_text = (out / "README.md").read_text()
+    for expected in ("| K (history behaviours per prompt) | 7 |", "| shots (training samples) | 64 |",
+                     "| dataset configuration | `K7-recent + K7-semantic-similarity` |"):
+        assert expected in card_text, expected
+    assert json.loads((out / "training_config.json").read_text())["reit"]["note"] == "token <redacted>"
     _assert_no_token_anywhere(out)
+    del written["reit"]
+    (other / "training_config.json").write_text(json.dumps(written))
+    with pytest.raises(PublishError, match="has no 'reit' section"):
+        hub.export_adapter(other, tmp_path / "no_reit_repo")
+    (other / "training_config.json").rename(other / "training_config.yaml")
+    with pytest.raises(PublishError, match="lacks training_config.json"):
+        hub.export_adapter(other, tmp_path / "yaml_repo")
 
 
 def test_push_adapter_dry_run_plans_exact_files_and_upload_sends_them(tmp_path, trained_adapter, fake_api, caplog):
@@ -585,7 +644,8 @@ def test_push_adapter_dry_run_plans_exact_files_and_upload_sends_them(tmp_path, 
                             export_dir=tmp_path / "staged")
     api = fake_api.instances[-1]
     assert api.token == FAKE_TOKEN and api.calls[0] == ("create_repo", "my-org/rella-adapter", "model", None, True)
-    assert api.calls[-1][3] == sent.paths_in_repo == expected and api.calls[-1][4] == []
+    assert sorted(api.calls[-1][3]) == sent.paths_in_repo == expected and api.calls[-1][4] == []
+    assert api.upload_options == {}  # no deletions, no branch, no parent pin
     _assert_no_token_anywhere(tmp_path / "staged", caplog.text, str(sent))
     assert all(FAKE_TOKEN.encode() not in content for content in api.uploaded.values())
 

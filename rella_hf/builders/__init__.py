@@ -7,7 +7,7 @@ is made here. :func:`rella_hf.load_dataset` (:mod:`rella_hf.loading`) picks and 
 
 from __future__ import annotations
 
-from ..corpora import CORPORA, Corpus
+from ..corpora import CORPORA, Corpus, registered_name
 from ..errors import RellaError
 from .base import ReLLaBuilder, ReLLaConfig, dataset_settings, features_for
 
@@ -31,11 +31,10 @@ def get_builder_class(name: str) -> type[ReLLaBuilder]:
     Raises:
         RellaError: for an unknown name, listing the known ones.
     """
-    key = name.split("/", 1)[1] if name.lower().startswith("rella/") else name
-    by_lower = {corpus.lower(): builder for corpus, builder in BUILDERS.items()}
-    if key.lower() not in by_lower:
+    registered = registered_name(name)
+    if registered is None:
         raise RellaError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(BUILDERS))} or a Hub repo 'org/name'")
-    return by_lower[key.lower()]
+    return BUILDERS[registered]
 
 
 __all__ = ["BUILDERS", "ReLLaBuilder", "ReLLaConfig", "dataset_settings", "features_for", "get_builder_class"]

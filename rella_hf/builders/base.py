@@ -9,8 +9,11 @@ config is a new Arrow cache entry, an unchanged one is reused without rebuilding
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import ClassVar
 
 import datasets
@@ -19,10 +22,10 @@ import pyarrow as pa
 
 from ..collaborative import CollaborativeIndex, collaborative_notes
 from ..corpora import Corpus, get_corpus
-from ..errors import ConfigError
+from ..errors import ConfigError, DataFormatError
 from ..options import BuildOptions
 from ..retrieval import HistorySelection, SemanticRetriever, recent_history
-from ..samples import LifelongSamples, SampleProtocol, build_samples
+from ..samples import LifelongSamples, SampleProtocol, build_samples, split_names
 
 logger = logging.getLogger(__name__)
 
@@ -281,21 +284,74 @@ def features_for(corpus: Corpus, collaborative: str = "none") -> datasets.Featur
     })
 
 
-SETTINGS_PREFIX = "rella-hf build settings: "
+#: The file beside a build's Arrow files that records its settings (:class:`ReLLaConfig` fields and the corpus).
+SETTINGS_FILENAME = "rella_build_settings.json"
+
+
+def write_settings(folder: str | os.PathLike, settings: dict) -> Path:
+    """Write ``settings`` (a build's :class:`ReLLaConfig` fields and ``corpus``) as ``folder/rella_build_settings.json``."""
+    from ..utils import atomic_write_text
+
+    return atomic_write_text(Path(folder) / SETTINGS_FILENAME, json.dumps(settings, sort_keys=True, indent=2) + "\n")
 
 
 def dataset_settings(dataset) -> dict:
-    """The :class:`ReLLaConfig` settings a dataset built by rella-hf was made with ({} if unknown)."""
-    import json
+    """The settings a dataset built by rella-hf was made with: the ``rella_build_settings.json`` beside its
+    Arrow files ({} for a dataset held in memory or not built by rella-hf)."""
+    for cache_file in dataset.cache_files:
+        path = Path(cache_file["filename"]).parent / SETTINGS_FILENAME
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {}
 
-    description = dataset.info.description or ""
-    if SETTINGS_PREFIX not in description:
-        return {}
-    return json.loads(description.split(SETTINGS_PREFIX, 1)[1])
+
+@dataclass
+class _PreparedCorpus:
+    """What every split's generate step shares: the samples, the SUBR retriever, the tokenizer, the index."""
+
+    folder: str
+    samples: LifelongSamples
+    retriever: SemanticRetriever | None
+    tokenizer: object
+    collaborative: CollaborativeIndex | None
+
+
+def prepare_corpus(corpus: Corpus, folder: str | os.PathLike, config: ReLLaConfig) -> _PreparedCorpus:
+    """Read the release files in ``folder``, make the samples, and load what selection and rendering need.
+
+    Raises:
+        DataFormatError: for a bad release file.
+        ConfigError: for a protocol that keeps no sample, or a K no history can fill.
+    """
+    tables = corpus.read(folder)
+    samples = build_samples(corpus, tables, config.protocol())
+    check_samples(samples, tables, config)
+    del tables
+    retriever = None
+    if config.retrieval == "semantic":
+        retriever = SemanticRetriever(item_embeddings(samples, config), samples.items["item_id"].tolist())
+    tokenizer = None
+    if config.chat_model is not None:
+        from ..models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.chat_model)
+    collaborative = None
+    if config.collaborative != "none":
+        collaborative = CollaborativeIndex(samples, config.prior_strength)
+    return _PreparedCorpus(str(folder), samples, retriever, tokenizer, collaborative)
 
 
 class ReLLaBuilder(datasets.ArrowBasedBuilder):
-    """Builds the train / validation / test prompt splits of one corpus (set ``CORPUS``)."""
+    """Builds the train / validation / test prompt splits of one corpus (set ``CORPUS``).
+
+    As ``datasets``' own builders (``packaged_modules/csv``): ``_split_generators`` only locates the
+    release files (``config.data_dir``, the bundled copy, or the official archive through the
+    download manager, verified against its published MD5) and declares the splits with their
+    ``gen_kwargs``; the generate step reads, samples, retrieves and renders. The corpus is read
+    once per preparation (as the first split is prepared, before its progress bar) and shared by
+    the other splits, then dropped. The settings are recorded beside the Arrow files (``rella_build_settings.json``,
+    :func:`dataset_settings`).
+    """
 
     BUILDER_CONFIG_CLASS = ReLLaConfig
     #: Splits another engine already rendered (:mod:`rella_hf.spark`): split name -> parquet files in
@@ -304,63 +360,105 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     # 1.1.0: validation is sampled by default when train and test are (caches of 1.0.0 builds are not reused).
     VERSION = datasets.Version("1.1.0")
     CORPUS: ClassVar[str]
+    _prepared: _PreparedCorpus | None = None
 
     def _info(self) -> datasets.DatasetInfo:
-        import json
-
         corpus = get_corpus(self.CORPUS)
-        settings = dict(self.config.build_settings(), corpus=corpus.name)
         return datasets.DatasetInfo(
-            description=f"ReLLa CTR prompts of {corpus.name}. {SETTINGS_PREFIX}{json.dumps(settings, sort_keys=True)}",
+            description=f"ReLLa CTR prompts of {corpus.name} (build settings: {SETTINGS_FILENAME} beside the data).",
             features=features_for(corpus, self.config.collaborative),
             citation=corpus.citation,
             license=corpus.licence,
         )
 
-    def _split_generators(self, dl_manager):
-        if self.rendered_parquet is not None:
-            return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name})
-                    for name, files in self.rendered_parquet.items() if files]
+    def build_settings(self) -> dict:
+        """The settings this builder records beside its data: the :class:`ReLLaConfig` fields and ``corpus``."""
+        return dict(self.config.build_settings(), corpus=get_corpus(self.CORPUS).name)
+
+    def is_prepared(self) -> bool:
+        """Whether this builder's cache entry is complete (built by either engine)."""
+        return os.path.exists(os.path.join(self.cache_dir, datasets.config.DATASET_INFO_FILENAME))
+
+    def record_settings(self) -> None:
+        """Write ``rella_build_settings.json`` into a prepared cache entry that lacks it (entries of earlier releases)."""
+        if self.is_prepared() and not os.path.exists(os.path.join(self.cache_dir, SETTINGS_FILENAME)):
+            write_settings(self.cache_dir, self.build_settings())
+
+    def _save_info(self):
+        super()._save_info()
+        write_settings(self._output_dir, self.build_settings())
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        try:
+            super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        finally:
+            self._prepared = None  # the samples, embeddings and tokenizer are not kept past the build
+
+    def release_folder(self, dl_manager) -> Path:
+        """The folder holding the corpus's release files: ``config.data_dir``, else the bundled copy, else
+        the official archive fetched, verified and unpacked through ``dl_manager``."""
         corpus = get_corpus(self.CORPUS)
-        tables = corpus.read(self.config.data_dir)
-        samples = build_samples(corpus, tables, self.config.protocol())
-        check_samples(samples, tables, self.config)
-        retriever = None
-        if self.config.retrieval == "semantic":
-            retriever = SemanticRetriever(item_embeddings(samples, self.config), samples.items["item_id"].tolist())
-        tokenizer = None
-        if self.config.chat_model is not None:
-            from ..models import load_tokenizer
+        if self.config.data_dir is None:
+            return corpus.download_with(dl_manager)
+        folder = Path(self.config.data_dir)
+        if not folder.is_dir():
+            raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(corpus.required_files)}")
+        return folder
 
-            tokenizer = load_tokenizer(self.config.chat_model)
-        collaborative = None
-        if self.config.collaborative != "none":
-            collaborative = CollaborativeIndex(samples, self.config.prior_strength)
-        self._prepared = (samples, retriever, tokenizer, collaborative)
-        # `datasets` cannot serve a split without rows, so a tiny corpus may lack validation.
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name})
-                for name, frame in samples.splits.items() if len(frame)]
+    def _split_generators(self, dl_manager):
+        names = split_names(get_corpus(self.CORPUS), self.config.protocol())
+        if self.rendered_parquet is not None:
+            return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name,
+                                                                   "parquet_files": self.rendered_parquet.get(name, [])})
+                    for name in names]
+        folder = str(self.release_folder(dl_manager))
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name, "folder": folder}) for name in names]
 
-    def _generate_tables(self, split: str):
+    def _corpus_at(self, folder: str) -> _PreparedCorpus:
+        """The corpus of ``folder`` read, sampled and indexed: once per preparation, shared by every split."""
+        if self._prepared is None or self._prepared.folder != folder:
+            self._prepared = prepare_corpus(get_corpus(self.CORPUS), folder, self.config)
+        return self._prepared
+
+    def _prepare_split(self, split_generator, *args, **kwargs):
+        folder = split_generator.gen_kwargs.get("folder")
+        if folder is not None:
+            # Read before the split's progress bar starts: a bad file is then the only line the user sees.
+            self._corpus_at(folder)
+        return super()._prepare_split(split_generator, *args, **kwargs)
+
+    def _generate_tables(self, split: str, folder: str | None = None, parquet_files: list[str] | None = None):
         from datasets.builder import Key
 
-        if self.rendered_parquet is not None:
-            yield from self._parquet_tables(split)
+        if parquet_files is not None:
+            yield from self._parquet_tables(parquet_files)
             return
-        samples, retriever, tokenizer, collaborative = self._prepared
-        frame = samples.splits[split]
+        prepared = self._corpus_at(folder)
+        frame = prepared.samples.splits[split]
         for batch, start in enumerate(range(0, len(frame), _ROWS_PER_TABLE)):
             chunk = frame.iloc[start:start + _ROWS_PER_TABLE]
-            selection = select_history(samples, chunk, self.config, retriever)
-            yield Key(0, batch), render_table(samples, chunk, selection, self.config, tokenizer, retriever,
-                                                collaborative)
+            selection = select_history(prepared.samples, chunk, self.config, prepared.retriever)
+            yield Key(0, batch), render_table(prepared.samples, chunk, selection, self.config, prepared.tokenizer,
+                                                prepared.retriever, prepared.collaborative)
 
-    def _parquet_tables(self, split: str):
-        """The tables of ``rendered_parquet[split]``, file by file in order, as the features' columns."""
+    def _parquet_tables(self, files: list[str]):
+        """The tables of ``files``, file by file in order, as the features' columns."""
         import pyarrow.parquet as pq
         from datasets.builder import Key
 
         names = list(self.info.features)
-        for file_index, path in enumerate(self.rendered_parquet[split]):
+        for file_index, path in enumerate(files):
             for batch_index, batch in enumerate(pq.ParquetFile(path).iter_batches(batch_size=_ROWS_PER_TABLE, columns=names)):
                 yield Key(file_index, batch_index), pa.Table.from_batches([batch]).select(names)
+
+    def as_dataset(self, split=None, in_memory: bool = False):
+        """``DatasetBuilder.as_dataset``, where ``split=None`` leaves out a split without samples (``datasets``
+        cannot serve one; a tiny corpus may leave validation empty) and asking for such a split is a ConfigError."""
+        sizes = {name: info.num_examples for name, info in self.info.splits.items()}
+        if split is None:
+            return datasets.DatasetDict({name: super(ReLLaBuilder, self).as_dataset(split=name, in_memory=in_memory)
+                                         for name, size in sizes.items() if size})
+        if isinstance(split, str) and sizes.get(split) == 0:
+            raise ConfigError(f"split {split!r} of this {self.CORPUS} build has no samples; its splits with samples are "
+                              f"{', '.join(name for name, size in sizes.items() if size)}")
+        return super().as_dataset(split=split, in_memory=in_memory)

@@ -24,19 +24,28 @@ CORPORA: dict[str, type[Corpus]] = {
 }
 
 
+def registered_name(name: str) -> str | None:
+    """The registered corpus name ``name`` spells (case-insensitive; a ``rella/`` prefix is allowed), or None.
+
+    Args:
+        name: e.g. "ml-1m", "ML-1M" or "rella/ml-1m".
+    """
+    key = name.split("/", 1)[1] if name.lower().startswith("rella/") else name
+    return {registered.lower(): registered for registered in CORPORA}.get(key.lower())
+
+
 def get_corpus(name: str) -> Corpus:
-    """Return the corpus registered under ``name`` (case-insensitive).
+    """Return the corpus registered under ``name`` (case-insensitive; a ``rella/`` prefix is allowed).
 
     Raises:
         RellaError: for an unknown name, listing the known ones.
     """
     from ..errors import RellaError
 
-    by_lower = {key.lower(): corpus for key, corpus in CORPORA.items()}
-    corpus = by_lower.get(name.lower())
-    if corpus is None:
+    registered = registered_name(name)
+    if registered is None:
         raise RellaError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(CORPORA))}")
-    return corpus()
+    return CORPORA[registered]()
 
 
-__all__ = ["CORPORA", "Corpus", "CorpusTables", "bundled_ml_latest_small", "get_corpus", "read_delimited"]
+__all__ = ["CORPORA", "Corpus", "CorpusTables", "bundled_ml_latest_small", "get_corpus", "read_delimited", "registered_name"]

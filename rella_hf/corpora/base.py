@@ -16,7 +16,6 @@ import io
 import os
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -377,52 +376,70 @@ class Corpus:
             raise DataFormatError(folder, f"data_dir is not a folder; expected one holding {', '.join(self.required_files)}")
         return self.read_tables(folder)
 
-    def _fetch_archive(self, downloads: Path) -> Path:
-        """The official archive, fetched once by ``datasets``' download manager (its cache, retries and
-        progress bars, which ``datasets.disable_progress_bars()`` turns off)."""
-        from datasets import DownloadConfig, DownloadManager
+    def bundled_folder(self) -> Path | None:
+        """The release files shipped inside the package, or None when they must be supplied or downloaded."""
+        return None
 
-        manager = DownloadManager(dataset_name=self.name, download_config=DownloadConfig(cache_dir=str(downloads)))
-        try:
-            return Path(manager.download(self.download_url))
-        except OSError as error:  # offline, unreachable, HTTP errors (ConnectionError is an OSError)
-            raise DownloadError(
-                f"could not download {self.name} from {self.download_url} ({error}); "
-                f"download it yourself and pass data_dir= pointing at the unpacked folder"
-            ) from None
+    def download_with(self, dl_manager) -> Path:
+        """Fetch the official archive through ``dl_manager``, verify its published MD5, unpack it, and return
+        the folder holding the release files (the bundled folder where the package ships them).
 
-    def download(self, cache_dir: str | os.PathLike | None = None) -> Path:
-        """Download and unpack the official archive once, verify it, and return the data folder.
+        ``dl_manager`` is a :class:`datasets.DownloadManager` (the one ``datasets`` hands a builder's
+        ``_split_generators``): it caches the archive and its extraction, retries, and shows progress
+        bars (``datasets.disable_progress_bars()`` turns them off).
 
         Raises:
-            DownloadError: when there is no official source, the download fails (e.g. offline) or
-                the archive does not match its published checksum; the message says to pass
-                ``data_dir`` instead.
+            DownloadError: when there is no official source, the download fails (e.g. offline), the
+                archive does not match its published MD5 (the archive is then removed from the cache) or
+                lacks a release file; the message says to pass ``data_dir`` instead.
         """
-        target = Path(cache_dir or cache_root() / "corpora") / self.name
-        if all((target / name).exists() for name in self.required_files):
-            return target
+        bundled = self.bundled_folder()
+        if bundled is not None:
+            return bundled
         if self.download_url is None:
             raise DownloadError(
                 f"{self.name} has no reachable official download; pass data_dir= pointing at a folder "
                 f"with {', '.join(self.required_files)}"
             )
+        try:
+            archive = Path(dl_manager.download(self.download_url))
+        except OSError as error:  # offline, unreachable, HTTP errors (ConnectionError is an OSError)
+            raise DownloadError(
+                f"could not download {self.name} from {self.download_url} ({error}); "
+                f"download it yourself and pass data_dir= pointing at the unpacked folder"
+            ) from None
+        if self.download_md5 is not None and _md5(archive) != self.download_md5:
+            archive.unlink(missing_ok=True)  # a corrupt download must not be served from the cache again
+            raise DownloadError(
+                f"{archive.name} from {self.download_url} does not match its published MD5 {self.download_md5}; "
+                "the download is corrupt or the release changed"
+            )
+        source = Path(dl_manager.extract(str(archive))) / (self.archive_folder or "")
+        missing = [name for name in self.required_files if not (source / name).exists()]
+        if missing:
+            raise DownloadError(f"{archive.name} lacks {', '.join(missing)}; expected the official {self.name} release")
+        return source
+
+    def download(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        """Download, verify and unpack the official archive once (:meth:`download_with`) into
+        ``<cache_dir>/<name>`` and return that folder (the bundled folder where the package ships one).
+
+        Raises:
+            DownloadError: as :meth:`download_with`; nothing is left at ``<cache_dir>/<name>`` then.
+        """
+        from datasets import DownloadConfig, DownloadManager
+
+        bundled = self.bundled_folder()
+        if bundled is not None:
+            return bundled
+        target = Path(cache_dir or cache_root() / "corpora") / self.name
+        if all((target / name).exists() for name in self.required_files):
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
+        manager = DownloadManager(dataset_name=self.name,
+                                  download_config=DownloadConfig(cache_dir=str(target.parent / "downloads")))
+        source = self.download_with(manager)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            archive = self._fetch_archive(target.parent / "downloads")
-            if self.download_md5 is not None and _md5(archive) != self.download_md5:
-                archive.unlink(missing_ok=True)  # a corrupt download must not be served from the cache again
-                raise DownloadError(
-                    f"{archive.name} from {self.download_url} does not match its published MD5 {self.download_md5}; "
-                    "the download is corrupt or the release changed"
-                )
-            unpacked = Path(scratch) / "unpacked"
-            with zipfile.ZipFile(archive) as bundle:
-                bundle.extractall(unpacked)
-            source = unpacked / (self.archive_folder or "")
-            missing = [name for name in self.required_files if not (source / name).exists()]
-            if missing:
-                raise DownloadError(f"{archive.name} lacks {', '.join(missing)}; expected the official {self.name} release")
             staged = Path(scratch) / "staged"
             shutil.copytree(source, staged)
             if target.exists():

@@ -117,6 +117,6 @@ class MovieLensLatestSmall(MovieLensLatest):
     )
     redistributable = True
 
-    def download(self, cache_dir=None) -> Path:
+    def bundled_folder(self) -> Path:
         """The bundled copy serves as the download: ml-latest-small ships inside the package."""
         return bundled_ml_latest_small()

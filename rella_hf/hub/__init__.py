@@ -4,8 +4,8 @@
 - :mod:`~rella_hf.hub.datasets`: :func:`export_dataset`, :func:`push_dataset`, :func:`load_published`.
 - :mod:`~rella_hf.hub.adapters`: :func:`export_adapter`, :func:`push_adapter`, :func:`load_adapter`.
 - :mod:`~rella_hf.hub.cards`: the dataset and model cards (``hub_cards/`` templates).
-- :mod:`~rella_hf.hub.upload`: :class:`UploadPlan`, one ``create_commit`` per upload (``revision``,
-  ``create_pr``, ``parent_commit``) and token safety.
+- :mod:`~rella_hf.hub.upload`: :class:`UploadPlan`, sent with ``HfApi.upload_folder`` (``revision``,
+  ``create_pr``, ``parent_commit``, ``delete_patterns``) and token safety.
 
 Tokens are only ever handed to ``huggingface_hub.HfApi(token=...)``, never logged, and every file
 is checked not to contain the token before an upload. ``dry_run=True`` returns the

@@ -19,16 +19,25 @@ from pathlib import Path
 
 from ..errors import ConfigError, PublishError
 from ..utils import atomic_write_text
-from .cards import SMOLLM2_HUB_ID, card_metrics, find_setting, json_text, write_model_card
+from .cards import SMOLLM2_HUB_ID, card_metrics, json_text, reit_settings, write_model_card
 from .naming import README_NAME, check_repo_id, looks_like_hub_id
-from .upload import UploadPlan, assert_token_absent, make_plan, prepare_branch, redact, resolve_token, send_plan
+from .upload import (
+    UploadPlan,
+    assert_token_absent,
+    check_upload_target,
+    make_plan,
+    prepare_branch,
+    redact,
+    resolve_token,
+    send_plan,
+)
 
 logger = logging.getLogger(__name__)
 
 _ADAPTER_REQUIRED_FILES = ("adapter_model.safetensors", "adapter_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                     "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
-_TRAINING_CONFIG_NAMES = ("training_config.json", "training_config.yaml", "training_config.yml")
+_TRAINING_CONFIG_NAME = "training_config.json"  # rella_hf.models.TRAINING_CONFIG_FILE (kept import-free here)
 _METRICS_NAME = "metrics.json"
 _CALIBRATION_NAME = "calibration.json"  # rella_hf.calibration.CALIBRATION_FILE (kept import-free here)
 _LOCAL_BASE_WARNING = "Base model %s is a local path; pass base_model=<Hub id> so others can load the adapter."
@@ -60,7 +69,7 @@ def _resolve_base(base_model: str | None, adapter_config: dict, training_config:
     # The adapter config names the weights actually loaded (often a local cache folder); the training
     # config names what the user asked for (an alias or a Hub id). Prefer whichever is a Hub id.
     candidates = [name for name in (adapter_config.get("base_model_name_or_path"),
-                                    find_setting(training_config, "base_model", "model_name_or_path", "model_name"))
+                                    reit_settings(training_config, source / _TRAINING_CONFIG_NAME).get("model_name_or_path"))
                   if isinstance(name, str) and name]
     if not candidates:
         raise PublishError(f"{source} records no base model; pass base_model=<Hub id>")
@@ -73,17 +82,14 @@ def _resolve_base(base_model: str | None, adapter_config: dict, training_config:
 
 def _adapter_repo_files(folder: Path) -> list[str]:
     """The files of an exported adapter folder that belong in the repository, README.md first."""
-    names = (README_NAME, *_ADAPTER_REQUIRED_FILES, *_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES, _METRICS_NAME,
+    names = (README_NAME, *_ADAPTER_REQUIRED_FILES, *_TOKENIZER_FILES, _TRAINING_CONFIG_NAME, _METRICS_NAME,
              _CALIBRATION_NAME)
     present = sorted(name for name in names[1:] if (folder / name).is_file())
     return [README_NAME] + present
 
 
 def _read_training_config(path: Path) -> dict:
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
-    loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    loaded = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(loaded, dict):
         raise PublishError(f"{path} holds a {type(loaded).__name__}, expected a mapping of training settings")
     return loaded
@@ -92,9 +98,9 @@ def _read_training_config(path: Path) -> dict:
 def _check_output_folder(source: Path) -> Path:
     """The training config file of a complete training output folder; refuse an incomplete one, naming what lacks."""
     missing = [name for name in _ADAPTER_REQUIRED_FILES if not (source / name).is_file()]
-    training_config_path = next((source / name for name in _TRAINING_CONFIG_NAMES if (source / name).is_file()), None)
-    if training_config_path is None:
-        missing.append("training_config.json (or .yaml)")
+    training_config_path = source / _TRAINING_CONFIG_NAME
+    if not training_config_path.is_file():
+        missing.append(_TRAINING_CONFIG_NAME)
     if not (source / _METRICS_NAME).is_file():
         missing.append(_METRICS_NAME)
     if not (source / "tokenizer_config.json").is_file():
@@ -112,7 +118,7 @@ def _copy_adapter_files(source: Path, out_dir: Path, adapter_config: dict, train
     """Copy the adapter, tokenizer, (redacted) training config and metrics into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Leftovers of an earlier export must not be uploaded.
-    for name in (*_TOKENIZER_FILES, *_TRAINING_CONFIG_NAMES, _CALIBRATION_NAME):
+    for name in (*_TOKENIZER_FILES, _CALIBRATION_NAME):
         if (out_dir / name).is_file() and not (source / name).is_file():
             (out_dir / name).unlink()
     shutil.copyfile(source / "adapter_model.safetensors", out_dir / "adapter_model.safetensors")
@@ -120,12 +126,7 @@ def _copy_adapter_files(source: Path, out_dir: Path, adapter_config: dict, train
     for name in _TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, out_dir / name)
-    if training_config_path.suffix == ".json":
-        atomic_write_text(out_dir / training_config_path.name, json_text(training_config) + "\n")
-    else:
-        import yaml
-
-        atomic_write_text(out_dir / training_config_path.name, yaml.safe_dump(training_config, sort_keys=False))
+    atomic_write_text(out_dir / training_config_path.name, json_text(training_config) + "\n")
     shutil.copyfile(source / _METRICS_NAME, out_dir / _METRICS_NAME)
     if _checked_calibration(source) is not None:  # the copied weights keep the fingerprint
         shutil.copyfile(source / _CALIBRATION_NAME, out_dir / _CALIBRATION_NAME)
@@ -153,7 +154,7 @@ def export_adapter(
     """Turn a training output folder into a model repository folder with a model card.
 
     Copies the adapter (``adapter_model.safetensors``, ``adapter_config.json``), the tokenizer
-    files, ``training_config.json``/``.yaml`` (secrets redacted), ``metrics.json`` and
+    files, ``training_config.json`` (secrets redacted), ``metrics.json`` and
     ``calibration.json`` when the run fitted one, and writes
     README.md from ``hub_cards/model_card.md``. Checkpoint folders and optimizer states are left out.
 
@@ -253,8 +254,9 @@ def push_adapter(
         token: Hugging Face token; None uses the usual mechanisms. Never logged or written.
         private: visibility of a newly created repository.
         commit_message: the commit's message.
-        revision: branch to commit to (created when missing); None: the default branch.
-        create_pr: open a pull request with the commit instead of committing to the branch.
+        revision: branch (created when missing) or pull request ref (``refs/pr/3``) to commit to; None: the
+            default branch.
+        create_pr: open a pull request against the default branch instead of committing to it (not with ``revision``).
         dry_run: only export and return the plan; no network access.
         export_dir: keep the exported folder here (default: a temporary folder).
 
@@ -262,6 +264,7 @@ def push_adapter(
         The :class:`UploadPlan`; with ``dry_run=False`` it also carries the commit (and PR) URL.
     """
     check_repo_id(repo_id)
+    check_upload_target(revision, create_pr)
     with tempfile.TemporaryDirectory(prefix="rella-push-adapter-") as scratch:
         folder = Path(export_dir) if export_dir is not None else Path(scratch) / "repo"
         export_adapter(output_dir, folder, repo_id=repo_id, base_model=base_model, dataset_repo_id=dataset_repo_id,
@@ -277,7 +280,7 @@ def push_adapter(
 
         api = HfApi(token=token)
         prepare_branch(api, plan)
-        return send_plan(api, folder, plan, [])
+        return send_plan(api, folder, plan)
 
 
 def _trained_base(source: str, hub_kwargs: dict) -> str | None:
@@ -288,18 +291,19 @@ def _trained_base(source: str, hub_kwargs: dict) -> str | None:
     """
     from ..models import SMOLLM2_ALIASES, SMOLLM2_NAME
 
-    path = Path(source) / _TRAINING_CONFIG_NAMES[0]
+    path = Path(source) / _TRAINING_CONFIG_NAME
     if not Path(source).is_dir():
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         try:
-            path = Path(hf_hub_download(source, _TRAINING_CONFIG_NAMES[0], **hub_kwargs))
+            path = Path(hf_hub_download(source, _TRAINING_CONFIG_NAME, **hub_kwargs))
         except (EntryNotFoundError, LocalEntryNotFoundError):
             return None
     if not path.is_file():
         return None
-    name = find_setting(_read_training_config(path), "model_name_or_path")
+    reit = _read_training_config(path).get("reit")
+    name = reit.get("model_name_or_path") if isinstance(reit, dict) else None
     return SMOLLM2_NAME if isinstance(name, str) and name.lower() in SMOLLM2_ALIASES else None
 
 

@@ -12,10 +12,10 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..corpora import Corpus, get_corpus
-from ..errors import ConfigError, PublishError, RellaError
+from ..corpora import Corpus, get_corpus, registered_name
+from ..errors import ConfigError, PublishError
 from ..utils import atomic_write_text
-from .naming import BUILD_CONFIG_FILENAME, DEFAULT_ORDER, README_NAME, SLUG_RE, config_name_for, parse_config_name
+from .naming import BUILD_CONFIG_FILENAME, DEFAULT_ORDER, README_NAME, config_name_for, parse_config_name
 
 if TYPE_CHECKING:
     from huggingface_hub import CardData
@@ -249,16 +249,18 @@ def write_dataset_card(out_dir: Path, card_data: CardData, corpus: Corpus, featu
 # --------------------------------------------------------------------------------------------
 
 
-def find_setting(config: dict, *names: str) -> Any:
-    """First non-None value of any of ``names`` in a possibly nested config, shallow levels first."""
-    level = [config]
-    while level:
-        for mapping in level:
-            for name in names:
-                if mapping.get(name) is not None:
-                    return mapping[name]
-        level = [value for mapping in level for value in mapping.values() if isinstance(value, dict)]
-    return None
+def reit_settings(training_config: dict, source: str | Path = "training_config.json") -> dict:
+    """The ReLLa settings of a training run: the ``reit`` section :mod:`rella_hf.training` writes into its
+    ``training_config.json`` (``{"reit": ReiTConfig.reit_settings(), "training_arguments": ...}``).
+
+    Raises:
+        PublishError: when the config has no ``reit`` mapping.
+    """
+    reit = training_config.get("reit")
+    if not isinstance(reit, dict):
+        raise PublishError(f"{source} has no 'reit' section; expected the training_config.json rella-hf training "
+                           "writes ({'reit': {...}, 'training_arguments': {...}}); train with rella_hf.training")
+    return reit
 
 
 def _flatten_metrics(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -301,47 +303,27 @@ def _metric_text(value: float | int) -> str:
     return str(int(value))
 
 
-def _training_summary(training_config: dict) -> dict[str, Any]:
-    """K, retrieval, train type, shots, dataset and configurations of a run, from its (possibly nested) config.
+def _training_summary(reit: dict) -> dict[str, Any]:
+    """K, retrieval, train type, shots, dataset and configurations of a run, from its ``reit`` settings.
 
-    rella-hf runs record ``train_type`` (simple = recent-K prompts, sequential = SUBR prompts,
-    mixed = both, ReiT) and ``test_type`` rather than a retrieval method; other configs may record
-    ``retrieval`` / ``config_name`` directly.
+    rella-hf runs record ``train_type`` (simple = recent-K prompts, sequential = SUBR prompts in
+    ``order``, mixed = both, ReiT) and ``test_type``; the dataset configurations follow from them and K.
     """
-    K = find_setting(training_config, "K", "k")
-    train_type = find_setting(training_config, "train_type")
-    retrieval = find_setting(training_config, "retrieval")
-    order = find_setting(training_config, "order") or DEFAULT_ORDER
+    K, train_type, test_type = reit.get("K"), reit.get("train_type"), reit.get("test_type")
     names = {}  # prompt kind of a rella-hf run -> the dataset configuration holding those prompts
     if isinstance(K, int) and not isinstance(K, bool) and K > 0:
-        names = {"simple": config_name_for(K, "recent"), "sequential": config_name_for(K, "semantic")}
-    dataset_config = find_setting(training_config, "config_name", "dataset_config")
-    if dataset_config is None and names:
-        if isinstance(retrieval, str) and SLUG_RE.match(retrieval):
-            dataset_config = config_name_for(K, retrieval, order)
-        elif train_type in names:
-            dataset_config = names[train_type]
-        elif train_type == "mixed":
-            dataset_config = f"{names['simple']} + {names['sequential']}"
-    test_type = find_setting(training_config, "test_type")
-    single_config = dataset_config if dataset_config and "+" not in dataset_config else None
-    eval_config = names.get(test_type) if test_type else single_config
-    trained_on = find_setting(training_config, "dataset_name", "dataset", "dataset_path")
-    corpus = None
-    for candidate in (find_setting(training_config, "corpus"), trained_on):
-        try:
-            corpus = get_corpus(candidate) if isinstance(candidate, str) else None
-        except RellaError:  # a Hub dataset id or a path rather than a registered corpus name
-            continue
-        if corpus is not None:
-            break
+        names = {"simple": config_name_for(K, "recent"),
+                 "sequential": config_name_for(K, "semantic", reit.get("order") or DEFAULT_ORDER)}
+    dataset_config = names.get(train_type)
+    if train_type == "mixed" and names:
+        dataset_config = f"{names['simple']} + {names['sequential']}"
+    trained_on = reit.get("dataset")
+    registered = registered_name(trained_on) if isinstance(trained_on, str) else None
     return {
-        "K": K, "train_type": train_type, "dataset_config": dataset_config, "eval_config": eval_config,
-        "retrieval": retrieval or _TRAIN_TYPE_RETRIEVAL.get(train_type),
-        "shots": find_setting(training_config, "shots", "num_shots", "train_size", "train_sample_size"),
-        "trained_on": trained_on or find_setting(training_config, "corpus"), "corpus": corpus,
+        "K": K, "train_type": train_type, "dataset_config": dataset_config, "eval_config": names.get(test_type),
+        "retrieval": _TRAIN_TYPE_RETRIEVAL.get(train_type), "shots": reit.get("shots"), "trained_on": trained_on,
+        "corpus": get_corpus(registered) if registered is not None else None,
     }
-
 
 
 #: Hub id of the model the offline ``smollm2-135m-instruct`` route dequantizes, and its licence.
@@ -374,7 +356,7 @@ def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dic
     Args:
         out_dir: the exported adapter folder.
         repo_id: the model repository named in the card's loading examples (default: the folder).
-        training_config: the run's (redacted) training config.
+        training_config: the run's (redacted) ``training_config.json``; the card reads its ``reit`` section.
         adapter_config: the exported ``adapter_config.json``.
         metric_rows: ``(name, value, split)`` rows (see :func:`card_metrics`).
         base: ``(recorded name, Hub id or None, display name, offline GGUF route)`` of the base model.
@@ -387,7 +369,7 @@ def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dic
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     recorded, hub_id, display, offline_route = base
-    run = _training_summary(training_config)
+    run = _training_summary(reit_settings(training_config))
     eval_results = None
     if dataset_repo_id:
         eval_results = [
@@ -454,7 +436,6 @@ def _run_fields(run: dict, dataset_repo_id: str | None, metric_rows: list, adapt
     def known(value):
         return value if value not in (None, "", []) else NOT_RECORDED
 
-    reit = training_config.get("reit")
     return {
         "dataset_name": known(dataset_repo_id or run["trained_on"]),
         "dataset_config": known(run["dataset_config"]),
@@ -468,8 +449,8 @@ def _run_fields(run: dict, dataset_repo_id: str | None, metric_rows: list, adapt
         "lora_alpha": adapter_config.get("lora_alpha", NOT_RECORDED),
         "lora_dropout": adapter_config.get("lora_dropout", NOT_RECORDED),
         "lora_target_modules": ", ".join(sorted(adapter_config.get("target_modules") or [])) or NOT_RECORDED,
-        # rella-hf runs keep the ReLLa settings under "reit"; the full TrainingArguments stay in the file.
-        "training_config_json": json_text(reit if isinstance(reit, dict) else training_config),
+        # The ReLLa settings ("reit"); the full TrainingArguments stay in training_config.json.
+        "training_config_json": json_text(reit_settings(training_config)),
         "metrics": [{"name": name, "value": _metric_text(value)} for name, value, _ in metric_rows],
         "corpus_name": corpus.name if corpus is not None else (run["trained_on"] or NOT_RECORDED),
         "corpus_licence_sentence": corpus.licence if corpus is not None else "see the licence of the training corpus",

@@ -6,8 +6,9 @@ lists every configuration's ``data_files`` and ``dataset_info`` (the metadata
 ``DatasetDict.push_to_hub`` writes, so ``datasets.load_dataset(folder_or_repo, "K5-semantic")``
 resolves a local folder and the Hub repo the same way) and a card rendered from
 ``hub_cards/dataset_card.md``. Exporting another configuration into the same folder merges it
-into the README. :func:`push_dataset` exports into a staging folder and uploads one configuration
-in one commit, pinned to the commit whose README it merged; :func:`load_published` loads a
+into the README; the first configuration is the repository's default (``default: true``).
+:func:`push_dataset` exports into a staging folder and uploads one configuration with
+``HfApi.upload_folder``, pinned to the commit whose README it merged; :func:`load_published` loads a
 configuration back by its build settings.
 """
 
@@ -35,7 +36,15 @@ from .naming import (
     config_name_for,
     resolve_config_name,
 )
-from .upload import UploadPlan, assert_token_absent, make_plan, prepare_branch, resolve_token, send_plan
+from .upload import (
+    UploadPlan,
+    assert_token_absent,
+    check_upload_target,
+    make_plan,
+    prepare_branch,
+    resolve_token,
+    send_plan,
+)
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -181,13 +190,20 @@ def _write_configuration(dataset_dict, out_dir: Path, corpus: Corpus, config_nam
 
 
 def _record_configuration(card_data: CardData, config_name: str, splits, features, written: dict) -> None:
-    """Add the configuration's ``configs`` and ``dataset_info`` entries (the ones push_to_hub writes) to ``card_data``."""
+    """Add the configuration's ``configs`` and ``dataset_info`` entries (the ones push_to_hub writes) to ``card_data``.
+
+    The first configuration of a repository is marked ``default: true`` (and stays the default when
+    others are added), so ``datasets.load_dataset(repo)`` loads it without a configuration name.
+    """
     from datasets.info import DatasetInfo, DatasetInfosDict
     from datasets.splits import SplitDict, SplitInfo
     from datasets.utils.metadata import MetadataConfigs
 
-    MetadataConfigs({config_name: {"data_files": [{"split": split, "path": f"{config_name}/{split}-*"}
-                                                  for split in splits]}}).to_dataset_card_data(card_data)
+    others = {name: entry for name, entry in MetadataConfigs.from_dataset_card_data(card_data).items() if name != config_name}
+    entry = {"data_files": [{"split": split, "path": f"{config_name}/{split}-*"} for split in splits]}
+    if not any(other.get("default") for other in others.values()):
+        entry["default"] = True
+    MetadataConfigs({config_name: entry}).to_dataset_card_data(card_data)
     info = DatasetInfo(
         features=features,
         splits=SplitDict({split: SplitInfo(name=split, num_bytes=sizes["num_bytes"], num_examples=sizes["num_examples"])
@@ -263,8 +279,9 @@ def export_dataset(
     return out_dir
 
 
-def _fetch_published(api, repo_id: str, folder: Path, config_name: str, revision: str | None):
-    """Download the README and the other configurations' sidecars at the branch head; return (files, head sha).
+def _fetch_published(api, repo_id: str, folder: Path, config_name: str, revision: str | None) -> str | None:
+    """Download the README and the other configurations' sidecars at the branch head; return the head's sha
+    (None for a repository or branch not created yet).
 
     The head commit is what the upload is pinned to (``parent_commit``): if another push lands in
     between, the Hub refuses this commit instead of letting it drop that push's configuration.
@@ -275,12 +292,12 @@ def _fetch_published(api, repo_id: str, folder: Path, config_name: str, revision
         head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         remote_files = list(api.list_repo_files(repo_id, repo_type="dataset", revision=head))
     except (RepositoryNotFoundError, RevisionNotFoundError):  # created below, once the export has passed every check
-        return [], None
+        return None
     wanted = [path for path in remote_files if path == README_NAME or (
         path.endswith("/" + BUILD_CONFIG_FILENAME) and not path.startswith(config_name + "/"))]
     for path in wanted:
         api.hf_hub_download(repo_id, path, repo_type="dataset", revision=head, local_dir=str(folder))
-    return remote_files, head
+    return head
 
 
 def push_dataset(
@@ -300,11 +317,11 @@ def push_dataset(
     dry_run: bool = False,
     export_dir: str | os.PathLike | None = None,
 ) -> UploadPlan:
-    """Upload a built dataset as one configuration of a Hub dataset repository, in one commit.
+    """Upload a built dataset as one configuration of a Hub dataset repository (``HfApi.upload_folder``).
 
     The repository's README is merged: configurations already published stay listed. Stale
-    shards of the same configuration are deleted in the same commit, which is pinned to the
-    commit the README was read from (``parent_commit``).
+    shards of the same configuration are deleted in the same commit (``delete_patterns``), which
+    is pinned to the commit the README was read from (``parent_commit``).
 
     Args:
         dataset_dict: the built dataset.
@@ -319,7 +336,7 @@ def push_dataset(
         private: visibility of a newly created repository.
         commit_message: the commit's message (default names the configuration).
         revision: branch to commit to (created from the default branch when missing); None: the default branch.
-        create_pr: open a pull request with the commit instead of committing to the branch.
+        create_pr: open a pull request against the default branch instead of committing to it (not with ``revision``).
         max_shard_size: largest in-memory size of one parquet shard.
         dry_run: only export and return the plan; no network access.
         export_dir: keep the exported folder here (default: a temporary folder, removed afterwards).
@@ -328,18 +345,19 @@ def push_dataset(
         The :class:`UploadPlan`; with ``dry_run=False`` it also carries the commit (and PR) URL.
     """
     check_repo_id(repo_id)
+    check_upload_target(revision, create_pr)
     corpus, build_config = _resolve_build(dataset_dict, corpus, build_config)
     check_redistribution(corpus, permission_to_redistribute)
     resolved_name = resolve_config_name(config_name, build_config)
     with tempfile.TemporaryDirectory(prefix="rella-push-dataset-") as scratch:
         folder = Path(export_dir) if export_dir is not None else Path(scratch) / "repo"
         folder.mkdir(parents=True, exist_ok=True)
-        api, remote_files, head = None, [], None
+        api, head = None, None
         if not dry_run:
             from huggingface_hub import HfApi
 
             api = HfApi(token=token)
-            remote_files, head = _fetch_published(api, repo_id, folder, resolved_name, revision)
+            head = _fetch_published(api, repo_id, folder, resolved_name, revision)
         export_dataset(dataset_dict, folder, corpus, resolved_name, build_config, permission_to_redistribute,
                        repo_id=repo_id, max_shard_size=max_shard_size)
         config_files = sorted(path.relative_to(folder).as_posix() for path in (folder / resolved_name).iterdir())
@@ -352,7 +370,7 @@ def push_dataset(
         if dry_run:
             return plan
         prepare_branch(api, plan)
-        return send_plan(api, folder, plan, remote_files)
+        return send_plan(api, folder, plan)
 
 
 def published_configs(folder: str | os.PathLike) -> list[str] | None:

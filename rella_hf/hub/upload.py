@@ -1,4 +1,4 @@
-"""Upload mechanics: the :class:`UploadPlan`, one ``HfApi.create_commit`` per upload, and token safety.
+"""Upload mechanics: the :class:`UploadPlan`, sent with ``HfApi.upload_folder``, and token safety.
 
 Tokens are only ever handed to ``huggingface_hub.HfApi(token=...)``, never logged, and every file
 is checked not to contain the token before it is sent. ``dry_run=True`` callers get the plan
@@ -7,7 +7,6 @@ without any network access.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import re
@@ -51,7 +50,7 @@ class UploadPlan:
         commit_message: the commit's message.
         private: visibility of a newly created repository (None: the Hub's default).
         revision: the branch the commit goes to (None: the default branch); created when missing.
-        create_pr: open a pull request with the commit instead of committing to ``revision``.
+        create_pr: open a pull request against the default branch instead of committing to it (not with ``revision``).
         parent_commit: the commit the upload was prepared against (the README merge read it); the
             Hub refuses the commit when the branch has moved since, so a concurrent push is never
             silently overwritten.
@@ -99,6 +98,20 @@ def make_plan(folder: Path, paths_in_repo: list[str], **kwargs) -> UploadPlan:
     return UploadPlan(files=files, **kwargs)
 
 
+def check_upload_target(revision: str | None, create_pr: bool) -> None:
+    """Refuse ``revision`` together with ``create_pr``: ``HfApi.upload_folder`` opens pull requests against the
+    default branch only (a pull request ref such as ``refs/pr/3`` is a revision without ``create_pr``).
+
+    Raises:
+        ConfigError: for a branch revision with ``create_pr=True``.
+    """
+    from ..errors import ConfigError
+
+    if create_pr and revision not in (None, "main"):
+        raise ConfigError(f"create_pr=True opens the pull request against the default branch, so revision={revision!r} "
+                          "cannot be its target; drop revision= (or create_pr= to commit to that branch)")
+
+
 def prepare_branch(api, plan: UploadPlan) -> None:
     """Create the repository (and the plan's branch) when missing, as ``transformers``' ``push_to_hub`` does."""
     api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True)
@@ -106,28 +119,25 @@ def prepare_branch(api, plan: UploadPlan) -> None:
         api.create_branch(plan.repo_id, branch=plan.revision, repo_type=plan.repo_type, exist_ok=True)
 
 
-def send_plan(api, folder: Path, plan: UploadPlan, remote_files: list[str]) -> UploadPlan:
-    """Send ``plan`` as one commit: add its files, delete stale remote files matching its delete patterns.
+def send_plan(api, folder: Path, plan: UploadPlan) -> UploadPlan:
+    """Send ``plan`` with ``HfApi.upload_folder``: exactly its files (``allow_patterns``), the remote files
+    matching its ``delete_patterns`` and not re-uploaded deleted with them, on ``revision`` (or as a pull
+    request), refused by the Hub when the branch has moved past ``parent_commit``.
+
+    ``huggingface_hub`` sends this as one commit; with ``hf_xet`` installed a very large upload may be
+    split into several commits, the first carrying the deletions and the ``parent_commit`` check.
 
     Args:
         api: a ``huggingface_hub.HfApi``.
         folder: the local repository folder the plan's paths are relative to.
-        plan: the upload; its ``revision``, ``create_pr`` and ``parent_commit`` go to ``create_commit``.
-        remote_files: the files the repository holds now (for the stale-file deletions).
+        plan: the upload.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    planned = set(plan.paths_in_repo)
-    stale = [path for path in remote_files if path not in planned
-             and any(fnmatch.fnmatchcase(path, pattern) for pattern in plan.delete_patterns)]
-    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in plan.paths_in_repo]
-    operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
-    logger.info("Uploading %d files to %s repo %s (%d stale files removed)", len(plan.files), plan.repo_type,
-                plan.repo_id, len(stale))
+    logger.info("Uploading %d files to %s repo %s (stale files matching %s removed)", len(plan.files), plan.repo_type,
+                plan.repo_id, ", ".join(plan.delete_patterns) or "nothing")
     options: dict[str, Any] = {"revision": plan.revision, "create_pr": plan.create_pr or None,
-                               "parent_commit": plan.parent_commit}
-    commit = api.create_commit(repo_id=plan.repo_id, repo_type=plan.repo_type, operations=operations,
-                               commit_message=plan.commit_message,
+                               "parent_commit": plan.parent_commit, "delete_patterns": plan.delete_patterns or None}
+    commit = api.upload_folder(repo_id=plan.repo_id, repo_type=plan.repo_type, folder_path=str(folder),
+                               allow_patterns=plan.paths_in_repo, commit_message=plan.commit_message,
                                **{key: value for key, value in options.items() if value is not None})
     plan.dry_run = False
     plan.commit_url = getattr(commit, "commit_url", None)
@@ -184,5 +194,5 @@ def assert_token_absent(folder: Path, paths_in_repo: list[str], token: str | Non
             )
 
 
-__all__ = ["PlannedFile", "UploadPlan", "assert_token_absent", "make_plan", "prepare_branch", "redact",
-           "resolve_token", "send_plan"]
+__all__ = ["PlannedFile", "UploadPlan", "assert_token_absent", "check_upload_target", "make_plan", "prepare_branch",
+           "redact", "resolve_token", "send_plan"]

@@ -220,11 +220,11 @@ def load_dataset(path: str, K: int = 5, retrieval: str = "recent", *, split: str
         raise ConfigError("pass spark_master or spark_session, not both")
     require_spark()
     builder = make_builder(path, K, retrieval, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
-    if not os.path.exists(os.path.join(builder._output_dir, "dataset_info.json")):
+    if not builder.is_prepared():
         spark = spark_session if spark_session is not None else start_session(spark_master or "local[2]")
         build = prompt_frames(spark, builder.CORPUS, builder.config.data_dir, builder.config)
         try:
-            builder.rendered_parquet = write_parquet(build, builder._output_dir + ".spark-parquet")
+            builder.rendered_parquet = write_parquet(build, builder.cache_dir + ".spark-parquet")
         finally:
             build.release()
     prepare(builder)
