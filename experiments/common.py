@@ -58,9 +58,9 @@ def prompt_dataset(dataset: str, K: int, retrieval: str, full: bool = False):
 
 def test_subset(test_split):
     """The fixed test subset drawn from a full test split (the same rows as ``prompt_dataset(..., full=False)``)."""
-    from rella_hf.demo import fixed_subset
+    from rella_hf.samples import seeded_subset
 
-    return fixed_subset(test_split, TEST_SUBSET, SUBSET_SEED)
+    return seeded_subset(test_split, TEST_SUBSET, SUBSET_SEED)
 
 
 def done(results_file: Path) -> dict[str, dict]:
