@@ -501,6 +501,34 @@ def load_model(
     return model, tokenizer
 
 
+def check_model_name(name: str, option: str) -> str:
+    """Return ``name`` if it can name a model or tokenizer: a shipped alias, an existing path, or a valid Hub id.
+
+    Checked before any work, so a mistyped path fails in one line rather than as a Hub validation error
+    deep inside a build.
+
+    Raises:
+        ConfigError: naming the option, the value and what would be accepted.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from .errors import ConfigError, shorten
+
+    text = str(name)
+    if text.lower() in SMOLLM2_ALIASES or text.lower().startswith(TINY_RANDOM_LLAMA) or Path(text).expanduser().exists():
+        return name
+    try:
+        validate_repo_id(text)
+        valid_id = not text.startswith((".", "/", "~"))
+    except HFValidationError:
+        valid_id = False
+    if not valid_id:
+        raise ConfigError(f"{option}={shorten(text)}: no such file or folder, nor a Hub id 'org/name'; pass a local "
+                          f"model folder, a Hub id or {SMOLLM2_NAME}")
+    return name
+
+
 def model_source_exists(name: str) -> bool:
     """Whether ``name`` can name a model without loading it: a shipped alias, a readable model folder
     (with ``config.json``) or something shaped like a Hub id."""
