@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test demo bench clean
+.PHONY: install lint test test-fast demo bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -q
+
+# The suite without the tests marked slow (real SmolLM2 loads, launched processes, the demo); CI runs `make test`.
+test-fast: install lint
+	$(PY) -m pytest -q -m "not slow"
 
 demo: install
 	$(VENV)/bin/rella-hf demo

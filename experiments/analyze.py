@@ -2,7 +2,8 @@
 
     python experiments/analyze.py
 
-Per dataset it renders ``runs/<dataset>/report.md`` with :func:`rella_hf.report.write_report`
+It first packs loose score files into ``runs/<dataset>/scores.parquet`` (``collect_scores.py``), the
+file it reads. Per dataset it renders ``runs/<dataset>/report.md`` with :func:`rella_hf.report.write_report`
 (metrics with 95 % bootstrap intervals, ROC, reliability, AUC vs K), then compares settings on
 the same test samples with a paired bootstrap (1,000 resamples): a difference is called a win
 only when its 95 % interval excludes zero. ``reading.md`` (written by hand after looking at the
@@ -15,7 +16,7 @@ import json
 import re
 import time
 
-from common import EXPERIMENTS, RESULTS, RUNS, machine
+from common import EXPERIMENTS, RESULTS, collect_scores, dataset_dirs, machine
 
 RESAMPLES = 1000
 #: Score files of learning-curve points (``learning_curve.py``): K, method (none: LoRA on every layer; ``full15``:
@@ -215,7 +216,8 @@ def main() -> None:
 
     out = ["# Experiments: SUBR, ReiT and a classical baseline on CPU with SmolLM2-135M-Instruct", "",
            f"Generated {time.strftime('%Y-%m-%d %H:%M')} on {machine()} by `python experiments/analyze.py`.", ""]
-    for dataset_dir in sorted(path for path in RUNS.iterdir() if (path / "scores").is_dir()):
+    collect_scores()  # the analysis reads each dataset's scores.parquet
+    for dataset_dir in dataset_dirs():
         dataset = dataset_dir.name
         settings = load_settings(dataset_dir)
         if not settings:
@@ -256,6 +258,7 @@ def main() -> None:
             "python experiments/recipe.py --task sanity --name sanity-K5-all-r16-lr1e-3 --K 5 --shots 1024 --targets all "
             "--lora_r 16 --eval_size 200   # the sanity task",
             "python experiments/learning_curve.py --shots 512 2048 8192 --seeds 42 43   # ReiT learning curves",
+            "python experiments/collect_scores.py     # pack loose score files into runs/<dataset>/scores.parquet",
             "python experiments/analyze.py            # this file", "```", ""]
     reading = EXPERIMENTS / "reading.md"
     if reading.exists():

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from common import EMBEDDER, RESULTS, RUNS, SUBSET_SEED, TEST_SUBSET, append_result, data_dir, done
+from common import EMBEDDER, RESULTS, RUNS, SUBSET_SEED, TEST_SUBSET, append_result, data_dir, done, save_scores
 
 
 def history_features(samples, frame, K: int, retriever) -> pd.DataFrame:
@@ -132,7 +132,6 @@ def main() -> None:
 
     from rella_hf.builders.base import ReLLaConfig, item_embeddings
     from rella_hf.metrics import ctr_metrics
-    from rella_hf.report import write_scores
     from rella_hf.retrieval import SemanticRetriever
     from rella_hf.samples import load_samples
 
@@ -178,7 +177,7 @@ def main() -> None:
         metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
         meta = {"stage": "full-shot baseline", "dataset": dataset, "model": f"LightGBM (num_leaves={num_leaves})", "K": args.K,
                 "collaborative": args.collaborative}
-        write_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
+        save_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
         append_result(results_file, {
             "setting": setting, **meta, **metrics, "validation_auc": validation_auc, "trees": int(model.best_iteration_),
             "full_test": full_test, "train_rows": int(len(labels["train"])),
@@ -191,7 +190,6 @@ def main() -> None:
 def run_logistic(dataset: str, K: int, results_file) -> None:
     """The two logistic baselines of one dataset (statistics alone; plus the recent-K shown mean)."""
     from rella_hf.metrics import ctr_metrics
-    from rella_hf.report import write_scores
     from rella_hf.retrieval import recent_history
     from rella_hf.samples import load_samples
 
@@ -214,7 +212,7 @@ def run_logistic(dataset: str, K: int, results_file) -> None:
         metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
         meta = {"stage": "statistics baseline", "dataset": dataset, "K": K,
                 "model": "logistic regression on the collaborative statistics" + (f" + recent-{K} mean rating" if with_recent else "")}
-        write_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
+        save_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
         append_result(results_file, {"setting": setting, **meta, **metrics, "validation_auc": validation_auc,
                                      "full_test": ctr_metrics(labels["test"], test_scores),
                                      "train_rows": int(len(labels["train"])), "seconds": round(time.perf_counter() - start, 1)})

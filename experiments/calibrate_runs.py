@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import EXPERIMENTS, collect_scores, dataset_dirs
 
-EXPERIMENTS = Path(__file__).resolve().parent
-RUNS = EXPERIMENTS / "runs"
 BEGIN, END = "<!-- calibrate_runs.py: begin -->", "<!-- calibrate_runs.py: end -->"
 MODEL = "smollm2-135m-instruct"
 
@@ -71,22 +70,19 @@ def calibrated_row(labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) 
     return metrics
 
 
-def validation_partner(path: Path) -> Path | None:
-    """The saved validation scores of a test-scores file, when the run wrote them: ``<setting -test- ->
-    -validation->.jsonl`` beside it, or the training run's own ``recipe/<run>/validation_scores.jsonl``
-    (written at the end of ReiT since issue #37) for a ``recipe-<run>-test-<kind>`` setting."""
+def validation_partner(files: dict, name: str) -> str | None:
+    """The saved validation scores of test setting ``name``, when the run wrote them, as a key of ``files``
+    (:func:`rella_hf.report.load_score_files`): the ``<name -test- -> -validation->`` setting, or the training
+    run's own ``recipe/<run>/validation_scores.jsonl`` (written at the end of ReiT since issue #37) for a
+    ``recipe-<run>-test-<kind>`` setting."""
     from rella_hf.calibration import VALIDATION_SCORES_FILE
 
-    if "-test-" not in path.name:
+    if "-test-" not in name:
         return None
-    partner = path.with_name(path.name.replace("-test-", "-validation-"))
-    if partner.is_file():
-        return partner
-    if path.name.startswith("recipe-"):
-        run = path.name.removeprefix("recipe-").split("-test-")[0]
-        kept = path.parent.parent / "recipe" / run / VALIDATION_SCORES_FILE
-        return kept if kept.is_file() else None
-    return None
+    candidates = [f"scores/{name.replace('-test-', '-validation-')}.jsonl"]
+    if name.startswith("recipe-"):
+        candidates.append(f"recipe/{name.removeprefix('recipe-').split('-test-')[0]}/{VALIDATION_SCORES_FILE}")
+    return next((key for key in candidates if key in files), None)
 
 
 def content_free_calibration(raw_prompts: list[str], saved: np.ndarray, check: int):
@@ -116,7 +112,7 @@ def _cells(metrics: dict) -> str:
 def build_section(content_free: bool, check: int) -> tuple[list[str], dict]:
     """The markdown block and the numbers behind it."""
     from rella_hf.calibration import CalibrationError
-    from rella_hf.report import load_settings
+    from rella_hf.report import load_score_files, load_settings
 
     lines = [BEGIN, "## Calibration of the saved scores (issue #37, `experiments/calibrate_runs.py`)", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python experiments/calibrate_runs.py"
@@ -128,8 +124,9 @@ def build_section(content_free: bool, check: int) -> tuple[list[str], dict]:
              "score; `sd z`: spread of the log-odds log P(yes) - log P(no).", ""]
     numbers: dict = {}
     validation_found = False
-    for dataset_dir in sorted(path for path in RUNS.iterdir() if (path / "scores").is_dir()):
-        settings = load_settings(dataset_dir)
+    collect_scores()  # the analysis reads each dataset's scores.parquet
+    for dataset_dir in dataset_dirs():
+        settings, files = load_settings(dataset_dir), load_score_files(dataset_dir)
         if not settings:
             continue
         lines += [f"### {dataset_dir.name}: raw scores", "",
@@ -144,17 +141,16 @@ def build_section(content_free: bool, check: int) -> tuple[list[str], dict]:
             numbers[f"{dataset_dir.name}/{name}"] = {"raw": row}
             lines.append(f"| {name} | {row['n']} | {labels.mean():.3f} | {row['mean_score']:.3f} | {row['z_std']:.2f} | "
                          f"{_cells(row)} | {row['constant_logloss']:.4f} | {row['best_acc']:.3f} |")
-            partner = validation_partner(dataset_dir / "scores" / f"{name}.jsonl")
+            partner = validation_partner(files, name)
             if partner is not None:
                 from rella_hf.calibration import fit_calibration
-                from rella_hf.report import read_score_pairs
 
                 validation_found = True
-                valid_labels, valid_scores = next(iter(read_score_pairs(partner).values()))
+                valid_labels, valid_scores = files[partner]["labels"], files[partner]["scores"]
                 for method in ("platt", "temperature", "isotonic"):
                     try:
                         calibration = fit_calibration(valid_labels, valid_scores, method, fingerprint=f"name:{name}",
-                                                      fitted_on=partner.name)
+                                                      fitted_on=Path(partner).name)
                     except CalibrationError as error:
                         calibrated_lines.append(f"| {name} | {method}: not fitted ({error}) | | | | | | | | |")
                         continue

@@ -1,8 +1,12 @@
 """Shared pieces of the experiment scripts: data locations, the fixed test subset, result files.
 
 Results are appended as JSON lines (``results/*.jsonl``), one line per finished setting, so an
-interrupted grid continues where it stopped. Scores go to ``runs/<dataset>/scores/<setting>.jsonl``
-in the layout :mod:`rella_hf.report` reads.
+interrupted grid continues where it stopped. Per-sample scores of every setting of a dataset live in
+one file, ``runs/<dataset>/scores.parquet`` (:func:`rella_hf.report.pack_scores`), which
+:mod:`rella_hf.report` reads like loose ``scores/<setting>.jsonl`` files: :func:`save_scores` writes a
+setting and packs it; ``python experiments/collect_scores.py`` packs whatever loose score files a run
+left (older scripts, the training runs' ``validation_scores.jsonl``). Training folders under ``runs/``
+keep only ``metrics.json`` and ``training_config.json`` in git (``runs/.gitignore``).
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ def prompt_dataset(dataset: str, K: int, retrieval: str, full: bool = False):
 
 def test_subset(test_split):
     """The fixed test subset drawn from a full test split (the same rows as ``prompt_dataset(..., full=False)``)."""
-    from rella_hf.demo import fixed_subset
+    from rella_hf.samples import seeded_subset
 
-    return fixed_subset(test_split, TEST_SUBSET, SUBSET_SEED)
+    return seeded_subset(test_split, TEST_SUBSET, SUBSET_SEED)
 
 
 def done(results_file: Path) -> dict[str, dict]:
@@ -93,3 +97,32 @@ def machine() -> str:
     """CPU count, memory and Python of this machine."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} CPUs, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def dataset_dirs() -> list[Path]:
+    """The dataset folders under ``runs/`` that hold scores, packed or loose."""
+    from rella_hf.report import PACKED_SCORES
+
+    if not RUNS.is_dir():
+        return []
+    return sorted(path for path in RUNS.iterdir() if (path / PACKED_SCORES).is_file() or (path / "scores").is_dir())
+
+
+def save_scores(run_dir: Path, setting: str, labels, scores, meta: dict, raw_prompts=None) -> Path:
+    """Write one setting's scores (:func:`rella_hf.report.write_scores`) and pack them into ``scores.parquet``."""
+    from rella_hf.report import pack_scores, write_scores
+
+    write_scores(run_dir, setting, labels, scores, meta, raw_prompts)
+    return pack_scores(run_dir)
+
+
+def collect_scores() -> dict[str, Path]:
+    """Pack the loose score files of every dataset folder (idempotent): dataset -> its ``scores.parquet``."""
+    from rella_hf.report import pack_scores
+
+    packed = {}
+    for dataset_dir in dataset_dirs():
+        path = pack_scores(dataset_dir)
+        if path is not None:
+            packed[dataset_dir.name] = path
+    return packed

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, test_subset
+from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, save_scores, test_subset
 
 
 def main() -> None:
@@ -40,7 +40,6 @@ def main() -> None:
     import rella_hf
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import load_model
-    from rella_hf.report import write_scores
     from rella_hf.scoring import CTRScorer, score_dataset
     from rella_hf.training import ReiTConfig, run_training
 
@@ -80,7 +79,7 @@ def main() -> None:
                 scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"{name}-test-{kind}")
                 meta = {"stage": f"few-shot {train_type}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
                         "shots": args.shots, "epochs": args.epochs, "seed": seed, "model": MODEL}
-                write_scores(run_dir, f"{name}-test-{kind}", scored["label"], scored["score"], meta)
+                save_scores(run_dir, f"{name}-test-{kind}", scored["label"], scored["score"], meta)
                 metrics = ctr_metrics(scored["label"], scored["score"])
                 append_result(results_file, {"setting": setting, **meta, **metrics, "train_seconds": round(train_seconds, 1),
                                              "sample_ids_head": scored["sample_id"][:5]})

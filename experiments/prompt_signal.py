@@ -16,7 +16,7 @@ import argparse
 import time
 
 import numpy as np
-from common import RESULTS, RUNS, append_result, pending_grid, prompt_dataset
+from common import RESULTS, RUNS, append_result, pending_grid, prompt_dataset, save_scores
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from rella_hf.metrics import ctr_metrics
-    from rella_hf.report import write_scores
 
     results_file = RESULTS / "prompt_signal.jsonl"
     for dataset, K, retrieval, name in pending_grid(results_file, "history-mean", args.datasets, args.K):
@@ -44,7 +43,7 @@ def main() -> None:
         labels = test["label"].to_numpy()
         meta = {"stage": "history mean (no LLM)", "dataset": dataset, "K": K, "retrieval": retrieval,
                 "model": "mean rating of the K prompt items / 5"}
-        write_scores(RUNS / dataset, f"history-mean-K{K}-{retrieval}", labels, scores, meta)
+        save_scores(RUNS / dataset, f"history-mean-K{K}-{retrieval}", labels, scores, meta)
         metrics = ctr_metrics(labels, scores)
         append_result(results_file, {"setting": setting, **meta, **metrics,
                                      "sample_ids_head": test["sample_id"].to_pylist()[:5],

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, test_subset
+from common import EMBEDDER, MODEL, RESULTS, RUNS, append_result, data_dir, done, save_scores, test_subset
 
 LORA_TARGETS = {"qv": ["q_proj", "v_proj"],
                 "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -135,7 +135,6 @@ def main(argv=None) -> None:
     import rella_hf
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import load_tuned_model
-    from rella_hf.report import write_scores
     from rella_hf.scoring import CTRScorer, score_dataset
     from rella_hf.training import train_on_data
     from rella_hf.training.trainer import load_model_for_training
@@ -188,7 +187,7 @@ def main(argv=None) -> None:
             scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"recipe-{args.name}-test-{kind}")
             meta = {"stage": f"recipe {args.name}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
                     "shots": args.shots, "seed": args.seed, "model": MODEL, "collaborative": args.collaborative}
-            write_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
+            save_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
             row[f"test_{kind}"] = {**ctr_metrics(scored["label"], scored["score"]),
                                    "seconds": round(time.perf_counter() - score_start, 1)}
             print(f"{key} test {kind}: {json.dumps(row[f'test_{kind}'])}", flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import MODEL, RESULTS, RUNS, append_result, pending_grid, prompt_dataset
+from common import MODEL, RESULTS, RUNS, append_result, pending_grid, prompt_dataset, save_scores
 
 
 def main() -> None:
@@ -23,7 +23,6 @@ def main() -> None:
 
     from rella_hf.metrics import ctr_metrics
     from rella_hf.models import load_model
-    from rella_hf.report import write_scores
     from rella_hf.scoring import CTRScorer, score_dataset
 
     results_file = RESULTS / "zero_shot.jsonl"
@@ -40,7 +39,7 @@ def main() -> None:
         meta = {"stage": "zero-shot", "dataset": dataset, "K": K, "retrieval": retrieval, "model": MODEL}
         # ML-1M prompts stay out of the repository (its licence forbids redistribution).
         prompts = scored["raw_prompt"] if dataset == "ml-latest-small" else None
-        write_scores(run_dir, f"zero-shot-K{K}-{retrieval}", scored["label"], scored["score"], meta, prompts)
+        save_scores(run_dir, f"zero-shot-K{K}-{retrieval}", scored["label"], scored["score"], meta, prompts)
         metrics = ctr_metrics(scored["label"], scored["score"])
         append_result(results_file, {"setting": setting, **meta, **metrics, "sample_ids_head": scored["sample_id"][:5],
                                      "build_seconds": round(built, 1), "score_seconds": round(seconds, 1)})

@@ -1,11 +1,14 @@
 """The ``rella-hf`` command line: a thin dispatcher over :mod:`rella_hf.commands`.
 
-Errors are one line without a traceback (``--debug`` shows it); exit codes: 0 ok, 1 failure,
-2 usage or bad input.
+Errors are one line without a traceback (``--debug`` shows it); exit codes: 0 ok, 1 failure
+(a full disk included), 2 usage or bad input, 130 / 143 stopped by Ctrl-C / SIGTERM (the same command
+run again continues: builds and caches are written atomically, scoring keeps its finished shards,
+training its checkpoint).
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Optional
 
@@ -57,17 +60,24 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     debug = "--debug" in rest
     rest = [token for token in rest if token != "--debug"]
+    from .interrupts import exit_code, raise_on_signals
 
     try:
-        COMMANDS[name][0](rest)
+        with raise_on_signals():  # SIGTERM stops as cleanly as Ctrl-C
+            COMMANDS[name][0](rest)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"rella-hf {name}: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+    except KeyboardInterrupt as error:
+        print(f"rella-hf {name}: {error or 'interrupted by SIGINT'}; run the same command again to continue",
+              file=sys.stderr)
+        return exit_code(error)
     except Exception as error:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if debug:
             raise
+        full = disk_full(error)
+        if full is not None:
+            print(f"rella-hf {name}: error: {full}", file=sys.stderr)
+            return EXIT_FAILURE
         mistake = user_mistake(error)
         if mistake is not None:
             print(f"rella-hf {name}: error: {_one_line(mistake)}", file=sys.stderr)
@@ -100,6 +110,27 @@ def user_mistake(error: BaseException) -> Optional[str]:
     for kind in type(error).__mro__:
         if kind.__name__ in _MISTAKE_CLASSES:
             return f"{_one_line(str(error))}: {_MISTAKE_CLASSES[kind.__name__]}"
+    return None
+
+
+_DISK_FULL_TEXTS = ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException) -> Optional[str]:
+    """The one-line message for an error caused by a full disk (anywhere in its chain), or None.
+
+    Libraries report it as ``OSError(ENOSPC)``, or inside their own errors (safetensors: "StorageFull",
+    torch: "file write failed" with the ``OSError`` as its cause).
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+                text in str(error) for text in _DISK_FULL_TEXTS):
+            where = getattr(error, "filename", None)
+            return (f"no space left on the device{f' (writing {where})' if where else ''}; free some space (or point "
+                    "the cache / output folder elsewhere) and run the same command again")
+        error = error.__cause__ or error.__context__
     return None
 
 

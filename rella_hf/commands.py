@@ -260,10 +260,10 @@ def cmd_embed(argv):
 
 def cmd_score(argv):
     data, args, _ = _parse((ReLLaDataArguments, ScoreArguments), argv, "rella-hf score")
-    from .demo import fixed_subset
     from .metrics import ctr_metrics
     from .models import load_model, model_source_exists
     from .report import write_scores
+    from .samples import seeded_subset
     from .scoring import CTRScorer, score_dataset
     from .utils import check_name
 
@@ -284,7 +284,7 @@ def cmd_score(argv):
             raise UsageError(f"--calibration {args.calibration}: the folder holds no calibration.json")
     dataset = load_data(data, split=args.split)
     if args.limit is not None:
-        dataset = fixed_subset(dataset, args.limit, args.seed)
+        dataset = seeded_subset(dataset, args.limit, args.seed)
     if args.adapter:
         from .hub import load_adapter
 
@@ -494,9 +494,9 @@ def cmd_calibrate(argv):
         scorer = _calibration_scorer(args)
         dataset = load_data(data, split=args.split)
         if args.limit is not None:
-            from .demo import fixed_subset
+            from .samples import seeded_subset
 
-            dataset = fixed_subset(dataset, args.limit, args.seed)
+            dataset = seeded_subset(dataset, args.limit, args.seed)
         calibration = calibrate_on_dataset(scorer, dataset, args.method, fingerprint=fingerprint, model=name,
                                            split=args.split)
     Path(target).mkdir(parents=True, exist_ok=True)

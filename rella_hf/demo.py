@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Optional
 
-import numpy as np
-
 from .errors import ConfigError
 from .options import ReLLaDataArguments
 
@@ -111,14 +109,6 @@ class DemoConfig(ReLLaDataArguments):
         )
 
 
-def fixed_subset(dataset, size: int, seed: int):
-    """A seeded subset of ``size`` rows, kept in dataset order (the same rows for every prompt kind)."""
-    if size >= len(dataset):
-        return dataset
-    rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=size, replace=False))
-    return dataset.select(rows.tolist())
-
-
 def _score_setting(run_dir: Path, setting: str, scorer, subset, meta: dict) -> None:
     from .report import write_scores
     from .scoring import score_dataset
@@ -160,9 +150,9 @@ def run_demo(config: DemoConfig) -> Path:
                                   chat_model=chat_model)
         for kind in ("recent", "semantic")
     }
-    subsets = {kind: fixed_subset(ds["test"], config.test_size, config.seed) for kind, ds in datasets_by_kind.items()}
-    from .samples import load_samples
+    from .samples import load_samples, seeded_subset
 
+    subsets = {kind: seeded_subset(ds["test"], config.test_size, config.seed) for kind, ds in datasets_by_kind.items()}
     statistics = load_samples(config.dataset, data_dir=config.data_dir).statistics()
     info = {"title": f"rella-hf demo: {config.dataset}, K={config.K}, {config.model}",
             "config": asdict(config), "dataset": statistics}

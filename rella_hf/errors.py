@@ -1,7 +1,10 @@
 """Exception hierarchy of rella-hf.
 
-Every error subclasses :class:`RellaError`, itself a :class:`ValueError`, so callers that already
-catch ``ValueError`` keep working and the CLI can turn any of them into a one-line message.
+Every error subclasses :class:`RellaError`, so the CLI can turn any of them into a one-line message.
+Errors about a value that was given (a file's format, a config value, a model, a metric input, a
+publication) are also :class:`ValueError`, so callers that catch ``ValueError`` keep working;
+:class:`DownloadError` is not a wrong value but a failed fetch, and is an :class:`OSError` like the
+network and disk errors it stands for.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def _clip(message: str) -> str:
     return message
 
 
-class RellaError(ValueError):
+class RellaError(Exception):
     """Base class of every error rella-hf raises on purpose.
 
     The message is kept to one readable line: overlong values inside it are clipped.
@@ -43,7 +46,7 @@ class RellaError(ValueError):
         super().__init__(*args)
 
 
-class DataFormatError(RellaError):
+class DataFormatError(RellaError, ValueError):
     """A raw corpus file does not have the expected format.
 
     The message names the file, the 1-based line number (when one applies) and what was expected.
@@ -57,19 +60,19 @@ class DataFormatError(RellaError):
         super().__init__(f"{where}: {message}")
 
 
-class DownloadError(RellaError):
-    """A corpus could not be downloaded or did not match its published checksum."""
+class DownloadError(RellaError, OSError):
+    """A corpus could not be downloaded or did not match its published checksum (an ``OSError``, not a ``ValueError``)."""
 
 
-class ConfigError(RellaError):
+class ConfigError(RellaError, ValueError):
     """A configuration value is out of range or inconsistent with another one."""
 
 
-class ModelError(RellaError):
+class ModelError(RellaError, ValueError):
     """A model or tokenizer cannot be used the way rella-hf needs (e.g. ambiguous yes/no tokens)."""
 
 
-class PublishError(RellaError):
+class PublishError(RellaError, ValueError):
     """A dataset or adapter cannot be exported or uploaded as asked (missing files, mixed corpora, a token in a file)."""
 
 
@@ -77,5 +80,5 @@ class RedistributionError(PublishError):
     """The source corpus's licence does not allow redistribution and no permission was asserted."""
 
 
-class MetricError(RellaError):
+class MetricError(RellaError, ValueError):
     """Labels or scores cannot be evaluated (wrong shape, values out of range, a single class for AUC)."""

@@ -88,6 +88,10 @@ def load_dataset(
         A ``DatasetDict`` (train / validation / test; Book-Crossing train / test) or one ``Dataset``.
     """
     _check_known(config_kwargs)
+    if config_kwargs.get("chat_model") is not None:  # one line before any work, not a Hub validation error later
+        from .models import check_model_name
+
+        check_model_name(config_kwargs["chat_model"], "chat_model")
     if is_published(path):
         if data_dir is not None:
             raise ConfigError(f"data_dir applies to corpus builds, but {path!r} is a published dataset; drop data_dir")

@@ -46,6 +46,16 @@ def _as_scores(scores, expected: int) -> np.ndarray:
     return values
 
 
+def _checked(labels, scores, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and scores as int64 / float64 arrays, checked once: binary labels, one probability each,
+    at least one sample (``what`` names the metric in the error)."""
+    y = _as_labels(labels)
+    p = _as_scores(scores, len(y))
+    if len(y) == 0:
+        raise MetricError(f"{what} needs at least one sample, got none.")
+    return y, p
+
+
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve.
 
@@ -56,10 +66,12 @@ def roc_auc(labels, scores) -> float:
     Raises:
         MetricError: when only one class is present (AUC is undefined there).
     """
+    return _auc(*_checked(labels, scores, "AUC"))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
     positives = int(y.sum())
     if positives == 0 or positives == len(y):
         raise MetricError(
@@ -77,10 +89,11 @@ def log_loss(labels, scores, eps: float = DEFAULT_EPS) -> float:
         scores: probabilities of the positive class.
         eps: clipping margin.
     """
-    y = _as_labels(labels)
-    p = np.clip(_as_scores(scores, len(y)), eps, 1.0 - eps)
-    if len(y) == 0:
-        raise MetricError("LogLoss needs at least one sample, got none.")
+    return _log_loss(*_checked(labels, scores, "LogLoss"), eps)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray, eps: float) -> float:
+    p = np.clip(p, eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
@@ -92,10 +105,7 @@ def accuracy(labels, scores, threshold: float = ACC_THRESHOLD) -> float:
         scores: probabilities of the positive class.
         threshold: decision threshold.
     """
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
-    if len(y) == 0:
-        raise MetricError("accuracy needs at least one sample, got none.")
+    y, p = _checked(labels, scores, "accuracy")
     return float(np.mean(_predicted_yes(p, threshold) == y))
 
 
@@ -113,10 +123,7 @@ def brier_score(labels, scores) -> float:
         labels: 0/1 labels.
         scores: probabilities of the positive class.
     """
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
-    if len(y) == 0:
-        raise MetricError("the Brier score needs at least one sample, got none.")
+    y, p = _checked(labels, scores, "the Brier score")
     return float(np.mean((p - y) ** 2))
 
 
@@ -153,10 +160,10 @@ def expected_calibration_error(labels, scores, bins: int = ECE_BINS) -> float:
         scores: probabilities of the positive class.
         bins: number of equal-mass bins (at most the number of samples).
     """
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
-    if len(y) == 0:
-        raise MetricError("ECE needs at least one sample, got none.")
+    return _ece(*_checked(labels, scores, "ECE"), bins)
+
+
+def _ece(y: np.ndarray, p: np.ndarray, bins: int) -> float:
     bins = min(bins, len(y))
     return float(_ece_of(y.astype(np.float64), p, _equal_mass_bins(p, bins), bins))
 
@@ -196,10 +203,7 @@ def best_threshold_accuracy(labels, scores) -> float:
         labels: 0/1 labels.
         scores: any monotone score.
     """
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
-    if len(y) == 0:
-        raise MetricError("accuracy needs at least one sample, got none.")
+    y, p = _checked(labels, scores, "accuracy")
     order = np.argsort(-p, kind="stable")
     sorted_scores, sorted_labels = p[order], y[order]
     # Predicting "yes" for the top k samples; only cuts between distinct scores are thresholds.
@@ -226,14 +230,13 @@ def ctr_metrics(labels, scores, eps: float = DEFAULT_EPS) -> dict:
         MetricError: on mismatched lengths, non-binary labels, scores outside [0, 1], or a single
             class (AUC undefined).
     """
-    y = _as_labels(labels)
-    p = _as_scores(scores, len(y))
+    y, p = _checked(labels, scores, "CTR evaluation")  # checked once; the metrics below take the arrays as they are
     return {
-        "auc": roc_auc(y, p),
-        "logloss": log_loss(y, p, eps=eps),
-        "acc": accuracy(y, p),
-        "brier": brier_score(y, p),
-        "ece": expected_calibration_error(y, p),
+        "auc": _auc(y, p),
+        "logloss": _log_loss(y, p, eps),
+        "acc": float(np.mean(_predicted_yes(p) == y)),
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": _ece(y, p, ECE_BINS),
         "n": int(len(y)),
         "positives": int(y.sum()),
     }

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,42 +134,25 @@ def _convert_gguf(gguf_file: Path, target: Path) -> None:
 def _ensure_converted(gguf_source: Path | None, folder_name: str, cache_dir, source_hint: str) -> Path:
     """Convert a GGUF once into ``<cache>/models/<folder_name>`` and return that folder.
 
-    Conversion writes into a temporary sibling folder, adds the marker last, then renames it into
-    place; a file lock keeps concurrent processes (``accelerate launch``) from converting twice.
+    Staged, marked complete with :data:`CONVERSION_MARKER` and locked by
+    :func:`rella_hf.utils.build_folder_once`, so concurrent processes (``accelerate launch``) convert once.
     """
-    from filelock import FileLock
+    from .utils import build_folder_once
 
-    models_dir = cache_root(cache_dir) / "models"
-    target = models_dir / folder_name
-    if (target / CONVERSION_MARKER).is_file():
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(models_dir / f".{folder_name}.lock")):
-        if (target / CONVERSION_MARKER).is_file():  # another process finished meanwhile
-            return target
+    target = cache_root(cache_dir) / "models" / folder_name
+
+    def convert(staged: Path) -> dict:
         if gguf_source is None:
             raise ModelError(source_hint)
-        scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{folder_name}-", dir=models_dir))
-        try:
-            gguf_file = _gguf_from_source(gguf_source, scratch)
-            logger.warning("Converting %s once into %s (about 30 s)...", gguf_file.name, target)
-            staged = scratch / "model"
-            _convert_gguf(gguf_file, staged)
-            marker = {"source": str(gguf_source), "gguf_file": gguf_file.name,
-                      "gguf_bytes": gguf_file.stat().st_size}
-            try:
-                import transformers
+        gguf_file = _gguf_from_source(gguf_source, staged.parent)
+        logger.warning("Converting %s once into %s (about 30 s)...", gguf_file.name, target)
+        _convert_gguf(gguf_file, staged)
+        import transformers
 
-                marker["transformers_version"] = transformers.__version__
-            except ImportError:  # pragma: no cover - transformers is a hard dependency
-                pass
-            (staged / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-            if target.exists():  # a folder without marker is a leftover; never trust it
-                shutil.rmtree(target)
-            os.replace(staged, target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
+        return {"source": str(gguf_source), "gguf_file": gguf_file.name, "gguf_bytes": gguf_file.stat().st_size,
+                "transformers_version": transformers.__version__}
+
+    return build_folder_once(target, CONVERSION_MARKER, convert)
 
 
 def smollm2_path(cache_dir: str | os.PathLike | None = None, *, source: str | os.PathLike | None = None) -> Path:
@@ -300,19 +282,26 @@ def load_tokenizer(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
     padding_side: str = "left",
+    revision: str | None = None,
+    token: str | bool | None = None,
 ):
     """Load a tokenizer ready for batched scoring: left padding and a pad token.
+
+    The one place a tokenizer is prepared (base models, adapter folders and Hub adapter repositories).
 
     Args:
         name_or_path: Hub id, local folder, or ``smollm2-135m-instruct`` (offline default).
         trust_remote_code: run code from the model repository; only when you trust it.
         cache_dir: rella-hf cache root for the converted SmolLM2 copy.
         padding_side: ``"left"`` (scoring) or ``"right"``.
+        revision: Hub revision (branch, tag or commit) of a Hub repository.
+        token: Hugging Face token for a private Hub repository.
     """
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    hub_kwargs = {key: value for key, value in {"revision": revision, "token": token}.items() if value is not None}
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         # Padded positions are masked out, so any existing special token can fill them.
@@ -510,6 +499,34 @@ def load_model(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def check_model_name(name: str, option: str) -> str:
+    """Return ``name`` if it can name a model or tokenizer: a shipped alias, an existing path, or a valid Hub id.
+
+    Checked before any work, so a mistyped path fails in one line rather than as a Hub validation error
+    deep inside a build.
+
+    Raises:
+        ConfigError: naming the option, the value and what would be accepted.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from .errors import ConfigError, shorten
+
+    text = str(name)
+    if text.lower() in SMOLLM2_ALIASES or text.lower().startswith(TINY_RANDOM_LLAMA) or Path(text).expanduser().exists():
+        return name
+    try:
+        validate_repo_id(text)
+        valid_id = not text.startswith((".", "/", "~"))
+    except HFValidationError:
+        valid_id = False
+    if not valid_id:
+        raise ConfigError(f"{option}={shorten(text)}: no such file or folder, nor a Hub id 'org/name'; pass a local "
+                          f"model folder, a Hub id or {SMOLLM2_NAME}")
+    return name
 
 
 def model_source_exists(name: str) -> bool:

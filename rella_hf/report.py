@@ -8,6 +8,9 @@ A run folder holds:
   ``score`` (P(yes), the paper's raw score), optionally ``score_calibrated`` (the same sample's
   calibrated probability, :mod:`rella_hf.calibration`) and ``raw_prompt``; and ``scores/<setting>.meta.json`` with what the
   setting is (``stage`` e.g. "zero-shot" / "ReiT", ``K``, ``retrieval``, ``model``...);
+- or all of a run's score files (``scores/*.jsonl`` with their ``.meta.json``, and the training runs'
+  ``validation_scores.jsonl``) packed into one ``scores.parquet`` by :func:`pack_scores`, read the same way
+  (a loose file wins over its packed copy);
 - ``train/<run>/metrics.json`` or ``trainer_state.json`` whose ``log_history`` has the training losses
   (and ``eval_history`` the validation AUC of each evaluation).
 
@@ -27,26 +30,109 @@ import numpy as np
 
 from .errors import ConfigError, DataFormatError, shorten
 from .metrics import ctr_metrics
-from .utils import atomic_write_text, check_name, natural_key
+from .utils import atomic_write_bytes, atomic_write_text, check_name, natural_key
+
+#: All score files of a run folder packed into one (:func:`pack_scores`).
+PACKED_SCORES = "scores.parquet"
+_VALIDATION_SCORES = "validation_scores.jsonl"  # rella_hf.calibration.VALIDATION_SCORES_FILE (a higher layer)
+
+
+def _loose_score_files(run_dir: Path) -> list[Path]:
+    """``scores/*.jsonl`` and the training runs' ``validation_scores.jsonl`` (checkpoints skipped)."""
+    kept = [path for path in run_dir.glob(f"*/*/{_VALIDATION_SCORES}") if not path.parent.name.startswith("checkpoint-")]
+    return sorted(run_dir.glob("scores/*.jsonl")) + sorted(kept)
+
+
+def load_score_files(run_dir: str | Path) -> dict[str, dict]:
+    """Every score file of a run folder, packed or loose: its path relative to ``run_dir`` (``scores/<setting>.jsonl``,
+    ``recipe/<run>/validation_scores.jsonl``) -> ``{"labels", "scores", "calibrated", "prompts", "meta"}``.
+
+    ``calibrated`` is None unless every row has a ``score_calibrated`` (no mixing of the two); a loose file
+    wins over its packed copy.
+    """
+    run_dir = Path(run_dir)
+    files = {}
+    packed = run_dir / PACKED_SCORES
+    if packed.is_file():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(packed)
+        missing = {"file", "label", "score", "score_calibrated", "raw_prompt", "meta"} - set(table.column_names)
+        if missing:
+            raise DataFormatError(packed, f"lacks the columns {sorted(missing)}; expected a file written by pack_scores")
+        frame = table.to_pandas()
+        for name, rows in frame.groupby("file", sort=False):
+            files[name] = _score_file(rows["label"].to_numpy(), rows["score"].to_numpy(), rows["score_calibrated"].tolist(),
+                                      rows["raw_prompt"].tolist(), rows["meta"].iloc[0])
+    for path in _loose_score_files(run_dir):
+        rows = _read_score_rows(path)
+        meta_path = path.with_name(path.stem + ".meta.json")
+        files[path.relative_to(run_dir).as_posix()] = _score_file(
+            [row["label"] for row in rows], [row["score"] for row in rows], [row.get("score_calibrated") for row in rows],
+            [row.get("raw_prompt") for row in rows], meta_path.read_text() if meta_path.exists() else None)
+    return files
+
+
+def _score_file(labels, scores, calibrated: list, prompts: list, meta: str | None) -> dict:
+    present = len(calibrated) > 0 and all(isinstance(value, (int, float)) and value == value for value in calibrated)
+    return {"labels": np.asarray(labels, dtype=np.int64), "scores": np.asarray(scores, dtype=np.float64),
+            "calibrated": np.asarray(calibrated, dtype=np.float64) if present else None,
+            "prompts": [prompt if isinstance(prompt, str) else None for prompt in prompts],
+            "meta": json.loads(meta) if isinstance(meta, str) and meta else {}}
 
 
 def load_settings(run_dir: str | Path) -> dict[str, dict]:
-    """Read every ``scores/<setting>.jsonl`` of a run: setting -> {labels, scores, meta, prompts}."""
-    settings = {}
-    for path in sorted(Path(run_dir, "scores").glob("*.jsonl"), key=lambda path: natural_key(path.stem)):
-        rows = _read_score_rows(path)
-        meta_path = path.with_name(path.stem + ".meta.json")
-        calibrated = [row.get("score_calibrated") for row in rows]
-        settings[path.stem] = {
-            "labels": np.array([row["label"] for row in rows], dtype=np.int64),
-            "scores": np.array([row["score"] for row in rows], dtype=np.float64),
-            # Only a setting whose every row carries one has calibrated scores (no mixing of the two).
-            "calibrated": (np.array(calibrated, dtype=np.float64)
-                           if rows and all(isinstance(value, (int, float)) for value in calibrated) else None),
-            "prompts": [row.get("raw_prompt") for row in rows],
-            "meta": json.loads(meta_path.read_text()) if meta_path.exists() else {},
-        }
-    return settings
+    """Read every ``scores/<setting>.jsonl`` of a run, loose or packed: setting -> {labels, scores, calibrated, meta, prompts}."""
+    files = load_score_files(run_dir)
+    names = {Path(name).stem: name for name in files if name.startswith("scores/") and name.count("/") == 1}
+    return {setting: files[names[setting]] for setting in sorted(names, key=natural_key)}
+
+
+def pack_scores(run_dir: str | Path) -> Path | None:
+    """Pack a run folder's loose score files into ``scores.parquet`` and delete them; idempotent.
+
+    Packs ``scores/*.jsonl`` (with ``.meta.json``) and ``*/*/validation_scores.jsonl`` into one row per
+    sample (``file``, ``label``, ``score``, ``score_calibrated``, ``raw_prompt``, ``meta``), merged with what
+    is packed already (a loose file replaces its packed copy). The file is written atomically and read
+    back before any loose file is deleted; with no loose file nothing is written.
+
+    Returns:
+        The packed file, or None when the folder holds no score file at all.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    loose = _loose_score_files(run_dir)
+    packed = run_dir / PACKED_SCORES
+    if not loose:
+        return packed if packed.is_file() else None
+    files = load_score_files(run_dir)
+    names = sorted(files, key=natural_key)
+    sizes = [len(files[name]["labels"]) for name in names]
+
+    def column(key, fill):
+        return [value for name in names for value in
+                (list(files[name][key]) if files[name][key] is not None else [fill] * len(files[name]["labels"]))]
+
+    metas = [json.dumps(files[name]["meta"], indent=2, sort_keys=True) if files[name]["meta"] else None for name in names]
+    table = pa.table({
+        "file": pa.array(np.repeat(np.array(names, dtype=object), sizes).tolist(), pa.string()),
+        "label": pa.array(column("labels", 0), pa.int64()),
+        "score": pa.array(column("scores", 0.0), pa.float64()),
+        "score_calibrated": pa.array(column("calibrated", None), pa.float64()),
+        "raw_prompt": pa.array(column("prompts", None), pa.string()),
+        "meta": pa.array(np.repeat(np.array(metas, dtype=object), sizes).tolist(), pa.string()),
+    })
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(packed, sink.getvalue().to_pybytes())
+    if pq.read_table(packed).num_rows != table.num_rows:  # pragma: no cover - a disk that lies
+        raise DataFormatError(packed, "reads back with another row count; the loose score files were kept")
+    for path in loose:
+        path.with_name(path.stem + ".meta.json").unlink(missing_ok=True)
+        path.unlink()
+    return packed
 
 
 def _read_score_rows(path: Path) -> list[dict]:
@@ -82,6 +168,8 @@ def read_score_pairs(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarr
         import pandas as pd
 
         frame = pd.read_parquet(path)
+        if "file" in frame.columns:
+            raise DataFormatError(path, "holds a whole run's packed scores (pack_scores); pass the run folder instead")
         return {path.stem: (frame["label"].to_numpy(), frame["score"].to_numpy())}
     if path.suffix == ".jsonl":
         rows = _read_score_rows(path)

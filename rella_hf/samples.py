@@ -342,6 +342,40 @@ def _item_ranks(items: pd.DataFrame) -> np.ndarray:
     return ranks
 
 
+def seeded_positions(count: int, size: int | None, seed: int) -> np.ndarray | None:
+    """Sorted positions of a seeded random subset of ``size`` out of ``count`` rows, or None to keep all.
+
+    The one subset draw of rella-hf: the split sample sizes (:func:`split_plan`), the evaluation rows of
+    ReiT, the demo's and the CLI's fixed test subsets all call it, so the same ``(count, size, seed)``
+    always picks the same rows.
+
+    Args:
+        count: rows to draw from.
+        size: rows to keep; None, or a size of at least ``count``, keeps every row (returns None).
+        seed: seed of the draw (``numpy.random.default_rng``).
+    """
+    if size is None or size >= count:
+        return None
+    if size < 0:
+        raise ConfigError(f"a subset size must be at least 0, got {size}; pass a size from 0 to {count} or None.")
+    return np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+
+
+def seeded_subset(dataset, size: int | None, seed: int):
+    """A seeded subset of ``size`` rows of a ``datasets.Dataset``, in dataset order (see :func:`seeded_positions`).
+
+    The same rows for every prompt kind built from the same samples; the dataset itself when ``size``
+    is None or at least its length.
+
+    Args:
+        dataset: the rows to draw from (anything with ``len`` and ``select``).
+        size: rows to keep.
+        seed: seed of the draw.
+    """
+    positions = seeded_positions(len(dataset), size, seed)
+    return dataset if positions is None else dataset.select(positions.tolist())
+
+
 def split_plan(n: int, train_fraction: float, validation_fraction: float, sizes: dict, seed: int,
                keep_validation: bool) -> dict[str, tuple[int, int, np.ndarray | None]]:
     """Split name -> ``(start, stop, chosen)``: which ranks of the protocol's global order it keeps.
@@ -359,11 +393,7 @@ def split_plan(n: int, train_fraction: float, validation_fraction: float, sizes:
         del bounds["validation"]
     plan = {}
     for name, (start, stop) in bounds.items():
-        size, count = sizes[name], stop - start
-        chosen = None
-        if size is not None and size < count:
-            chosen = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
-        plan[name] = (start, stop, chosen)
+        plan[name] = (start, stop, seeded_positions(stop - start, sizes[name], seed))
     return plan
 
 

@@ -527,6 +527,8 @@ def score_dataset(
     rank, count = _process_rank_and_count()
     is_main = rank == 0
     folder = Path(output_dir) if output_dir is not None else None
+    if folder is not None and total and hasattr(scorer, "_ensure_answer_ids"):  # refuse a tokenizer before any file
+        scorer._ensure_answer_ids(dataset[0][prompt_column])
     if folder is not None:
         manifest = {"num_rows": total, "shard_size": shard_size, "prompt_column": prompt_column}
         manifest_path = folder / _MANIFEST
@@ -585,12 +587,10 @@ def score_dataset(
     if calibrated is not None:
         scored = scored.add_column("score_calibrated", calibrated.astype(np.float64))
     if folder is not None and is_main:
-        kept = [column for column in ("sample_id", label_column) if column in dataset.column_names]
-        table = dataset.select_columns(kept).to_pandas() if kept else None
-        if table is None:
-            import pandas as pd
+        import pandas as pd
 
-            table = pd.DataFrame(index=range(total))
+        kept = [column for column in ("sample_id", label_column) if column in dataset.column_names]
+        table = dataset.select_columns(kept).to_pandas() if kept else pd.DataFrame(index=range(total))
         table["score"] = all_scores
         if calibrated is not None:
             table["score_calibrated"] = calibrated

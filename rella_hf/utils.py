@@ -1,6 +1,8 @@
-"""Small helpers shared by every layer: the cache folder, content fingerprints and atomic writes.
+"""Small helpers shared by every layer: the cache folder, content fingerprints, atomic writes and
+folders built once (staged, marked complete, locked).
 
-This module imports only the standard library and numpy so that any layer may use it.
+This module imports only the standard library and numpy (``filelock``, a dependency of
+``huggingface_hub``, on use) so that any layer may use it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -111,3 +114,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         text: the content.
     """
     return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def build_folder_once(target: str | os.PathLike, marker: str, build: Callable[[Path], dict]) -> Path:
+    """Build the folder ``target`` once and return it; a folder without its ``marker`` file never counts.
+
+    ``build(staged)`` writes the folder's files into ``staged``, a path inside a private scratch folder
+    beside ``target`` (the scratch folder's other entries are free for temporaries), and returns the
+    marker's content. The marker is written last, then the staged folder is renamed into place, under a
+    file lock (``.<name>.lock`` beside ``target``), so concurrent processes (``accelerate launch``)
+    build it once and none ever reads a partial folder. A failed or interrupted build (a full disk,
+    Ctrl-C) leaves only its scratch folder's removal behind; the next call builds again.
+
+    Args:
+        target: the folder to build.
+        marker: name of the file inside ``target`` that marks it complete (JSON).
+        build: ``staged -> marker content`` (a JSON-serialisable dict).
+    """
+    from filelock import FileLock
+
+    target = Path(target)
+    if (target / marker).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if (target / marker).is_file():  # another process finished meanwhile
+            return target
+        scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        try:
+            staged = scratch / "folder"
+            content = build(staged)
+            (staged / marker).write_text(json.dumps(content, indent=2) + "\n")
+            if target.exists():  # a folder without the marker is a leftover of a killed build
+                shutil.rmtree(target)
+            os.replace(staged, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target

@@ -249,10 +249,26 @@ def test_dataset_card_is_complete_and_passes_metadata_parsing(tmp_path):
 
 
 def test_card_templates_ship_as_package_data():
-    link = Path(hub.__file__).parent.parent / "hub_cards"
-    assert link.is_symlink() and os.readlink(link) == "../hub_cards"
     for name in ("dataset_card.md", "model_card.md"):
         assert Path(hub.cards._template_path(name)).read_text().startswith("---\n{{ card_data }}\n---")
+
+
+@pytest.mark.parametrize("folder, pattern", [("hub_cards", "*.md"), ("accelerate_configs", "*.yaml")])
+def test_package_data_are_real_files_and_the_checkout_copies_match_them(folder, pattern):
+    """The package's folder is the source (pip ships it); the top-level one is its user-facing copy."""
+    import configparser
+
+    package, checkout = Path(hub.__file__).parents[1] / folder, Path(hub.__file__).parents[2] / folder
+    assert package.is_dir() and not package.is_symlink()
+    shipped = sorted(path.name for path in package.glob(pattern))
+    assert shipped and all(not (package / name).is_symlink() for name in shipped)
+    assert sorted(path.name for path in checkout.glob(pattern)) == shipped, f"{checkout} lists other files than {package}"
+    for name in shipped:
+        assert (checkout / name).read_bytes() == (package / name).read_bytes(), (
+            f"{folder}/{name} differs from rella_hf/{folder}/{name}, its source; cp rella_hf/{folder}/{name} {folder}/")
+    setup = configparser.ConfigParser()
+    setup.read(Path(hub.__file__).parents[2] / "setup.cfg")
+    assert f"{folder}/*" in setup["options.package_data"]["rella_hf"].split()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,3 +166,39 @@ def test_best_threshold_accuracy_matches_a_brute_force_scan():
     candidates = np.concatenate([[-1.0], np.unique(scores)])
     brute = max(np.mean((scores > threshold) == labels) for threshold in candidates)
     assert best_threshold_accuracy(labels, scores) == pytest.approx(brute)
+
+
+def test_ctr_metrics_checks_its_inputs_once_and_agrees_with_each_metric(monkeypatch):
+    from rella_hf import metrics
+
+    calls = []
+    original = metrics._as_labels
+    monkeypatch.setattr(metrics, "_as_labels", lambda labels: calls.append(1) or original(labels))
+    labels, scores = [0, 1, 1, 0, 1], [0.1, 0.8, 0.6, 0.4, 0.3]
+    result = ctr_metrics(labels, scores)
+    assert len(calls) == 1
+    assert result["auc"] == roc_auc(labels, scores) and result["logloss"] == log_loss(labels, scores)
+    assert result["acc"] == accuracy(labels, scores) == 0.8
+    assert result["brier"] == metrics.brier_score(labels, scores)
+    assert result["ece"] == metrics.expected_calibration_error(labels, scores)
+
+
+@pytest.mark.parametrize("name, what", [("roc_auc", "AUC"), ("log_loss", "LogLoss"), ("accuracy", "accuracy"),
+                                        ("brier_score", "the Brier score"), ("expected_calibration_error", "ECE"),
+                                        ("ctr_metrics", "CTR evaluation")])
+def test_no_samples_is_an_error_naming_the_metric(name, what):
+    from rella_hf import metrics
+
+    with pytest.raises(MetricError, match=f"^{what} needs at least one sample"):
+        getattr(metrics, name)([], [])
+
+
+def test_one_rella_citation_for_the_metric_module_and_the_cards():
+    import evaluate
+
+    from rella_hf.citation import RELLA_CITATION
+    from rella_hf.hub import cards
+
+    assert cards.RELLA_CITATION is RELLA_CITATION
+    assert evaluate.load(EVALUATE_METRIC_PATH).citation == RELLA_CITATION
+    assert "2308.11131" in RELLA_CITATION

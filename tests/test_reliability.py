@@ -673,4 +673,14 @@ def test_cli_long_bad_field_is_one_short_line(ml1m, capsys):
 def test_rella_errors_stay_value_errors():
     for error in (DataFormatError("f.csv", "bad", 3), ConfigError("x")):
         assert isinstance(error, RellaError) and isinstance(error, ValueError)
+
+
+def test_a_download_error_is_an_os_error_not_a_value_error():
+    from rella_hf.cli import user_mistake
+    from rella_hf.errors import DownloadError
+
+    error = DownloadError("ml-1m has no reachable official download; pass data_dir=")
+    assert isinstance(error, RellaError) and isinstance(error, OSError) and not isinstance(error, ValueError)
+    assert str(error) == "ml-1m has no reachable official download; pass data_dir="
+    assert user_mistake(error) == str(error)  # still one line, exit 2
     assert str(DataFormatError("f.csv", "bad", 3)) == "f.csv, line 3: bad"

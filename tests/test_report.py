@@ -73,3 +73,53 @@ def test_calibrated_scores_get_their_own_row_group_and_reliability_panel(tmp_pat
     assert "**Calibrated (map fitted on validation samples, applied to these)**" in report
     assert report.count("| ReiT-recent |") == 2 and report.count("| zero-shot-recent |") == 1
     assert "Reliability diagram" in report and (tmp_path / "calibration.png").stat().st_size > 1000
+
+
+def test_pack_scores_keeps_every_score_file_of_a_run_in_one_parquet_and_is_idempotent(tmp_path):
+    import pyarrow.parquet as pq
+    import pytest
+
+    from rella_hf.errors import DataFormatError
+    from rella_hf.report import PACKED_SCORES, load_score_files, pack_scores, read_score_pairs
+
+    run = tmp_path / "ml-1m"
+    write_scores(run, "zero-shot-K5-recent", [0, 1, 1], [0.2, 0.7, 0.5], {"stage": "zero-shot", "K": 5},
+                 raw_prompts=["a", "b", "c"])
+    write_scores(run, "recipe-lc-test-recent", [1, 0], [0.9, 0.1], {"K": 5}, calibrated_scores=[0.8, 0.3])
+    kept = run / "recipe" / "lc" / "validation_scores.jsonl"  # the training run's own validation scores
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"label": 1, "score": 0.6}\n{"label": 0, "score": 0.4}\n')
+    (run / "recipe" / "lc" / "config.json").write_text("{}")  # a model file: never packed
+    before_settings, before_files = load_settings(run), load_score_files(run)
+
+    packed = pack_scores(run)
+    assert packed == run / PACKED_SCORES
+    assert not list(run.glob("scores/*")) and not kept.exists() and (run / "recipe" / "lc" / "config.json").exists()
+    assert pq.read_table(packed).num_rows == 3 + 2 + 2
+    after_settings, after_files = load_settings(run), load_score_files(run)
+    assert list(after_settings) == list(before_settings) == ["recipe-lc-test-recent", "zero-shot-K5-recent"]
+    assert sorted(after_files) == sorted(before_files) == [
+        "recipe/lc/validation_scores.jsonl", "scores/recipe-lc-test-recent.jsonl", "scores/zero-shot-K5-recent.jsonl"]
+    for name, before in before_files.items():
+        after = after_files[name]
+        assert after["labels"].tolist() == before["labels"].tolist() and after["scores"].tolist() == before["scores"].tolist()
+        assert after["prompts"] == before["prompts"] and after["meta"] == before["meta"]
+        assert (after["calibrated"] is None) == (before["calibrated"] is None)
+    assert after_settings["recipe-lc-test-recent"]["calibrated"].tolist() == [0.8, 0.3]
+    assert after_settings["zero-shot-K5-recent"]["prompts"] == ["a", "b", "c"]
+
+    # Idempotent: nothing loose, nothing rewritten; a new loose file is merged in, replacing its packed copy.
+    stamp = packed.stat().st_mtime_ns
+    assert pack_scores(run) == packed and packed.stat().st_mtime_ns == stamp
+    write_scores(run, "zero-shot-K5-recent", [1, 0], [0.6, 0.3], {"stage": "again"})
+    write_scores(run, "lightgbm-K10", [0, 1], [0.1, 0.9], {})
+    assert load_settings(run)["zero-shot-K5-recent"]["meta"] == {"stage": "again"}  # loose wins before packing
+    pack_scores(run)
+    settings = load_settings(run)
+    assert list(settings) == ["lightgbm-K10", "recipe-lc-test-recent", "zero-shot-K5-recent"]
+    assert settings["zero-shot-K5-recent"]["scores"].tolist() == [0.6, 0.3]
+    assert read_score_pairs(run)["lightgbm-K10"][1].tolist() == [0.1, 0.9]
+    with pytest.raises(DataFormatError, match="pass the run folder"):
+        read_score_pairs(packed)
+    assert write_report(run, n_resamples=0).exists()
+    assert pack_scores(tmp_path / "empty") is None

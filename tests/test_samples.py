@@ -297,3 +297,27 @@ def test_time_then_position_order_is_the_global_order():
                                     timestamps[log_order][eligible]))]
     np.testing.assert_array_equal(_by_time_then_position(timestamps[log_order][eligible], eligible), expected)
     assert _by_time_then_position(np.array([0, 2**62]), np.array([0, 5])) is None  # needs more than 63 bits
+
+
+def test_one_seeded_subset_draw_serves_split_sizes_eval_rows_and_fixed_subsets():
+    import datasets
+
+    from rella_hf.samples import seeded_positions, seeded_subset, split_plan
+    from rella_hf.training.data import build_eval_rows
+
+    positions = seeded_positions(100, 10, 7)
+    assert len(positions) == 10 and len(set(positions.tolist())) == 10
+    assert (np.diff(positions) > 0).all() and positions.min() >= 0 and positions.max() < 100
+    assert np.array_equal(positions, seeded_positions(100, 10, 7))
+    assert not np.array_equal(positions, seeded_positions(100, 10, 8))
+    assert seeded_positions(100, None, 7) is None and seeded_positions(100, 100, 7) is None
+    with pytest.raises(ConfigError, match="at least 0"):
+        seeded_positions(100, -1, 7)
+    # The split sizes, ReiT's evaluation rows and the CLI / demo subsets all take the same rows.
+    plan = split_plan(1000, 0.8, 0.1, {"train": None, "validation": 10, "test": None}, seed=7, keep_validation=True)
+    assert np.array_equal(plan["validation"][2], seeded_positions(100, 10, 7))
+    split = datasets.Dataset.from_dict({"sample_id": list(range(100)), "prompt": [f"p{i}" for i in range(100)],
+                                        "completion": [" Yes."] * 100, "label": [1] * 100})
+    assert seeded_subset(split, 10, 7)["sample_id"] == positions.tolist()
+    assert build_eval_rows(split, 10, "simple", seed=7)["sample_id"] == positions.tolist()
+    assert seeded_subset(split, 500, 7) is split

@@ -95,3 +95,15 @@ def test_no_module_over_600_lines():
     long = {str(path.relative_to(PACKAGE.parent)): lines for path in _modules().values()
             if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_slow_marker_is_registered_strictly_and_documented():
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(PACKAGE.parent / "setup.cfg")
+    pytest_section = setup["tool:pytest"]
+    assert "--strict-markers" in pytest_section["addopts"].split()
+    assert any(line.strip().startswith("slow:") for line in pytest_section["markers"].splitlines())
+    assert '-m "not slow"' in (PACKAGE.parent / "README.md").read_text()
+

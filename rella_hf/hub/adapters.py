@@ -359,7 +359,7 @@ def load_adapter(
     model, tokenizer = load_model(base, dtype=dtype, device=device)
     if not local or (Path(source) / "tokenizer_config.json").is_file():
         try:
-            tokenizer = load_tokenizer(source) if local else _hub_tokenizer(source, hub_kwargs)
+            tokenizer = load_tokenizer(source, **hub_kwargs)
         except OSError:  # a Hub repository without tokenizer files: the base model's tokenizer fits
             pass
     peft_model = PeftModel.from_pretrained(model, source, is_trainable=False, **hub_kwargs)
@@ -384,17 +384,6 @@ def _adapter_calibration(source: str, hub_kwargs: dict):
         return None
     weights = hf_hub_download(source, _ADAPTER_REQUIRED_FILES[0], **hub_kwargs)
     return load_calibration(path, expected_fingerprint=model_fingerprint(source, weights=[weights]))
-
-
-def _hub_tokenizer(repo_id: str, hub_kwargs: dict):
-    """Tokenizer of a Hub adapter repository, prepared like :func:`rella_hf.models.load_tokenizer`."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(repo_id, **hub_kwargs)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer
 
 
 __all__ = ["base_model_identity", "export_adapter", "load_adapter", "push_adapter", "write_output_card"]

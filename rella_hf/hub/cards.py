@@ -12,6 +12,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..citation import RELLA_CITATION
 from ..corpora import Corpus, get_corpus, registered_name
 from ..errors import ConfigError, PublishError
 from ..utils import atomic_write_text
@@ -19,15 +20,6 @@ from .naming import BUILD_CONFIG_FILENAME, DEFAULT_ORDER, README_NAME, config_na
 
 if TYPE_CHECKING:
     from huggingface_hub import CardData
-
-RELLA_CITATION = """@inproceedings{lin2024rella,
-  title     = {ReLLa: Retrieval-enhanced Large Language Models for Lifelong Sequential Behavior Comprehension in Recommendation},
-  author    = {Lin, Jianghao and Shan, Rong and Zhu, Chenxu and Du, Kounianhua and Chen, Bo and Quan, Shigang and Tang, Ruiming and Yu, Yong and Zhang, Weinan},
-  booktitle = {Proceedings of the ACM Web Conference 2024},
-  year      = {2024},
-  eprint    = {2308.11131},
-  archivePrefix = {arXiv}
-}"""
 
 _COLUMN_DESCRIPTIONS = {
     "sample_id": "identifier of the sample, shared by every configuration built from the same samples",
@@ -83,7 +75,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def _template_path(name: str) -> str:
-    """Path of a card template shipped as package data (``rella_hf/hub_cards`` -> ``hub_cards/``)."""
+    """Path of a card template shipped as package data (``rella_hf/hub_cards``; ``hub_cards/`` is its checkout copy)."""
     path = resources.files("rella_hf").joinpath("hub_cards", name)
     if not path.is_file():
         raise PublishError(f"card template {name} is missing from the rella_hf package; reinstall rella-hf")

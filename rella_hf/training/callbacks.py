@@ -6,11 +6,18 @@ across prompts) and adds ``eval_auc``, ``eval_logloss`` and ``eval_acc`` to the 
 metrics. Because it adds them to the metrics dict the Trainer is about to compare, setting
 ``metric_for_best_model="auc"`` with ``load_best_model_at_end=True`` selects the best checkpoint
 by validation AUC, as the paper does.
+
+:class:`StopOnSignal` turns Ctrl-C / SIGTERM during training into a checkpoint at the end of the current
+optimizer step, then stops; :func:`last_complete_checkpoint` is what a resumed run continues from.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from accelerate.logging import get_logger
@@ -125,3 +132,59 @@ class CTREvalCallback(TrainerCallback):
         elif state.is_world_process_zero:
             logger.info("step %d: %s", state.global_step, ctr)
         return control
+
+
+#: Written into ``output_dir`` by a run stopped by Ctrl-C / SIGTERM; the next run there resumes from its checkpoint.
+INTERRUPTED_FILE = "interrupted.json"
+
+
+class StopOnSignal(TrainerCallback):
+    """Checkpoint and stop once SIGINT / SIGTERM arrived (recorded by :func:`rella_hf.interrupts.deferred_signals`).
+
+    At the end of the current optimizer step the Trainer saves a checkpoint (after an evaluation due at
+    that step, so a resumed run selects the same best checkpoint); then ``interrupted.json`` names it and
+    :class:`rella_hf.interrupts.Interrupted` is raised. The next run with the same ``output_dir`` resumes there.
+
+    Args:
+        request: the :class:`rella_hf.interrupts.StopRequest` the signal handler fills.
+    """
+
+    def __init__(self, request):
+        self.request = request
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.request.signum is not None:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        from ..interrupts import Interrupted
+        from ..utils import atomic_write_text
+
+        if self.request.signum is not None:
+            if state.is_world_process_zero:
+                atomic_write_text(Path(args.output_dir) / INTERRUPTED_FILE, json.dumps(
+                    {"checkpoint": f"checkpoint-{state.global_step}", "signal": int(self.request.signum)}) + "\n")
+            raise Interrupted(self.request.signum)
+        return control
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The ``checkpoint-<step>`` folder of ``output_dir`` with the highest step whose ``trainer_state.json``
+    (written last by the Trainer) reads back, or None; a checkpoint cut short (a full disk, a kill) is skipped.
+
+    Args:
+        output_dir: the training output folder.
+    """
+    folder = Path(output_dir)
+    steps = sorted((int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*")
+                   if path.is_dir() and path.name.split("-")[1].isdigit()) if folder.is_dir() else []
+    for step, path in reversed(steps):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logging.getLogger(__name__).warning("%s is incomplete (no readable trainer_state.json); not resuming "
+                                                "from it.", path)
+            continue
+        return str(path)
+    return None

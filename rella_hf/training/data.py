@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError
+from ..samples import seeded_positions
 
 if TYPE_CHECKING:
     import datasets
@@ -166,10 +167,8 @@ def build_eval_rows(dataset: datasets.Dataset, eval_size: int | None, prompt_kin
         prompt_kind: ``"simple"`` or ``"sequential"``, recorded in ``prompt_kind``.
         seed: seed of the subset.
     """
-    positions = np.arange(len(dataset))
-    if eval_size is not None and eval_size < len(dataset):
-        positions = np.sort(np.random.default_rng(seed).choice(len(dataset), size=eval_size, replace=False))
-    return _rows(dataset, positions, prompt_kind)
+    positions = seeded_positions(len(dataset), eval_size, seed)
+    return _rows(dataset, np.arange(len(dataset)) if positions is None else positions, prompt_kind)
 
 
 def tokenize_rows(rows: datasets.Dataset, tokenizer, max_length: int | None = None) -> datasets.Dataset:

@@ -8,10 +8,7 @@ download and trains in seconds. Its weights come from a fixed seed: every proces
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .config import TINY_RANDOM_LLAMA
@@ -30,8 +27,8 @@ def build_tiny_random_llama(save_dir: str | os.PathLike | None = None, seed: int
                             tokenizer_source: str | os.PathLike = TINY_TOKENIZER_SOURCE) -> Path:
     """Build (once) and return the folder of a tiny random Llama with SmolLM2's tokenizer.
 
-    The folder is written to a temporary sibling and renamed into place, under a file lock, so
-    concurrent processes (``accelerate launch``) build it once and never read a partial folder.
+    Staged, marked complete and locked by :func:`rella_hf.utils.build_folder_once`, so concurrent
+    processes (``accelerate launch``) build it once and never read a partial folder.
 
     Args:
         save_dir: target folder (default ``<rella-hf cache>/models/tiny-random-llama-seed<seed>``).
@@ -41,17 +38,12 @@ def build_tiny_random_llama(save_dir: str | os.PathLike | None = None, seed: int
     Returns:
         A folder loadable with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer``.
     """
-    from filelock import FileLock
-
     from ..models import cache_root
+    from ..utils import build_folder_once
 
     target = Path(save_dir) if save_dir is not None else cache_root() / "models" / f"{TINY_RANDOM_LLAMA}-seed{seed}"
-    if (target / _MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        if (target / _MARKER).is_file():
-            return target
+
+    def build(staged: Path) -> dict:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -72,15 +64,8 @@ def build_tiny_random_llama(save_dir: str | os.PathLike | None = None, seed: int
             model = LlamaForCausalLM(config)
         finally:
             torch.random.set_rng_state(generator_state)
-        scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-        try:
-            staged = scratch / "model"
-            model.save_pretrained(staged, safe_serialization=True)
-            tokenizer.save_pretrained(staged)
-            (staged / _MARKER).write_text(json.dumps({"seed": seed, **TINY_LLAMA_SHAPE}, indent=2) + "\n")
-            if target.exists():  # a folder without the marker is a leftover of a killed build
-                shutil.rmtree(target)
-            os.replace(staged, target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
+        model.save_pretrained(staged, safe_serialization=True)
+        tokenizer.save_pretrained(staged)
+        return {"seed": seed, **TINY_LLAMA_SHAPE}
+
+    return build_folder_once(target, _MARKER, build)

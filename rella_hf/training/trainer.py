@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -421,18 +420,19 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
 
 
 def find_resume_checkpoint(config: ReiTConfig) -> str | None:
-    """The checkpoint to resume from: ``resume_from_checkpoint``, else the last one when ``resume``.
+    """The checkpoint to resume from: ``resume_from_checkpoint``, else the last complete one when ``resume``
+    or when the previous run in ``output_dir`` was stopped by Ctrl-C / SIGTERM (``interrupted.json``).
 
     Args:
         config: the run configuration.
     """
+    from .callbacks import INTERRUPTED_FILE, last_complete_checkpoint
+
     if config.resume_from_checkpoint:
         return config.resume_from_checkpoint
-    if not config.resume:
+    if not (config.resume or (Path(config.output_dir) / INTERRUPTED_FILE).is_file()):
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    last = last_complete_checkpoint(config.output_dir)
     if last is None:
         logger.warning("resume=True but %s holds no checkpoint; training from the start.", config.output_dir)
     return last
@@ -509,7 +509,12 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     trainer = build_trainer(config, data, model, tokenizer, callbacks)
     config = trainer.args
     checkpoint = find_resume_checkpoint(config)
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    from ..interrupts import deferred_signals
+    from .callbacks import INTERRUPTED_FILE, StopOnSignal
+
+    with deferred_signals() as request:  # Ctrl-C / SIGTERM: checkpoint at the end of the step, then stop
+        trainer.add_callback(StopOnSignal(request))
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     # Read before the final evaluation, which logs its metrics too; log_history survives resuming.
     eval_history = [
@@ -546,6 +551,7 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     from ..calibration import fit_after_training  # calibration.json beside the saved weights (validation only)
 
     fit_after_training(trainer, data, output_dir)
+    (output_dir / INTERRUPTED_FILE).unlink(missing_ok=True)
     if hasattr(trainer, "end"):  # transformers >= 5.18: close trackers and the process group
         trainer.end()
     return TrainingResult(output_dir=output_dir, metrics=_json_ready(metrics), config=config)

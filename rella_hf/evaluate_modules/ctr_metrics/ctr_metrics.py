@@ -8,6 +8,7 @@ The numbers come from :func:`rella_hf.metrics.ctr_metrics`, the same code the li
 import datasets
 import evaluate
 
+from rella_hf.citation import RELLA_CITATION
 from rella_hf.metrics import DEFAULT_EPS, ctr_metrics, ece_consistency_band
 
 _DESCRIPTION = """
@@ -35,14 +36,7 @@ Examples:
     0.75
 """
 
-_CITATION = """
-@article{lin2023rella,
-  title={ReLLa: Retrieval-enhanced Large Language Models for Lifelong Sequential Behavior Comprehension in Recommendation},
-  author={Lin, Jianghao and Shan, Rong and Zhu, Chenxu and Du, Kounianhua and Chen, Bo and Quan, Shigang and Tang, Ruiming and Yu, Yong and Zhang, Weinan},
-  journal={arXiv preprint arXiv:2308.11131},
-  year={2023}
-}
-"""
+_CITATION = RELLA_CITATION
 
 
 class CtrMetrics(evaluate.Metric):
