@@ -513,6 +513,31 @@ def test_ctr_only_evaluation_skips_the_loss_loop_and_still_selects_the_best(tmp_
     assert metrics["final_eval"]["eval_auc"] == pytest.approx(best["eval_auc"])
 
 
+def test_the_final_models_validation_scores_are_those_of_the_step_it_came_from():
+    """The end-of-training calibration reuses these scores, so they must belong to the model the run ends with."""
+    from types import SimpleNamespace
+
+    from rella_hf.training.callbacks import CTREvalCallback, final_model_scores, final_model_step
+
+    callback = CTREvalCallback(["a", "b"], [0, 1], tokenizer=None)
+    callback.scores_by_step = {2: np.array([0.1, 0.9]), 4: np.array([0.2, 0.8])}
+
+    def trainer(best=None, evaluated=(2, 4), global_step=4, load_best=True):
+        state = SimpleNamespace(best_model_checkpoint=best, global_step=global_step,
+                                log_history=[{"step": step, "eval_auc": 0.5} for step in evaluated])
+        return SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=load_best),
+                               callback_handler=SimpleNamespace(callbacks=[object(), callback]))
+
+    restored = trainer(best="out/checkpoint-2")  # load_best_model_at_end restored step 2's weights
+    assert final_model_step(restored) == 2 and final_model_scores(restored).tolist() == [0.1, 0.9]
+    last = trainer(load_best=False)  # the last step was evaluated and the model stays as it is
+    assert final_model_step(last) == 4 and final_model_scores(last).tolist() == [0.2, 0.8]
+    moved_on = trainer(load_best=False, evaluated=(2,), global_step=5)  # trained past its last evaluation
+    assert final_model_step(moved_on) is None and final_model_scores(moved_on) is None
+    resumed = trainer(best="out/checkpoint-6", evaluated=(6, 8), global_step=8)  # scored before a resume
+    assert final_model_step(resumed) == 6 and final_model_scores(resumed) is None
+
+
 def test_token_statistics_are_reduced_once_per_log_not_per_micro_step(tmp_path, prompt_datasets):
     """R6: 8 micro-steps (4 optimizer steps of 2), logged every 2 steps: 2 reductions, no gathers."""
     from rella_hf.training import build_trainer, load_model_for_training
