@@ -82,6 +82,23 @@ def prompt_datasets(tokenizer):
     return {"simple": simple, "sequential": sequential}
 
 
+@pytest.fixture(autouse=True)
+def calibration_top_up_from_the_fixture(monkeypatch, prompt_datasets):
+    """Top a run's small validation subset up for its end-of-training calibration from this module's validation split.
+
+    The real loader rebuilds the run's dataset (``ml-latest-small`` with MiniLM item embeddings, about a minute on one
+    core) in every test's fresh cache; the runs here train on the hand-made splits above, so their top-up rows come
+    from those (tests/test_demo.py covers the real loader end to end).
+    """
+    from rella_hf.training.data import build_eval_rows
+
+    def loader(config, data):
+        return lambda size: build_eval_rows(prompt_datasets[config.test_type][data.eval_split], size, config.test_type,
+                                            config.sample_seed)
+
+    monkeypatch.setattr("rella_hf.calibration._validation_rows_loader", loader)
+
+
 def _config(tmp_path, **overrides) -> ReiTConfig:
     settings = dict(
         output_dir=str(tmp_path / "run"), model_name_or_path="tiny-random-llama", shots=8, pool_size=60,
