@@ -22,8 +22,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Two steps that both count: the fast tests first (a quick answer), then the `slow` ones (real models, launches,
+# end-to-end runs). `make test` fails when either step fails.
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
 
 # The suite without the tests marked slow (real SmolLM2 loads, launched processes, the demo); CI runs `make test`.
 test-fast: install lint

@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmark scripts: where ../shared data lives, machine facts, RSS."""
+"""Helpers shared by the benchmark scripts: where ../shared data lives, machine facts, host kind, RSS, RESULTS.md rows.
+
+The matmul probe and the bf16 check are the library's own (:mod:`rella_hf.hardware`), not copies.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import resource
 import tempfile
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SHARED_DATA = Path(os.environ.get("RELLA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -38,55 +42,37 @@ def ml1m_shared_copy() -> Path:
     return folder
 
 
-#: SmolLM2-135M's matmul shapes (hidden 576, MLP 1536, k/v 192, vocabulary 49,152), as (in, out).
-SMOLLM2_LINEAR_SHAPES = {"mlp up/gate": (576, 1536), "mlp down": (1536, 576), "q/o": (576, 576),
-                         "k/v": (576, 192), "lm_head": (576, 49152)}
+def host_facts(measure: bool = True):
+    """This host's :class:`rella_hf.hardware.HostFacts` (kind, CPU, cores, the one matmul probe; bf16 only where native)."""
+    from rella_hf.hardware import probe_host
+
+    return probe_host(seconds=1.5, rounds=3, measure=measure) if measure else probe_host(measure=False)
 
 
-def matmul_gflops(dtype: str, tokens: int = 2048, in_features: int = 576, out_features: int = 1536,
-                  seconds: float = 1.5) -> float:
-    """Sustained GFLOP/s of ``tokens x in_features @ in_features x out_features`` in ``dtype`` on this machine.
+def skip_emulated_bf16(what: str) -> bool:
+    """Print one line and return True when bf16 is emulated on this host (so ``what`` is not run)."""
+    from rella_hf.hardware import FORCE_FLOAT32_ENV, cpu_has_native_bf16, forced_float32
 
-    Runs ``torch.nn.functional.linear`` (the call every model layer makes) with the thread count
-    torch uses now, for about ``seconds`` after a warm-up, and returns the best of three rounds.
+    if cpu_has_native_bf16():
+        return False
+    reason = f"${FORCE_FLOAT32_ENV}=1" if forced_float32() else "no AVX512-BF16 or AMX on this CPU"
+    print(f"skipped {what}: bfloat16 is emulated on this host ({reason}), slower than float32 and not what it runs.")
+    return True
 
-    Args:
-        dtype: ``"float32"`` or ``"bfloat16"``.
-        tokens: rows of the activation (batch x sequence).
-        in_features: hidden size going in.
-        out_features: hidden size coming out.
-        seconds: length of each timed round.
+
+def write_host_rows(bench: str, kind: str, text: str, path: Path = RESULTS) -> None:
+    """Put ``text`` between the ``<!-- {bench}:{kind}:start/end -->`` markers of RESULTS.md (appended when absent).
+
+    RESULTS.md keeps one block per benchmark and host kind (``bf16-native``, ``float32-only``); a run replaces
+    only its own block, so the other host kind's rows stay.
     """
-    import time
-
-    import torch
-
-    torch_dtype = getattr(torch, dtype)
-    generator = torch.Generator().manual_seed(0)
-    activation = torch.randn(tokens, in_features, generator=generator).to(torch_dtype)
-    weight = torch.randn(out_features, in_features, generator=generator).to(torch_dtype)
-    flops = 2.0 * tokens * in_features * out_features
-    with torch.inference_mode():
-        for _ in range(3):
-            torch.nn.functional.linear(activation, weight)
-        best = 0.0
-        for _ in range(3):
-            calls, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds:
-                torch.nn.functional.linear(activation, weight)
-                calls += 1
-            best = max(best, calls * flops / elapsed / 1e9)
-    return best
-
-
-def matmul_peak(seconds: float = 1.5) -> dict[str, float]:
-    """The machine's matmul peak in GFLOP/s, per dtype: the best SmolLM2 MLP shape at 2,048 tokens.
-
-    The MLP projections (576 x 1536 and back) are the largest matmuls of a SmolLM2 layer; their
-    rate is the denominator of every "% of peak" figure the benchmarks print.
-    """
-    peak = {}
-    for dtype in ("float32", "bfloat16"):
-        peak[dtype] = max(matmul_gflops(dtype, 2048, *SMOLLM2_LINEAR_SHAPES[name], seconds=seconds)
-                          for name in ("mlp up/gate", "mlp down"))
-    return peak
+    start, end = f"<!-- {bench}:{kind}:start -->", f"<!-- {bench}:{kind}:end -->"
+    current = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{text.strip()}\n{end}"
+    if start in current and end in current:
+        head, rest = current.split(start, 1)
+        current = head + block + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + f"\n\n{block}\n"
+    path.write_text(current)
+    print(f"wrote the {kind} rows of {bench} into {path}")

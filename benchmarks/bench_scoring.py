@@ -13,10 +13,14 @@ history) two ways, each in a fresh process so peak RSS is its own:
 
 The fast worker also scores the first 32 prompts at batch 1, 8 and 32, in random orders, and
 reports the largest change of any prompt's score (the batch-dependence). Throughput in GFLOP/s
-is 2 x non-embedding parameters x prompt tokens per second, against the bf16 matmul peak
-measured in the same run (:func:`_common.matmul_peak`).
+is 2 x non-embedding parameters x prompt tokens per second, against the matmul peak of the dtype
+the model computes in, measured in the same run (:func:`rella_hf.hardware.matmul_peak`). On a
+float32-only host (no AVX512-BF16 / AMX, or ``RELLA_HF_FORCE_FLOAT32=1``) the model computes in
+float32 and ``--dtype bfloat16`` is skipped with one line (emulated). The default run (128 prompts,
+three paths) answers in about 5 minutes on 2 cores of a float32-only host; its rows go to
+``benchmarks/RESULTS.md`` under the host's kind (``--no-write``: print only).
 
-Usage: python benchmarks/bench_scoring.py [--n 256] [--batch-size 8] [--dtype float32] [--paths fast,batched,naive]
+Usage: python benchmarks/bench_scoring.py [--n 128] [--batch-size 8] [--dtype float32] [--paths fast,batched,naive]
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_facts, matmul_peak, peak_rss_mb  # noqa: E402
+from _common import host_facts, machine_facts, peak_rss_mb, skip_emulated_bf16, write_host_rows  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=256, help="test prompts to score")
+    parser.add_argument("--n", type=int, default=128, help="test prompts to score")
     parser.add_argument("--K", type=int, default=10, help="history items per prompt")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (both paths)")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: from the hardware)")
@@ -46,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--paths", default="fast,batched,naive", help="comma-separated: fast, batched, naive")
     parser.add_argument("--worker", choices=["fast", "batched", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
     return parser.parse_args(argv)
 
 
@@ -124,8 +129,10 @@ def main(argv=None) -> None:
         return
     from rella_hf.metrics import ctr_metrics
 
+    if args.dtype in ("bfloat16", "bf16") and skip_emulated_bf16("--dtype bfloat16"):
+        return
     _, labels = sample_prompts(args.n, args.K, args.seed)  # also builds the dataset cache once
-    peak = matmul_peak()
+    facts = host_facts()
     results, scores = {}, {}
     with tempfile.TemporaryDirectory(prefix="rella-bench-scoring-") as scratch:
         for path in args.paths.split(","):
@@ -139,42 +146,48 @@ def main(argv=None) -> None:
             results[path] = json.loads(finished.stdout.strip().splitlines()[-1])
             scores[path] = np.load(out)
 
-    print(f"# Zero-shot scoring, SmolLM2-135M-Instruct, ml-latest-small test, K={args.K}")
-    print(f"machine: {machine_facts()}")
+    lines = []
+    out = lines.append  # every line below is printed and written to RESULTS.md
     first = next(iter(results.values()))
-    print(f"{first['prompts']} prompts, tokens mean {first['mean_tokens']:.0f} "
-          f"(min {first['min_tokens']}, max {first['max_tokens']}), batch size {args.batch_size}, "
-          f"dtype {first['dtype']}, {first['threads']} threads")
-    print()
+    dtype = first["dtype"]
+    peak = facts.bf16_gflops if dtype == "bfloat16" else facts.float32_gflops
+    out(f"Run {time.strftime('%Y-%m-%d %H:%M')}, `python benchmarks/bench_scoring.py --n {args.n} --K {args.K} "
+        f"--batch-size {args.batch_size} --paths {args.paths}`; {facts.describe()}; {machine_facts()}")
+    out("")
+    out(f"{first['prompts']} ml-latest-small test prompts, K={args.K} recent, tokens mean {first['mean_tokens']:.0f} "
+        f"(min {first['min_tokens']}, max {first['max_tokens']}), SmolLM2-135M-Instruct in {dtype}, batch size "
+        f"{args.batch_size}, {first['threads']} threads, each path in its own process")
+    out("")
     # CPU seconds are less sensitive than wall time to other processes sharing the machine.
-    print(f"matmul peak: float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
-    print()
-    print("| path | prompts/s | seconds | GFLOP/s | % of bf16 peak | CPU s/prompt | peak RSS MiB | RSS growth while "
-          "scoring MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    out(f"| path | prompts/s | seconds | GFLOP/s | % of {dtype} peak ({peak:.0f}) | CPU s/prompt | peak RSS MiB | "
+        "RSS growth while scoring MiB |")
+    out("|---|---|---|---|---|---|---|---|")
     for path, result in results.items():
         growth = result["peak_rss_mb"] - result["peak_rss_before_scoring_mb"]
-        print(f"| {path} | {result['prompts_per_s']:.2f} | {result['seconds']:.1f} | {result['gflops']:.0f} | "
-              f"{100 * result['gflops'] / peak['bfloat16']:.1f} % | "
-              f"{result['cpu_seconds'] / result['prompts']:.3f} | {result['peak_rss_mb']:.0f} | {growth:.0f} |")
+        out(f"| {path} | {result['prompts_per_s']:.2f} | {result['seconds']:.1f} | {result['gflops']:.0f} | "
+            f"{100 * result['gflops'] / peak:.1f} % | "
+            f"{result['cpu_seconds'] / result['prompts']:.3f} | {result['peak_rss_mb']:.0f} | {growth:.0f} |")
     if {"fast", "naive"} <= results.keys():
         speedup = results["fast"]["prompts_per_s"] / results["naive"]["prompts_per_s"]
         difference = float(np.max(np.abs(scores["fast"] - scores["naive"])))
-        print()
+        out("")
         cpu_ratio = results["naive"]["cpu_seconds"] / results["fast"]["cpu_seconds"]
-        print(f"speed-up fast/naive: {speedup:.2f}x wall, {cpu_ratio:.2f}x CPU time; "
-              f"max |score difference|: {difference:.2e}")
+        out(f"speed-up fast/naive: {speedup:.2f}x wall, {cpu_ratio:.2f}x CPU time; "
+            f"max |score difference|: {difference:.2e}")
     for path, values in scores.items():
         labels_array = np.asarray(labels[: len(values)])
         if 0 < labels_array.sum() < len(labels_array):
             metrics = ctr_metrics(labels_array, values)
-            print(f"{path}: AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}, ACC {metrics['acc']:.4f} "
-                  f"(n={metrics['n']}, positives={metrics['positives']})")
+            out(f"{path}: AUC {metrics['auc']:.4f}, LogLoss {metrics['logloss']:.4f}, ACC {metrics['acc']:.4f} "
+                f"(n={metrics['n']}, positives={metrics['positives']})")
     if "fast" in results:
         fast = results["fast"]
-        print(f"scoring: {fast['prompts_per_s']:.2f} prompts/s, {fast['gflops']:.0f} GFLOP/s, "
-              f"{100 * fast['gflops'] / peak['bfloat16']:.1f} % of bf16 peak, "
-              f"max batch-dependence {fast['batch_dependence']:.1e}")
+        out(f"scoring: {fast['prompts_per_s']:.2f} prompts/s, {fast['gflops']:.0f} GFLOP/s, "
+            f"{100 * fast['gflops'] / peak:.1f} % of {dtype} peak, "
+            f"max batch-dependence {fast['batch_dependence']:.1e} ({facts.kind} host)")
+    print("\n".join(lines))
+    if not args.no_write:
+        write_host_rows("bench_scoring", facts.kind, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,21 @@ of optimizer steps for every variant, each variant in a fresh process (its own p
 
 Useful work per step = 4 x non-embedding parameters x non-padding tokens (forward plus the input
 gradients of the backward; frozen weights need no weight gradients), divided by the step time
-gives GFLOP/s; its share of the bf16 matmul peak (:func:`_common.matmul_peak`, measured in the
-same run) is the last column. The speed-up line is the median ratio of ``--rounds`` float32 /
-new-recipe pairs run back to back (the table's pair is the first): this host's speed drifts by
-tens of per cent within minutes. Then the float32 and the new recipe train 40 steps on the same
-rows in the same order and their losses are compared (must agree within 2 %).
+gives GFLOP/s; its share of the matmul peak of the new recipe's compute dtype
+(:func:`rella_hf.hardware.matmul_peak`, measured in the same run) is the last column. The speed-up
+line is the median ratio of ``--rounds`` float32 / new-recipe pairs run back to back (the table's
+pair is the first): a shared host's speed drifts by tens of per cent within minutes. With
+``--loss-steps`` the float32 and the new recipe train that many steps on the same rows in the same
+order and their losses are compared (must agree within 2 %).
 
-Usage: python benchmarks/bench_train.py [--steps 10] [--warmup 2] [--batch 8] [--K 10] [--loss-steps 40] [--rounds 3]
+On a float32-only host (no AVX512-BF16 / AMX, or ``RELLA_HF_FORCE_FLOAT32=1``) the bf16 variants
+are emulated and skipped (one line says which), and ``all (new default)`` is what the library runs
+there: float32 weights with the answer-only head and length grouping. The default run (4 steps,
+one round, no loss check) answers in under 10 minutes on 2 cores of either host kind; its rows go
+to ``benchmarks/RESULTS.md`` under the host's kind (``--no-write``: print only). The full run of
+RESULTS.md's run E: ``--steps 8 --warmup 2 --loss-steps 40 --loss-batch 4 --rounds 3``.
+
+Usage: python benchmarks/bench_train.py [--steps 4] [--warmup 1] [--batch 8] [--K 10] [--loss-steps 0] [--rounds 1]
        python benchmarks/bench_train.py --attention-ab 5   (bf16 vs float32 CPU attention, one process)
        python benchmarks/bench_train.py --lora-costs 3 --K 5   (all-linear LoRA: dropout, input cast, top layers only)
 """
@@ -40,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_facts, matmul_peak, peak_rss_mb  # noqa: E402
+from _common import host_facts, machine_facts, peak_rss_mb, skip_emulated_bf16, write_host_rows  # noqa: E402
 
 BASELINE = {"bf16": False, "model_dtype": "float32", "train_sampling_strategy": "random",
             "completion_logits_only": False, "activation_checkpointing": False, "cpu_float32_attention": False}
@@ -60,16 +68,28 @@ VARIANTS = {
 LOSS_CHECK = {"float32 (before)": BASELINE, "new recipe, random order": {**NEW, "train_sampling_strategy": "random"}}
 
 
+def emulated(settings: dict) -> bool:
+    """Whether a variant computes in bf16 (weights or autocast): emulated, so skipped, on a float32-only host."""
+    return bool(settings.get("bf16")) or settings.get("model_dtype") == "bfloat16"
+
+
+def for_this_host(settings: dict, native_bf16: bool) -> dict:
+    """The new recipe as the library runs it on this host: on a float32-only one without bf16 (nor its attention cast)."""
+    if native_bf16 or not emulated(settings):
+        return settings
+    return {**settings, "bf16": False, "model_dtype": None, "cpu_float32_attention": False}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per variant (warm-up included)")
-    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per variant (warm-up included)")
+    parser.add_argument("--warmup", type=int, default=1, help="first steps left out of the averages")
     parser.add_argument("--batch", type=int, default=8, help="rows per optimizer step (no accumulation)")
     parser.add_argument("--K", type=int, default=10, help="history items per prompt")
-    parser.add_argument("--loss-steps", type=int, default=40, help="steps of the loss comparison (0 skips it)")
+    parser.add_argument("--loss-steps", type=int, default=0, help="steps of the loss comparison (0 skips it)")
     parser.add_argument("--loss-batch", type=int, default=4, help="rows per step in the loss comparison")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=1,
                         help="float32/new-recipe pairs run back to back for the speed-up line (the table's pair is the "
                              "first); the line reports their median ratio")
     parser.add_argument("--attention-ab", type=int, default=0, metavar="REPS",
@@ -80,6 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "all-linear LoRA r=16 with dropout 0.05 / 0, with and without PEFT's float32 input cast, "
                              "on all or the top layers; full fine-tuning of all or the top layers); REPS interleaved "
                              "rounds on the same 3 batches, all variants in one process")
+    parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -141,13 +162,15 @@ def run_variant(settings: dict, steps: int, batch: int, K: int, final_loss: bool
 
 def _one_process_trainer(args: argparse.Namespace, **overrides):
     """The new recipe's trainer (``overrides`` on top) and three of its training batches, for in-process A/B timings."""
+    from rella_hf.hardware import cpu_has_native_bf16
     from rella_hf.training import ReiTConfig, build_trainer, load_model_for_training, prepare_training_data
 
     config = ReiTConfig(
         output_dir=tempfile.mkdtemp(prefix="rella-bench-ab-"), model_name_or_path="smollm2-135m-instruct",
         dataset="ml-latest-small", K=args.K, train_type="mixed", test_type="sequential", shots=4 * args.batch,
         eval_size=0, eval_strategy="no", save_strategy="no", per_device_train_batch_size=args.batch,
-        total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42, **{**NEW, **overrides},
+        total_batch_size=args.batch, max_steps=1, disable_tqdm=True, seed=42,
+        **for_this_host({**NEW, **overrides}, cpu_has_native_bf16()),
     )
     model, tokenizer = load_model_for_training(config)
     trainer = build_trainer(config, prepare_training_data(config, "smollm2-135m-instruct"), model, tokenizer)
@@ -182,6 +205,8 @@ def attention_ab(args: argparse.Namespace) -> None:
 
     from rella_hf.training.attention import FLOAT32_CPU_TRAINING_SDPA
 
+    if skip_emulated_bf16("--attention-ab (it times bf16 attention)"):
+        return
     trainer, batches = _one_process_trainer(args)
     base = trainer.model.get_base_model()
 
@@ -264,30 +289,49 @@ def main(argv=None) -> None:
         return
     import torch
 
-    peak = matmul_peak()
-    print(f"Machine: {machine_facts()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"Matmul peak (SmolLM2 MLP shapes, 2,048 tokens): float32 {peak['float32']:.0f} GFLOP/s, "
-          f"bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
-    print(f"SmolLM2-135M-Instruct, LoRA r=8 q_proj/v_proj, ReiT mixed ml-latest-small K={args.K}, batch {args.batch}, "
-          f"{args.steps} steps ({args.warmup} warm-up left out), each variant in a fresh process\n")
-    print("| variant | s/step | tokens/s (non-padding) | GFLOP/s | % of bf16 peak | peak RSS MiB | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    facts = host_facts()
+    native = facts.native_bf16
+    names = args.variants.split(",")
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; expected names among {list(VARIANTS)}")
+    skipped = [name for name in names if name != "all (new default)" and emulated(VARIANTS[name]) and not native]
+    if skipped:
+        skip_emulated_bf16(", ".join(skipped))
+        names = [name for name in names if name not in skipped]
+    recipe_dtype = "bfloat16" if native else "float32"
+    peak = facts.bf16_gflops if native else facts.float32_gflops
+    lines = []
+    out = lines.append  # every line below is printed and written to RESULTS.md
+    out(f"Run {time.strftime('%Y-%m-%d %H:%M')}, `python benchmarks/bench_train.py --steps {args.steps} --warmup "
+        f"{args.warmup} --batch {args.batch} --K {args.K} --loss-steps {args.loss_steps} --rounds {args.rounds}`; "
+        f"{facts.describe()}; {machine_facts()}; torch {torch.__version__}")
+    out("")
+    out(f"SmolLM2-135M-Instruct, LoRA r=8 q_proj/v_proj, ReiT mixed ml-latest-small K={args.K}, batch {args.batch}, "
+        f"{args.steps} steps ({args.warmup} warm-up left out), each variant in a fresh process; the new default "
+        f"recipe computes in {recipe_dtype} on this host")
+    out("")
+    out(f"| variant | s/step | tokens/s (non-padding) | GFLOP/s | % of {recipe_dtype} peak ({peak:.0f}) | peak RSS MiB | "
+        "speed-up |")
+    out("|---|---|---|---|---|---|---|")
+    print("\n".join(lines), flush=True)
     baseline_rate = None
     summary = {}
-    for name in args.variants.split(","):
-        result = run_variant(VARIANTS[name], args.steps, args.batch, args.K)
+    for name in names:
+        result = run_variant(for_this_host(VARIANTS[name], native), args.steps, args.batch, args.K)
         rate, seconds_per_step = step_rate(result, args.warmup)
         non_embedding = result["non_embedding_params"]
         gflops = 4 * non_embedding * rate / 1e9
         baseline_rate = baseline_rate or rate
         summary[name] = (rate, gflops)
-        print(f"| {name} | {seconds_per_step:.2f} | {rate:.0f} | {gflops:.0f} | "
-              f"{100 * gflops / peak['bfloat16']:.1f} % | {result['peak_rss_mb']:.0f} | {rate / baseline_rate:.2f}x |",
-              flush=True)
+        out(f"| {name} | {seconds_per_step:.2f} | {rate:.0f} | {gflops:.0f} | {100 * gflops / peak:.1f} % | "
+            f"{result['peak_rss_mb']:.0f} | {rate / baseline_rate:.2f}x |")
+        print(lines[-1], flush=True)
 
     if args.loss_steps:
         print(f"\nLoss check: {args.loss_steps} steps, batch {args.loss_batch}, same rows and seed")
-        runs = {name: run_variant(settings, args.loss_steps, args.loss_batch, args.K, final_loss=True)
+        runs = {name: run_variant(for_this_host(settings, native), args.loss_steps, args.loss_batch, args.K,
+                                  final_loss=True)
                 for name, settings in LOSS_CHECK.items()}
         tail = max(1, args.loss_steps // 4)
         for name, run in runs.items():
@@ -308,7 +352,7 @@ def main(argv=None) -> None:
         pairs = [(summary["float32 (before)"][0], summary["all (new default)"][0])]
         for _ in range(max(args.rounds, 1) - 1):
             old = step_rate(run_variant(BASELINE, args.steps, args.batch, args.K), args.warmup)[0]
-            new = step_rate(run_variant(NEW, args.steps, args.batch, args.K), args.warmup)[0]
+            new = step_rate(run_variant(for_this_host(NEW, native), args.steps, args.batch, args.K), args.warmup)[0]
             pairs.append((old, new))
         ratios = [new / old for old, new in pairs]
         print("\nback-to-back pairs (float32 -> new recipe, tokens/s): "
@@ -316,9 +360,12 @@ def main(argv=None) -> None:
         ratio = statistics.median(ratios)
         new_rate = statistics.median(new for _, new in pairs)
         gflops = 4 * non_embedding * new_rate / 1e9
-        print(f"train speed-up vs float32 baseline: {ratio:.2f}x "
-              f"({gflops:.0f} GFLOP/s, {100 * gflops / peak['bfloat16']:.1f} % of bf16 peak; median of {len(pairs)} "
-              f"back-to-back pairs)")
+        out("")
+        out(f"train speed-up vs float32 baseline: {ratio:.2f}x ({gflops:.0f} GFLOP/s, {100 * gflops / peak:.1f} % of "
+            f"{recipe_dtype} peak; median of {len(pairs)} back-to-back pairs; {facts.kind} host)")
+        print(lines[-1])
+    if not args.no_write:
+        write_host_rows("bench_train", facts.kind, "\n".join(lines))
 
 if __name__ == "__main__":
     main()

@@ -509,7 +509,7 @@ def save_validation_scores(folder: str | os.PathLike, labels, scores) -> Path:
 
 
 def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str = DEFAULT_METHOD,
-                       more_rows=None) -> Calibration | None:
+                       more_rows=None, scores=None) -> Calibration | None:
     """Fit and save ``calibration.json`` for the model a ReiT run ends with, on its validation subset.
 
     Scores the run's validation subset (``data.eval``, the rows its validation AUC came from) with
@@ -525,6 +525,7 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
         method: calibration method.
         more_rows: callable ``(size) -> rows with "prompt" and "label"`` of the validation split
             (default: rebuilt from the run's configuration).
+        scores: the final model's scores of ``data.eval`` when already computed (not scored again).
 
     Returns:
         The saved calibration, or None when none was fitted.
@@ -548,8 +549,9 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
             return None
         logger.info("Validation subset below the %s minimum (%d samples, %d per class): calibrating on %d rows.",
                     method, least, rare, len(rows))
-    scorer = CTRScorer(trainer.model, trainer.processing_class, batch_size=trainer.args.per_device_eval_batch_size)
-    scores = scorer.score(list(rows["prompt"]), progress=False)
+    if scores is None or rows is not data.eval:
+        scorer = CTRScorer(trainer.model, trainer.processing_class, batch_size=trainer.args.per_device_eval_batch_size)
+        scores = scorer.score(list(rows["prompt"]), progress=False)
     if not trainer.is_world_process_zero():
         return None
     save_validation_scores(output_dir, rows["label"], scores)

@@ -566,3 +566,9 @@ def cmd_demo(argv):
         low, high = row["ci"]
         verdict = "interval excludes 0" if row["excludes_zero"] else "interval includes 0: no significant difference"
         print(f"{row['a']} vs {row['b']}: AUC {row['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({verdict})")
+    run_file = Path(report).with_name("run.json")
+    timing = json.loads(run_file.read_text()).get("timing") if run_file.is_file() else None
+    if timing:
+        from .demo import timing_table
+
+        print("\n" + timing_table(timing))

@@ -1,15 +1,19 @@
 """The end-to-end demo: build, zero-shot score, ReiT-finetune, score again, report.
 
-Everything runs offline on the bundled ml-latest-small and the offline SmolLM2-135M-Instruct. The
-defaults train ReiT on 1,536 rows (N=768 mixed, 96 steps of 16) by full fine-tuning of the top 15 decoder layers,
-which on this model reads the history from far fewer rows than LoRA does (``--finetuning lora
---learning_rate 1e-3 --top_layers 30`` is the LoRA alternative, all linear layers r=16, about twice
-the wall time for a smaller gain; measured in ``experiments/reading.md``). Each step's result is
-saved in the run folder, so a rerun skips finished steps.
+Everything runs offline on the bundled ml-latest-small and the offline SmolLM2-135M-Instruct. On a
+host that computes bf16 natively the defaults train ReiT on 1,536 rows (N=768 mixed, 96 steps of 16)
+by full fine-tuning of the top 15 decoder layers, which on this model reads the history from far
+fewer rows than LoRA does (``--finetuning lora --learning_rate 1e-3 --top_layers 30`` is the LoRA
+alternative, all linear layers r=16, about twice the wall time for a smaller gain; measured in
+``experiments/reading.md``); on a float32-only host, where each step costs several times more, the
+``float32`` recipe trains the same rows with one validation scoring (:data:`RECIPES`). Each step's result is saved in the run
+folder, so a rerun skips finished steps. The run ends with a per-stage timing table, the host's
+kind and the 15-minute budget (:func:`timing_table`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -29,6 +33,18 @@ logger = logging.getLogger(__name__)
 #: Paired comparisons the demo's report makes: ReiT against zero-shot on the same prompts.
 COMPARISONS = [("ReiT-recent", "zero-shot-recent"), ("ReiT-semantic", "zero-shot-semantic")]
 
+
+#: The demo's training recipe per compute dtype, fixed (never sized from a live speed probe, so a host kind's results
+#: reproduce): ``bfloat16`` on hosts that compute bf16 natively (``trainer_configs/demo-cpu.yaml``), ``float32`` on the
+#: others (``trainer_configs/demo-cpu-float32.yaml``): the same rows, one validation scoring instead of two, since
+#: each step costs several times more there (half the rows, N=384, measured no gain: README). A field given on the
+#: command line overrides its recipe value.
+RECIPES = {
+    "bfloat16": {"shots": 768, "eval_size": 100, "eval_every": 48, "learning_rate": 5e-5},
+    "float32": {"shots": 768, "eval_size": 100, "eval_every": 96, "learning_rate": 5e-5},
+}
+#: The YAML that states each recipe for ``rella-hf train`` / ``train.py`` (a test keeps them equal).
+RECIPE_FILES = {"bfloat16": "trainer_configs/demo-cpu.yaml", "float32": "trainer_configs/demo-cpu-float32.yaml"}
 
 #: LoRA target sets of the demo's ``lora_targets`` option.
 LORA_TARGET_SETS = {"qv": ["q_proj", "v_proj"],
@@ -50,12 +66,17 @@ class DemoConfig(ReLLaDataArguments):
     output_dir: str = field(default="runs/demo", metadata={"help": "Run folder: scores, adapter, report.md, plots."})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "Causal LM to score and finetune."})
     test_size: int = field(default=200, metadata={"help": "Fixed, seeded test subset scored in every setting."})
-    shots: int = field(default=768, metadata={"help": "N: training samples of the ReiT mixed set (2N rows)."})
+    recipe: str = field(default="auto", metadata={
+        "help": "Training recipe: 'auto' = by the compute dtype (bfloat16 where the CPU computes it natively, "
+                "float32 elsewhere; $RELLA_HF_FORCE_FLOAT32=1 forces float32), or name one.",
+        "choices": ["auto", *RECIPES]})
+    shots: Optional[int] = field(default=None, metadata={
+        "help": "N: training samples of the ReiT mixed set (2N rows); default: the recipe's."})
     epochs: float = field(default=1.0, metadata={"help": "Training epochs over the 2N rows."})
     train_batch_size: int = field(default=8, metadata={"help": "Rows per forward pass while training."})
     total_batch_size: int = field(default=16, metadata={"help": "Rows per optimizer step (gradient accumulation)."})
-    learning_rate: float = field(default=5e-5, metadata={
-        "help": "Peak learning rate (measured: 5e-5 for full fine-tuning, 1e-3 for LoRA)."})
+    learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "Peak learning rate (measured: 5e-5 for full fine-tuning, 1e-3 for LoRA); default: the recipe's."})
     lora_targets: str = field(default="all", metadata={"help": "LoRA on 'qv' (q_proj, v_proj: the paper) or 'all' linear layers.",
                                                          "choices": sorted(LORA_TARGET_SETS)})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)."})
@@ -65,14 +86,27 @@ class DemoConfig(ReLLaDataArguments):
         "choices": ["lora", "full"]})
     top_layers: Optional[int] = field(default=15, metadata={
         "help": "Train only the last this-many decoder layers (None: all); cheaper steps."})
-    eval_size: int = field(default=100, metadata={"help": "Validation samples scored for AUC during training (0: none)."})
-    eval_every: int = field(default=48, metadata={"help": "Optimizer steps between validation scorings; the best is kept."})
+    eval_size: Optional[int] = field(default=None, metadata={
+        "help": "Validation samples scored for AUC during training (0: none); default: the recipe's."})
+    eval_every: Optional[int] = field(default=None, metadata={
+        "help": "Optimizer steps between validation scorings, the best is kept; default: the recipe's."})
     score_batch_size: int = field(default=8, metadata={"help": "Prompts per scoring forward pass."})
     seed: int = field(default=42, metadata={"help": "Seed of the test subset, shots and training."})
     skip_training: bool = field(default=False, metadata={"help": "Only zero-shot scoring (no finetuning)."})
+    probe_host: bool = field(default=True, metadata={
+        "help": "Measure the float32 (and native bf16) matmul rate for the timing table (a few seconds)."})
 
     def __post_init__(self):
         super().__post_init__()
+        if self.recipe == "auto":
+            from .models import default_dtype
+
+            self.recipe = "bfloat16" if str(default_dtype()) == "torch.bfloat16" else "float32"
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe={self.recipe!r} is not one of auto, {', '.join(RECIPES)}.")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("K", "test_size", "shots", "train_batch_size", "total_batch_size", "score_batch_size", "lora_r",
                      "eval_every"):
             if getattr(self, name) <= 0:
@@ -124,6 +158,74 @@ def _score_setting(run_dir: Path, setting: str, scorer, subset, meta: dict) -> N
                  calibrated_scores=calibrated)
 
 
+#: The demo's promise on every host kind (README): wall time from start to report, builds included.
+BUDGET_SECONDS = 15 * 60
+#: Rows of the timing table, in the order the demo runs them.
+STAGES = ("host probe", "build", "zero-shot scoring", "training", "validation scoring", "end of training",
+          "final scoring", "report")
+
+
+@contextlib.contextmanager
+def _timed(stages: dict, name: str):
+    """Add the wall seconds of the ``with`` block to ``stages[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
+
+
+def _training_clock(stages: dict):
+    """A ``TrainerCallback`` that moves the time of each evaluation (validation scoring) out of "training".
+
+    An evaluation runs between a step's ``on_step_end`` and the callbacks' ``on_evaluate``; what follows
+    ``on_train_end`` (saving the weights, the end-of-training calibration) is "end of training".
+    """
+    from transformers import TrainerCallback
+
+    class TrainingClock(TrainerCallback):
+        def __init__(self):
+            self.step_end = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_end = time.perf_counter()
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if self.step_end is not None:
+                stages["validation scoring"] = stages.get("validation scoring", 0.0) + time.perf_counter() - self.step_end
+
+        def on_train_end(self, args, state, control, **kwargs):
+            stages["_train_end"] = time.perf_counter()
+
+    return TrainingClock()
+
+
+def timing_table(timing: dict) -> str:
+    """The demo's per-stage table (markdown) with the host line, the budget and the measured wall time.
+
+    Args:
+        timing: ``run.json``'s ``timing`` entry: ``host`` (:meth:`rella_hf.hardware.HostFacts.to_dict`),
+            ``recipe``, ``stages`` (seconds by name; a stage the run skipped as done is absent),
+            ``wall_seconds`` and ``budget_seconds``.
+    """
+    from .hardware import HostFacts
+
+    host = HostFacts(**{key: value for key, value in timing["host"].items() if key != "kind"})
+    wall, budget = timing["wall_seconds"], timing["budget_seconds"]
+    lines = [f"Host: {host.describe()}", f"Recipe: {timing['recipe']}", "",
+             "| stage | seconds | share |", "|---|---|---|"]
+    for name in STAGES:
+        seconds = timing["stages"].get(name)
+        lines.append(f"| {name} | {seconds:.1f} | {100 * seconds / wall:.0f} % |" if seconds is not None
+                     else f"| {name} | - | done before (skipped) |")
+    other = wall - sum(timing["stages"].values())
+    lines.append(f"| other (imports, run files) | {other:.1f} | {100 * other / wall:.0f} % |")
+    verdict = "within" if wall <= budget else "OVER"
+    lines += ["", f"Wall time {wall / 60:.1f} min ({wall:.0f} s) against a budget of {budget / 60:.0f} min: {verdict} "
+                  "budget."]
+    return "\n".join(lines)
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run the demo and return the path of its ``report.md``.
 
@@ -136,6 +238,7 @@ def run_demo(config: DemoConfig) -> Path:
     the training loss and the validation AUC curves), PNG plots, ``metrics.json`` and
     ``comparisons.json``.
     """
+    from .hardware import probe_host
     from .loading import load_from_arguments
     from .models import load_model
     from .report import write_report
@@ -144,6 +247,10 @@ def run_demo(config: DemoConfig) -> Path:
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    with _timed(stages, "host probe"):  # under 5 s; it describes the host for the timing table, it sizes nothing
+        host = probe_host(measure=config.probe_host)
+    build_started = time.perf_counter()
     chat_model = config.model if config.chat_model == "auto" else config.chat_model
     datasets_by_kind = {
         kind: load_from_arguments(config, retrieval=kind, order="chronological" if kind == "recent" else config.order,
@@ -159,10 +266,12 @@ def run_demo(config: DemoConfig) -> Path:
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
     model, tokenizer = load_model(config.model)
+    stages["build"] = time.perf_counter() - build_started
     scorer = CTRScorer(model, tokenizer, batch_size=config.score_batch_size)
     for kind, subset in subsets.items():
-        _score_setting(run_dir, f"zero-shot-{kind}", scorer, subset,
-                       {"stage": "zero-shot", "K": config.K, "retrieval": kind, "model": config.model})
+        with _timed(stages, "zero-shot scoring"):
+            _score_setting(run_dir, f"zero-shot-{kind}", scorer, subset,
+                           {"stage": "zero-shot", "K": config.K, "retrieval": kind, "model": config.model})
 
     if not config.skip_training:
         from .calibration import load_calibration, model_fingerprint
@@ -172,10 +281,16 @@ def run_demo(config: DemoConfig) -> Path:
         adapter_dir = run_dir / "train" / "reit"
         weights = "model.safetensors" if config.finetuning == "full" else "adapter_model.safetensors"
         if not (adapter_dir / weights).exists():
-            run_training(config.reit_config(adapter_dir))
+            training_started = time.perf_counter()
+            run_training(config.reit_config(adapter_dir), callbacks=[_training_clock(stages)])
             # Checkpoints only serve an interrupted run; a full fine-tune's are ~0.9 GB each.
             for checkpoint in adapter_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint)
+            ended = time.perf_counter()
+            train_end = stages.pop("_train_end", ended)
+            stages["end of training"] = ended - train_end
+            stages["training"] = train_end - training_started - stages.get("validation scoring", 0.0)
+        final_started = time.perf_counter()
         del scorer, model  # the tuned model is loaded in the precision its run trained in
         tuned, tokenizer = load_tuned_model(adapter_dir, config.model)
         # Fitted by the training run on the validation scores it already computes (never on this test subset).
@@ -188,7 +303,15 @@ def run_demo(config: DemoConfig) -> Path:
             _score_setting(run_dir, f"ReiT-{kind}", tuned_scorer, subset,
                            {"stage": "ReiT", "K": config.K, "retrieval": kind, "model": config.model,
                             "shots": config.shots})
+        stages["final scoring"] = time.perf_counter() - final_started  # the tuned model's loading included
         info["comparisons"] = COMPARISONS
     info["wall_seconds"] = round(time.perf_counter() - started, 1)
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))
-    return write_report(run_dir)
+    with _timed(stages, "report"):
+        report = write_report(run_dir)
+    info["wall_seconds"] = round(time.perf_counter() - started, 1)
+    info["timing"] = {"host": host.to_dict(), "recipe": f"{config.recipe} ({RECIPE_FILES[config.recipe]})",
+                      "budget_seconds": BUDGET_SECONDS, "wall_seconds": info["wall_seconds"],
+                      "stages": {name: round(seconds, 1) for name, seconds in stages.items()}}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    return report

@@ -313,7 +313,7 @@ def llm_load_settings(device: str | None = None) -> dict:
 
 
 def bf16_supported(device: str = "cpu") -> bool:
-    """Whether ``device`` multiplies bfloat16 natively (CPU: AMX or AVX512-BF16; CUDA: compute capability 8+).
+    """Whether ``device`` multiplies bfloat16 natively (CPU: :func:`rella_hf.hardware.cpu_has_native_bf16`; CUDA: 8+).
 
     Args:
         device: ``"cpu"`` or a CUDA device.
@@ -322,11 +322,9 @@ def bf16_supported(device: str = "cpu") -> bool:
 
     if str(device).startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    from .hardware import cpu_has_native_bf16  # the one CPU probe ($RELLA_HF_FORCE_FLOAT32 honoured)
+
+    return cpu_has_native_bf16()
 
 
 def _resolve_compute_dtype(compute_dtype: str, device: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rella_hf.errors import ModelError
+from rella_hf.hardware import FORCE_FLOAT32_ENV, cpu_has_native_bf16  # noqa: F401 (the one bf16 probe, re-exported)
 
 if TYPE_CHECKING:  # torch stays out of `import rella_hf`
     import torch
@@ -224,21 +225,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     from accelerate import PartialState
 
     return PartialState().device
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 pays off."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for probe in probes:
-        check = getattr(torch.cpu, probe, None)
-        try:
-            if check is not None and check():
-                return True
-        except RuntimeError:  # private probes may be missing on some builds
-            continue
-    return False
 
 
 def default_dtype(device: str | torch.device | None = None) -> torch.dtype:

@@ -207,6 +207,27 @@ def test_end_of_training_fits_on_validation_and_tops_up_a_small_subset(tmp_path,
     assert asked == [200] and calibration.n == 200
 
 
+def test_end_of_training_reuses_the_final_models_validation_scores_instead_of_scoring_again(tmp_path, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        pytest.fail("the final model's validation scores were given; nothing should be scored")
+
+    monkeypatch.setattr("rella_hf.scoring.CTRScorer", no_scoring)
+    labels, raw = squeezed_scores(n=300)
+    trainer = _fake_trainer(tmp_path)
+    data = SimpleNamespace(eval=_rows(labels[:100], np.full(100, 0.5)), eval_split="validation")  # prompts say 0.5
+    calibration = fit_after_training(trainer, data, tmp_path, scores=raw[:100],
+                                     more_rows=lambda size: pytest.fail("100 samples are enough"))
+    kept = [json.loads(line)["score"] for line in (tmp_path / "validation_scores.jsonl").read_text().splitlines()]
+    assert calibration.n == 100 and kept == raw[:100].tolist()  # the given scores, not the prompts' 0.5
+    # A subset too small to fit is topped up, and the rows it scores are not the ones the given scores belong to.
+    monkeypatch.setattr("rella_hf.scoring.CTRScorer", _FakeScorer)
+    small = SimpleNamespace(eval=_rows(labels[:20], raw[:20]), eval_split="validation")
+    calibration = fit_after_training(trainer, small, tmp_path, scores=raw[:20],
+                                     more_rows=lambda size: _rows(labels[:size], raw[:size]))
+    kept = [json.loads(line)["score"] for line in (tmp_path / "validation_scores.jsonl").read_text().splitlines()]
+    assert calibration.n == 200 and kept == raw[:200].tolist()
+
+
 def test_end_of_training_never_fits_on_test_and_writes_nothing_for_one_class(tmp_path, monkeypatch):
     monkeypatch.setattr("rella_hf.scoring.CTRScorer", _FakeScorer)
     labels, raw = squeezed_scores(n=100)

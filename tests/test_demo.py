@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow  # builds prompts, trains and scores (about a minute)
+import torch
 
 
 def _write_small_ml_latest(folder):
@@ -26,14 +25,16 @@ def _write_small_ml_latest(folder):
     return folder
 
 
+@pytest.mark.slow  # builds prompts, trains and scores (about a minute)
 @pytest.mark.parametrize("finetuning, weights", [("lora", "adapter_model.safetensors"), ("full", "model.safetensors")])
 def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in_isolated_cache, tiny_model_dir,
                                                              finetuning, weights):
-    from rella_hf.demo import DemoConfig, run_demo
+    from rella_hf.demo import STAGES, DemoConfig, run_demo
 
     config = DemoConfig(output_dir=str(tmp_path / "demo"), data_dir=str(_write_small_ml_latest(tmp_path / "data")),
                         model=str(tiny_model_dir), K=3, test_size=24, shots=8, train_batch_size=4, total_batch_size=4,
-                        eval_size=16, eval_every=1, lora_r=4, finetuning=finetuning, top_layers=1)
+                        eval_size=16, eval_every=1, lora_r=4, finetuning=finetuning, top_layers=1,
+                        learning_rate=5e-5, probe_host=finetuning == "full")
     report = run_demo(config)
     run_dir = report.parent
     text = report.read_text()
@@ -69,6 +70,11 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
                                    calibration.transform(scores(setting)), rtol=0, atol=1e-12)
         assert metrics[setting]["calibrated"]["auc"] == pytest.approx(metrics[setting]["auc"], abs=1e-9)
     assert "calibrated" not in metrics["zero-shot-recent"]
+    timing = json.loads((run_dir / "run.json").read_text())["timing"]
+    assert timing["budget_seconds"] == 900 and timing["host"]["kind"] in ("bf16-native", "float32-only")
+    assert set(timing["stages"]) == set(STAGES) and all(seconds >= 0 for seconds in timing["stages"].values())
+    assert timing["stages"]["validation scoring"] > 0
+    assert sum(timing["stages"].values()) <= timing["wall_seconds"] + 0.05 * len(STAGES)  # each rounded to 0.1 s
     adapter = run_dir / "train" / "reit" / weights
     stamp = adapter.stat().st_mtime_ns
     run_demo(config)  # a rerun skips every finished step
@@ -76,21 +82,68 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 
-def test_demo_defaults_are_the_measured_recipe_and_match_the_cpu_trainer_config():
-    """`make demo` and trainer_configs/demo-cpu.yaml train the recipe whose gain was measured (README)."""
+@pytest.mark.parametrize("native_bf16, recipe, yaml_name, shots, eval_every, learning_rate", [
+    (True, "bfloat16", "demo-cpu.yaml", 768, 48, 5e-5),
+    (False, "float32", "demo-cpu-float32.yaml", 768, 96, 5e-5),
+])
+def test_demo_defaults_are_the_measured_recipe_of_the_host_kind_and_match_its_trainer_config(
+        monkeypatch, native_bf16, recipe, yaml_name, shots, eval_every, learning_rate):
+    """`make demo` and trainer_configs/demo-cpu*.yaml train the recipe measured for the host kind (README)."""
     import yaml
 
-    from rella_hf.demo import DemoConfig
+    import rella_hf.models
+    from rella_hf.demo import RECIPE_FILES, DemoConfig
 
+    monkeypatch.setattr(rella_hf.models, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(rella_hf.models, "resolve_device", lambda device=None: torch.device("cpu"))
     demo = DemoConfig()
-    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, 768, 16, 5e-5)
-    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, 48, 200)
+    assert demo.recipe == recipe and RECIPE_FILES[recipe] == f"trainer_configs/{yaml_name}"
+    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, shots, 16, learning_rate)
+    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, eval_every, 200)
     reit = demo.reit_config("unused")
-    assert reit.shots == 768 and reit.eval_steps == 48 and reit.metric_for_best_model == "auc"
+    assert reit.shots == shots and reit.eval_steps == eval_every and reit.metric_for_best_model == "auc"
     assert (reit.finetuning, reit.top_layers, reit.base_dtype) == ("full", 15, "float32")
+    assert reit.bf16 is native_bf16  # bf16 autocast only where the CPU computes bf16
 
-    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "trainer_configs" / "demo-cpu.yaml").read_text())
-    assert shipped["shots"] == demo.shots and shipped["K"] == demo.K
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / RECIPE_FILES[recipe]).read_text())
+    assert shipped["shots"] == demo.shots and shipped["K"] == demo.K and shipped["eval_size"] == demo.eval_size
     assert shipped["eval_steps"] == demo.eval_every == shipped["save_steps"]
     assert (shipped["finetuning"], shipped["top_layers"]) == (demo.finetuning, demo.top_layers)
     assert (shipped["total_batch_size"], shipped["learning_rate"]) == (demo.total_batch_size, demo.learning_rate)
+
+
+def test_the_float32_switch_picks_the_float32_recipe_and_given_options_override_it(monkeypatch):
+    import rella_hf.models
+    from rella_hf.demo import RECIPES, DemoConfig
+    from rella_hf.errors import ConfigError
+
+    monkeypatch.setattr(rella_hf.models, "resolve_device", lambda device=None: torch.device("cpu"))
+    monkeypatch.setenv("RELLA_HF_FORCE_FLOAT32", "1")
+    assert DemoConfig().recipe == "float32" and DemoConfig().shots == RECIPES["float32"]["shots"]
+    chosen = DemoConfig(recipe="bfloat16", shots=32, eval_every=4)  # named recipe, two fields given
+    assert (chosen.shots, chosen.eval_every, chosen.learning_rate) == (32, 4, RECIPES["bfloat16"]["learning_rate"])
+    with pytest.raises(ConfigError, match="recipe='fp8' is not one of auto, bfloat16, float32"):
+        DemoConfig(recipe="fp8")
+
+
+def test_the_timing_table_gives_every_stage_the_host_the_budget_and_the_verdict():
+    from rella_hf.demo import STAGES, timing_table
+
+    host = {"cpu": "AMD EPYC 7B13", "cores": 2, "threads": 2, "native_bf16": False, "forced_float32": False,
+            "float32_gflops": 120.0, "bf16_gflops": None, "kind": "float32-only"}
+    stages = {"host probe": 2.0, "build": 60.0, "zero-shot scoring": 100.0, "training": 400.0,
+              "validation scoring": 40.0, "end of training": 10.0, "final scoring": 110.0, "report": 8.0}
+    timing = {"host": host, "recipe": "float32 (trainer_configs/demo-cpu-float32.yaml)", "budget_seconds": 900,
+              "wall_seconds": 740.0, "stages": stages}
+    table = timing_table(timing)
+    assert table.splitlines()[0] == ("Host: float32-only host: AMD EPYC 7B13, 2 cores, 2 torch threads, "
+                                     "cpu_has_native_bf16()=False; matmul float32 120 GFLOP/s, bfloat16 not measured "
+                                     "(emulated on this host)")
+    assert "Recipe: float32 (trainer_configs/demo-cpu-float32.yaml)" in table
+    assert [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ")][1:] == [
+        *STAGES, "other (imports, run files)"]
+    assert "| training | 400.0 | 54 % |" in table and "| other (imports, run files) | 10.0 | 1 % |" in table
+    assert table.endswith("Wall time 12.3 min (740 s) against a budget of 15 min: within budget.")
+    del stages["training"], stages["validation scoring"], stages["end of training"]  # a rerun: training was done
+    over = timing_table({**timing, "wall_seconds": 1000.0})
+    assert "| training | - | done before (skipped) |" in over and over.endswith("15 min: OVER budget.")

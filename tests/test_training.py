@@ -82,6 +82,23 @@ def prompt_datasets(tokenizer):
     return {"simple": simple, "sequential": sequential}
 
 
+@pytest.fixture(autouse=True)
+def calibration_top_up_from_the_fixture(monkeypatch, prompt_datasets):
+    """Top a run's small validation subset up for its end-of-training calibration from this module's validation split.
+
+    The real loader rebuilds the run's dataset (``ml-latest-small`` with MiniLM item embeddings, about a minute on one
+    core) in every test's fresh cache; the runs here train on the hand-made splits above, so their top-up rows come
+    from those (tests/test_demo.py covers the real loader end to end).
+    """
+    from rella_hf.training.data import build_eval_rows
+
+    def loader(config, data):
+        return lambda size: build_eval_rows(prompt_datasets[config.test_type][data.eval_split], size, config.test_type,
+                                            config.sample_seed)
+
+    monkeypatch.setattr("rella_hf.calibration._validation_rows_loader", loader)
+
+
 def _config(tmp_path, **overrides) -> ReiTConfig:
     settings = dict(
         output_dir=str(tmp_path / "run"), model_name_or_path="tiny-random-llama", shots=8, pool_size=60,
@@ -511,6 +528,31 @@ def test_ctr_only_evaluation_skips_the_loss_loop_and_still_selects_the_best(tmp_
     best = max(metrics["eval_history"], key=lambda entry: entry["eval_auc"])  # first of equal maxima
     assert metrics["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
     assert metrics["final_eval"]["eval_auc"] == pytest.approx(best["eval_auc"])
+
+
+def test_the_final_models_validation_scores_are_those_of_the_step_it_came_from():
+    """The end-of-training calibration reuses these scores, so they must belong to the model the run ends with."""
+    from types import SimpleNamespace
+
+    from rella_hf.training.callbacks import CTREvalCallback, final_model_scores, final_model_step
+
+    callback = CTREvalCallback(["a", "b"], [0, 1], tokenizer=None)
+    callback.scores_by_step = {2: np.array([0.1, 0.9]), 4: np.array([0.2, 0.8])}
+
+    def trainer(best=None, evaluated=(2, 4), global_step=4, load_best=True):
+        state = SimpleNamespace(best_model_checkpoint=best, global_step=global_step,
+                                log_history=[{"step": step, "eval_auc": 0.5} for step in evaluated])
+        return SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=load_best),
+                               callback_handler=SimpleNamespace(callbacks=[object(), callback]))
+
+    restored = trainer(best="out/checkpoint-2")  # load_best_model_at_end restored step 2's weights
+    assert final_model_step(restored) == 2 and final_model_scores(restored).tolist() == [0.1, 0.9]
+    last = trainer(load_best=False)  # the last step was evaluated and the model stays as it is
+    assert final_model_step(last) == 4 and final_model_scores(last).tolist() == [0.2, 0.8]
+    moved_on = trainer(load_best=False, evaluated=(2,), global_step=5)  # trained past its last evaluation
+    assert final_model_step(moved_on) is None and final_model_scores(moved_on) is None
+    resumed = trainer(best="out/checkpoint-6", evaluated=(6, 8), global_step=8)  # scored before a resume
+    assert final_model_step(resumed) == 6 and final_model_scores(resumed) is None
 
 
 def test_token_statistics_are_reduced_once_per_log_not_per_micro_step(tmp_path, prompt_datasets):

@@ -72,6 +72,8 @@ class CTREvalCallback(TrainerCallback):
         self.metric_key_prefix = metric_key_prefix
         self.max_length = max_length
         self.history: list[dict] = []
+        #: The validation scores of each evaluated step (so the end-of-training calibration reuses them).
+        self.scores_by_step: dict[int, np.ndarray] = {}
         self._trainer = None
 
     def attach(self, trainer) -> CTREvalCallback:
@@ -107,15 +109,19 @@ class CTREvalCallback(TrainerCallback):
         scores = scorer.score(prompts, progress=False)
         return scores[: len(self.prompts)]
 
-    def compute(self, model) -> dict[str, float]:
+    def compute(self, model, step: int | None = None) -> dict[str, float]:
         """The prefixed CTR metrics of ``model`` on the validation subset.
 
         Args:
             model: the model to score.
+            step: the training step, under which the scores are kept in :attr:`scores_by_step`.
         """
         from ..metrics import ctr_metrics
 
-        metrics = ctr_metrics(self.labels, self.score(model))
+        scores = self.score(model)
+        if step is not None:
+            self.scores_by_step[step] = scores
+        metrics = ctr_metrics(self.labels, scores)
         return {f"{self.metric_key_prefix}_{name}": float(metrics[name]) for name in REPORTED_METRICS}
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
@@ -123,7 +129,7 @@ class CTREvalCallback(TrainerCallback):
         if model is None:
             logger.warning("CTREvalCallback got no model at evaluation; skipping CTR metrics.")
             return control
-        ctr = self.compute(model)
+        ctr = self.compute(model, step=state.global_step)
         if metrics is not None:
             metrics.update(ctr)
         self.history.append({"step": state.global_step, "epoch": state.epoch, **ctr})
@@ -187,4 +193,36 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
                                                 "from it.", path)
             continue
         return str(path)
+    return None
+
+
+def final_model_step(trainer) -> int | None:
+    """The step whose evaluation scored the model a trainer ends with, or None.
+
+    That is the best checkpoint's step where ``load_best_model_at_end`` restored it, else the last
+    step when it was evaluated.
+
+    Args:
+        trainer: a trainer after ``train()``.
+    """
+    state, args = trainer.state, trainer.args
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        return int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    evaluated = [entry["step"] for entry in state.log_history if "eval_auc" in entry]
+    return state.global_step if evaluated and evaluated[-1] == state.global_step else None
+
+
+def final_model_scores(trainer) -> np.ndarray | None:
+    """The validation scores a :class:`CTREvalCallback` of ``trainer`` computed for the model it ends with, or None.
+
+    None when that model was never scored in this process (no callback, no evaluation of it, or one
+    before a resume).
+
+    Args:
+        trainer: a trainer after ``train()``.
+    """
+    step = final_model_step(trainer)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, CTREvalCallback) and step in callback.scores_by_step:
+            return callback.scores_by_step[step]
     return None

@@ -468,14 +468,9 @@ def final_evaluation(trainer) -> dict:
     Args:
         trainer: a trainer after ``train()``.
     """
-    state, args = trainer.state, trainer.args
-    step = None
-    if args.load_best_model_at_end and state.best_model_checkpoint:
-        step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
-    else:
-        evaluated = [entry["step"] for entry in state.log_history if "eval_auc" in entry]
-        if evaluated and evaluated[-1] == state.global_step:
-            step = state.global_step
+    from .callbacks import final_model_step
+
+    state, step = trainer.state, final_model_step(trainer)
     if step is not None:
         logged = {}
         for entry in state.log_history:
@@ -549,8 +544,9 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     trainer.save_model(str(output_dir))  # adapter (safetensors) + tokenizer
     trainer.accelerator.wait_for_everyone()
     from ..calibration import fit_after_training  # calibration.json beside the saved weights (validation only)
+    from .callbacks import final_model_scores
 
-    fit_after_training(trainer, data, output_dir)
+    fit_after_training(trainer, data, output_dir, scores=final_model_scores(trainer))  # scored once, not twice
     (output_dir / INTERRUPTED_FILE).unlink(missing_ok=True)
     if hasattr(trainer, "end"):  # transformers >= 5.18: close trackers and the process group
         trainer.end()
