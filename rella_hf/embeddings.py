@@ -80,21 +80,34 @@ def _text_column(column: pd.Series) -> pd.Series:
     return column.astype("string").fillna("unknown").astype(object)
 
 
-def item_texts(items: pd.DataFrame, domain: str) -> list[str]:
+def generic_item_template(noun: str, fields: Sequence[str]) -> str:
+    """The item sentence of a corpus read from the user's files (ours, in ReLLa's style):
+    ``"Here is a product. Its title is {title}. Its brand is {brand}."`` (underscores in names read as spaces)."""
+    escape = lambda text: str(text).replace("{", "{{").replace("}", "}}")  # noqa: E731
+    sentences = [f"Its {escape(field.replace('_', ' '))} is {{{field}}}." for field in fields]
+    return " ".join([f"Here is a {escape(noun)}.", *sentences])
+
+
+def item_texts(items: pd.DataFrame, domain: str, fields: Sequence[str] | None = None) -> list[str]:
     """Describe every item with ReLLa's sentence for its domain (vectorised over the table).
 
     Args:
         items: item table; ``"movie"`` needs ``title`` and ``genre`` columns, ``"book"`` needs
             ``title``, ``isbn``, ``author``, ``year`` and ``publisher``. Values are printed as they
             are; missing values print as ``"unknown"``.
-        domain: ``"movie"`` or ``"book"``.
+        domain: ``"movie"`` or ``"book"``; with ``fields``, the item noun of the sentence.
+        fields: the columns that describe an item of a corpus read from the user's files
+            (:func:`generic_item_template`); None uses the domain's ReLLa sentence.
 
     Returns:
         One text per row, in row order.
     """
-    if domain not in ITEM_TEXT_TEMPLATES:
+    if fields is not None:
+        template = generic_item_template(domain, fields)
+    elif domain not in ITEM_TEXT_TEMPLATES:
         raise ConfigError(f"domain={domain!r} has no item-text template; expected one of {', '.join(ITEM_TEXT_TEMPLATES)}")
-    template = ITEM_TEXT_TEMPLATES[domain]
+    else:
+        template = ITEM_TEXT_TEMPLATES[domain]
     pieces = list(string.Formatter().parse(template))
     fields = [field for _, field, _, _ in pieces if field]
     missing = [field for field in fields if field not in items.columns]
