@@ -37,6 +37,7 @@ import numpy as np
 
 from .embeddings import ITEM_TEXT_TEMPLATES, item_texts
 from .errors import ConfigError
+from .own_data_text import GENERIC_TEMPLATES, generic_template, prompt_template_for
 
 __all__ = [
     "YES_ANSWER",
@@ -102,47 +103,6 @@ PROMPT_TEMPLATES: dict[str, str] = {
         "You should ONLY tell me yes or no."
     ),
 }
-
-#: Templates of corpora read from the user's files (:mod:`rella_hf.corpora.interactions`), by label kind; ours,
-#: not the paper's. ``{noun}``, ``{nouns}`` and ``{verb}`` come from the corpus config; with noun "movie" and
-#: verb "watched" the "rated" one is the paper's ``"ml-latest"`` template word for word.
-GENERIC_TEMPLATES: dict[str, str] = {
-    "rated": (
-        "The user {verb} the following {nouns} in the past, and rated them:\n"
-        "{{history}}\n"
-        "Based on the {nouns} the user has {verb}, deduce if the user will like the {noun} ***{{title}}***.\n"
-        "Note that more stars the user rated the {noun}, the user liked the {noun} more.\n"
-        "You should ONLY tell me yes or no."
-    ),
-    "liked": (
-        "The user {verb} the following {nouns} in the past, and each is marked liked or not liked:\n"
-        "{{history}}\n"
-        "Based on the {nouns} the user has {verb}, deduce if the user will like the {noun} ***{{title}}***.\n"
-        "You should ONLY tell me yes or no."
-    ),
-}
-
-
-def generic_template(noun: str, nouns: str, verb: str, kind: str = "rated") -> str:
-    """The prompt template text of a corpus read from the user's files, its nouns and verb filled in.
-
-    Args:
-        noun, nouns: what an item is called ("product", "products").
-        verb: what the user did, in the past tense ("bought", "watched", "interacted with").
-        kind: ``"rated"`` (ratings shown as stars) or ``"liked"`` (a binary label column).
-    """
-    _check_choice("kind", kind, tuple(GENERIC_TEMPLATES))
-    escape = lambda text: str(text).replace("{", "{{").replace("}", "}}")  # noqa: E731
-    return GENERIC_TEMPLATES[kind].format(noun=escape(noun), nouns=escape(nouns), verb=escape(verb))
-
-
-def prompt_template_for(corpus) -> str:
-    """The template argument of :func:`render_prompts_flat` for ``corpus``: its template name, or for a corpus
-    read from the user's files (``prompt_template == "generic"``) the template text with its nouns."""
-    if corpus.prompt_template == "generic":
-        return generic_template(**corpus.prompt_nouns)
-    return corpus.prompt_template
-
 
 #: Profile columns each template needs (``render_prompts``'s ``profiles`` keys).
 PROFILE_FIELDS: dict[str, tuple[str, ...]] = {

@@ -382,17 +382,27 @@ def last_out_codes(positions_from_end: np.ndarray) -> np.ndarray:
     return np.where(positions_from_end == 0, 2, np.where(positions_from_end == 1, 1, 0)).astype(np.int8)
 
 
+def last_out_subsets(counts: dict[str, int], sizes: dict, seed: int) -> dict[str, tuple[int, int, np.ndarray | None]]:
+    """Split name -> ``(0, count, chosen)`` of the last-out protocol, in :func:`split_plan`'s form: ``chosen``
+    (sorted offsets into the split's samples in global order) is the seeded subset ``sizes`` asks for, drawn
+    as :func:`split_plan` draws it, or None to keep all. Only the counts enter, so Spark draws the same."""
+    plan = {}
+    for name in ("train", "validation", "test"):
+        size, count = sizes[name], counts[name]
+        chosen = None
+        if size is not None and size < count:
+            chosen = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+        plan[name] = (0, count, chosen)
+    return plan
+
+
 def last_out_plan(codes: np.ndarray, sizes: dict, seed: int) -> dict[str, np.ndarray]:
     """Split name -> ranks (into the global sample order) kept by the last-out protocol: each split's samples
-    in global order, a seeded subset of them where ``sizes`` asks (drawn as :func:`split_plan` draws)."""
-    plan = {}
-    for code, name in enumerate(("train", "validation", "test")):
-        members = np.flatnonzero(codes == code)
-        size = sizes[name]
-        if size is not None and size < len(members):
-            members = members[np.sort(np.random.default_rng(seed).choice(len(members), size=size, replace=False))]
-        plan[name] = members.astype(np.int64)
-    return plan
+    in global order, a seeded subset of them where ``sizes`` asks (:func:`last_out_subsets`)."""
+    names = ("train", "validation", "test")
+    members = {name: np.flatnonzero(codes == code).astype(np.int64) for code, name in enumerate(names)}
+    subsets = last_out_subsets({name: len(rows) for name, rows in members.items()}, sizes, seed)
+    return {name: members[name] if subsets[name][2] is None else members[name][subsets[name][2]] for name in names}
 
 
 def last_out_ranks(sample_positions: np.ndarray, group_starts: np.ndarray, n: int,

@@ -25,8 +25,9 @@ _WORKER_CACHE: dict = {}
 def render_schema(corpus) -> str:
     """Spark schema of the rendered rows of ``corpus``: the dataset's features
     (:func:`rella_hf.builders.base.features_for`: item ids are strings for books) plus the split code."""
-    item = "string" if corpus.domain == "book" else "long"
-    return (f"sample_id long, user_id long, item_id {item}, rating float, label long, timestamp long, "
+    item = "string" if corpus.item_id_type == "string" else "long"
+    user = "string" if corpus.user_id_type == "string" else "long"
+    return (f"sample_id long, user_id {user}, item_id {item}, rating float, label long, timestamp long, "
             f"history_length int, history_item_ids array<{item}>, history_ratings array<float>, "
             "raw_prompt string, prompt string, completion string, split int")
 
@@ -58,7 +59,7 @@ def _context(broadcast) -> dict:
         _WORKER_CACHE.clear()  # a reused worker keeps one build's context, not every earlier one
         value = dict(value)
         config = value["config"]
-        value["corpus"] = get_corpus(value["corpus"])
+        value["corpus"] = get_corpus(value["corpus"], config)
         value["retriever"] = None
         if value["vectors"] is not None:
             value["retriever"] = SemanticRetriever(value["vectors"], value["items"]["item_id"].tolist())
