@@ -13,7 +13,7 @@ the conversion is not timed). Each measurement runs in a fresh process, so its p
 The two corpora are measured alternately, ``--rounds`` times each (median reported), and their
 samples are checked equal (every field but ``item_row``, an index into each corpus's own item table).
 
-Usage: python benchmarks/bench_interactions.py --percent 10 [--rounds 3] [--no-builder]
+Usage: python benchmarks/bench_interactions.py --percent 10 [--rounds 3] [--builder-rounds 1] [--no-builder]
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def _child(kind: str, percent: float, builder: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--percent", type=float, default=10.0, help="scale of ML-25M in percent")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of read+samples per corpus")
+    parser.add_argument("--builder-rounds", type=int, default=1, help="rounds of load_dataset per corpus")
     parser.add_argument("--no-builder", action="store_true", help="skip the load_dataset end-to-end measurement")
     parser.add_argument("--child", choices=("ml-25m", "interactions"), help=argparse.SUPPRESS)
     parser.add_argument("--builder", action="store_true", help=argparse.SUPPRESS)
@@ -126,13 +127,14 @@ def main() -> None:
     parquet_folder(args.percent)  # written before anything is timed
     print(f"# bench_interactions: {args.percent:g} % of ML-25M, {machine_facts()}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    parts = [("read+samples", False)] + ([] if args.no_builder else [("load_dataset K=30 recent", True)])
-    for label, builder in parts:
+    parts = [("read+samples", False, args.rounds)]
+    parts += [] if args.no_builder else [("load_dataset K=30 recent", True, args.builder_rounds)]
+    for label, builder, rounds in parts:
         results = {"ml-25m": [], "interactions": []}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for kind in results:
                 results[kind].append(_child(kind, args.percent, builder))
-        print(f"\n{label} (median of {args.rounds}; peak RSS: the largest of the rounds)")
+        print(f"\n{label} (median of {rounds}; peak RSS: the largest of the rounds)")
         print("| corpus | files | seconds | peak RSS MiB |\n|---|---|---|---|")
         for kind, runs in results.items():
             files = "ratings.csv + movies.csv" if kind == "ml-25m" else "ratings.parquet + movies.csv"

@@ -125,7 +125,7 @@ class _Reference:
         log = samples.log
         self.samples = samples
         self.threshold = threshold
-        self.chronological = samples.corpus.protocol == "chronological"
+        self.chronological = samples.corpus.protocol in ("chronological", "user_last_out")
         rows = log["item_row"].to_numpy()
         ratings = log["rating"].to_numpy()
         if self.chronological:

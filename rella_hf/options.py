@@ -146,8 +146,8 @@ class ReLLaDataArguments(BuildOptions):
     """
 
     dataset: str = field(default="ml-latest-small", metadata={
-        "help": "Corpus: ml-1m, ml-25m, ml-20m, ml-32m, ml-latest, ml-latest-small, ml-100k, BookCrossing, "
-                "or a published Hub repo / exported folder 'org/name'."})
+        "help": "Corpus: ml-1m, ml-25m, ml-20m, ml-32m, ml-latest, ml-latest-small, ml-100k, BookCrossing, interactions "
+                "(your own files), amazon-2023, or a published Hub repo / exported folder 'org/name'."})
     data_dir: Optional[str] = field(default=None, metadata={
         "help": "Folder with the corpus's original release files (None: download; ml-latest-small is bundled)."})
     cache_dir: Optional[str] = field(default=None, metadata={

@@ -232,10 +232,15 @@ def test_subr_token_budget_and_validation_sampling(tmp_path, char_embedder, tiny
                                       & (tables.interactions["timestamp"] < row["timestamp"])]
         assert set(row["history_item_ids"]) <= set(history["item_id"]) and len(row["history_item_ids"]) == 3
         assert row["raw_prompt"].startswith("The user bought the following products in the past, and rated them:")
-    budget = rella_hf.load_dataset("interactions", K=3, chat_model=str(tokenizer_dir), max_prompt_tokens=120,
-                                   cache_dir=tmp_path / "c2", **common)
-    counts = [len(tiny_bpe_tokenizer(prompt)["input_ids"]) for prompt in budget["test"]["prompt"]]
-    assert max(counts) <= 120 and min(budget["test"]["history_length"]) >= 3
+    def token_counts(dataset):
+        return [len(tiny_bpe_tokenizer(prompt)["input_ids"]) for prompt in dataset["test"]["prompt"]]
+
+    full = rella_hf.load_dataset("interactions", K=3, chat_model=str(tokenizer_dir), cache_dir=tmp_path / "c2",
+                                 **common)
+    limit = max(token_counts(full)) - 5  # the longest prompts must drop an item; none needs to drop all three
+    budget = rella_hf.load_dataset("interactions", K=3, chat_model=str(tokenizer_dir), max_prompt_tokens=limit,
+                                   cache_dir=tmp_path / "c3", **common)
+    assert max(token_counts(budget)) <= limit and min(budget["test"]["history_length"]) >= 3
     assert min(len(ids) for ids in budget["test"]["history_item_ids"]) < 3  # the budget dropped some items
 
 

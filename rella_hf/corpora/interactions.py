@@ -358,7 +358,10 @@ class Interactions(Corpus):
         if not len(frame):
             raise DataFormatError(path, "holds no interactions; expected at least one row")
         for column, name in ((options.user_column, "user_column"), (options.item_column, "item_column")):
-            _first_bad(path, kind, frame[column].isna().to_numpy(), column, frame[column].to_numpy(), "an id", name)
+            missing = frame[column].isna().to_numpy()
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                missing = missing | (frame[column] == "").to_numpy(dtype=bool, na_value=False)
+            _first_bad(path, kind, missing, column, frame[column].to_numpy(), "a non-empty id", name)
         if options.label_column:
             ratings = check_ratings(path, kind, value_column, frame[value_column], 0, 1, 1, "label_column")
         else:
