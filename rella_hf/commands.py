@@ -274,7 +274,7 @@ def cmd_embed(argv):
     if args.output is not None and (Path(args.output).is_dir() or not args.output.endswith(".npy")):
         raise UsageError(f"--output {args.output}: expected a file name ending in .npy")
     _check_local_model("--embedder", data.embedder)
-    samples = load_samples(data.dataset, data_dir=data.data_dir)
+    samples = load_samples(data.dataset, data_dir=data.data_dir, settings=data)
     config = ReLLaConfig(name="embed", retrieval="semantic", embedder=data.embedder, pooling=data.pooling,
                          pca_dim=data.pca_dim)
     vectors = item_embeddings(samples, config)

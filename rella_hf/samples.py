@@ -552,14 +552,16 @@ def build_samples(
     return LifelongSamples(corpus=corpus, users=tables.users, items=tables.items, log=log, splits=splits, protocol=protocol)
 
 
-def load_samples(name: str, data_dir=None, protocol: SampleProtocol | None = None, cache_dir=None) -> LifelongSamples:
+def load_samples(name: str, data_dir=None, protocol: SampleProtocol | None = None, cache_dir=None,
+                 settings=None) -> LifelongSamples:
     """Read a corpus (``data_dir`` or the download cache) and build its samples in one call.
 
     Args:
-        name: a registered corpus name ("ml-1m", "ml-latest-small", "BookCrossing", ...).
+        name: a registered corpus name ("ml-1m", "ml-latest-small", "BookCrossing", "interactions", ...).
         data_dir: folder of the release files; None downloads (ml-latest-small: the bundled copy).
         protocol: protocol fields (defaults reproduce the paper).
         cache_dir: download cache.
+        settings: the source fields of a corpus read from your files (a config or a mapping; see :func:`get_corpus`).
     """
-    corpus = get_corpus(name)
+    corpus = get_corpus(name, settings)
     return build_samples(corpus, corpus.read(data_dir, cache_dir=cache_dir), protocol)
