@@ -16,7 +16,7 @@ from rella_hf.samples import build_samples
 
 CATEGORY = "Toys_and_Games"
 #: Values of the leaky meta fields, distinctive enough to find anywhere they might surface.
-AVERAGE_RATING, RATING_NUMBER = 4.37, 98765
+AVERAGE_RATING, RATING_NUMBER = 4.37, 987654321
 
 
 def write_amazon(folder, gz: bool = True) -> None:
