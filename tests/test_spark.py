@@ -139,11 +139,11 @@ def test_split_fractions_and_min_history_are_honoured(spark, tmp_path, synth_fol
                                                      ("jsonl.gz", "recent", "user_last_out")])
 def test_interactions_rows_are_identical(spark, tmp_path, char_embedder, fmt, retrieval, protocol):
     # Your own log: string user and item ids, repeats of an item at another time, both split protocols.
-    from interaction_fixtures import log_frame, write_corpus
+    from interaction_fixtures import items_frame, log_frame, write_corpus
 
     log = log_frame(users=14, per_user=11, items=16)
     log = pd.concat([log, log.iloc[[0]].assign(ts=log["ts"].iat[0] + 7)], ignore_index=True)
-    settings = write_corpus(tmp_path / "data", fmt, log=log)
+    settings = write_corpus(tmp_path / "data", fmt, log=log, items=items_frame(16))
     inprocess, on_spark = _both(spark, tmp_path, "interactions", K=3, retrieval=retrieval,
                                 data_dir=tmp_path / "data", chat_model=None, min_history=3, split_protocol=protocol, test_sample_size=9,
                                 train_sample_size=40, **settings)
