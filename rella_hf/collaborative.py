@@ -175,7 +175,7 @@ class ReferenceRatings:
         rows = log["item_row"].to_numpy()
         ratings = log["rating"].to_numpy()
         midpoint = float((ratings.min() + ratings.max()) / 2) if len(ratings) else 0.0
-        if samples.corpus.protocol == "chronological":
+        if samples.corpus.protocol in ("chronological", "user_last_out"):
             return cls.from_ratings(rows, ratings, log["timestamp"].to_numpy(np.int64), threshold=threshold,
                                     midpoint=midpoint)
         # Book-Crossing: the train users' interactions; its samples' own ratings are among them.

@@ -210,10 +210,39 @@ def _parse(dataclass_types, argv, prog):
 
     parser = HfArgumentParser(dataclass_types, prog=prog)
     parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
+    if ReLLaDataArguments in dataclass_types:
+        parser.add_argument("--config", default=None, help="YAML of dataset options (e.g. my_data.yaml for "
+                            "--dataset interactions); options given as flags override it.")
+        _config_defaults(parser, argv, prog)
     parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if parsed[-1]:
         raise UsageError(f"unknown option(s) {' '.join(parsed[-1])}; see {prog} --help")
     return parsed[:-1]
+
+
+def _config_defaults(parser, argv, prog) -> None:
+    """The ``--config`` YAML's keys become the parser's defaults, so flags on the command line override them."""
+    import yaml
+
+    path = None
+    for index, token in enumerate(argv):
+        if token == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        elif token.startswith("--config="):
+            path = token.split("=", 1)[1]
+    if path is None:
+        return
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UsageError(f"--config {path}: could not be read as YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    known = {action.dest for action in parser._actions} - {"help", "config", "debug"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}; see {prog} --help")
+    parser.set_defaults(**values)
 
 
 def _print_json(payload) -> None:
@@ -245,7 +274,7 @@ def cmd_embed(argv):
     if args.output is not None and (Path(args.output).is_dir() or not args.output.endswith(".npy")):
         raise UsageError(f"--output {args.output}: expected a file name ending in .npy")
     _check_local_model("--embedder", data.embedder)
-    samples = load_samples(data.dataset, data_dir=data.data_dir)
+    samples = load_samples(data.dataset, data_dir=data.data_dir, settings=data)
     config = ReLLaConfig(name="embed", retrieval="semantic", embedder=data.embedder, pooling=data.pooling,
                          pca_dim=data.pca_dim)
     vectors = item_embeddings(samples, config)

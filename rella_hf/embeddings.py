@@ -1,7 +1,7 @@
 """Item texts and their embeddings (the semantic side of ReLLa's SUBR retrieval).
 
-Items are described with ReLLa's sentences (:data:`ITEM_TEXT_TEMPLATES`, :func:`item_texts`) and
-encoded by an :class:`ItemEmbedder`:
+Items are described with ReLLa's sentences (:data:`ITEM_TEXT_TEMPLATES`, :func:`item_texts`; your own data:
+:mod:`rella_hf.own_data_text`) and encoded by an :class:`ItemEmbedder`:
 
 - :class:`HFEmbedder`: any Hugging Face causal or encoder LM; the last layer's hidden states are
   pooled by a masked mean over the text's tokens (``"average"``, the paper's choice) or taken at
@@ -9,9 +9,8 @@ encoded by an :class:`ItemEmbedder`:
 - :class:`SentenceTransformerEmbedder`: any sentence-transformers model, with its own pooling.
 
 :func:`embed_items` adds an optional PCA (the paper reduces to 512 dimensions) and an on-disk
-cache keyed by a fingerprint of (embedder identity, pooling, PCA settings, texts), so a second run
-with the same inputs loads the matrix instead of recomputing it. Embeddings are float32 numpy
-arrays on the CPU and are not L2-normalised here (retrieval does that).
+cache keyed by a fingerprint of (embedder identity, pooling, PCA settings, texts), so a second run with the
+same inputs loads the matrix. Embeddings are float32 numpy arrays on the CPU, not L2-normalised (retrieval does that).
 
 Importing this module does not import torch; the embedders import it when they are built.
 """
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, ModelError
+from .own_data_text import generic_item_template
 from .utils import atomic_write_bytes, atomic_write_text, cache_root, fingerprint
 
 __all__ = [
@@ -80,21 +80,21 @@ def _text_column(column: pd.Series) -> pd.Series:
     return column.astype("string").fillna("unknown").astype(object)
 
 
-def item_texts(items: pd.DataFrame, domain: str) -> list[str]:
+def item_texts(items: pd.DataFrame, domain: str, fields: Sequence[str] | None = None) -> list[str]:
     """Describe every item with ReLLa's sentence for its domain (vectorised over the table).
 
     Args:
-        items: item table; ``"movie"`` needs ``title`` and ``genre`` columns, ``"book"`` needs
-            ``title``, ``isbn``, ``author``, ``year`` and ``publisher``. Values are printed as they
-            are; missing values print as ``"unknown"``.
-        domain: ``"movie"`` or ``"book"``.
+        items: item table; ``"movie"`` needs ``title`` and ``genre`` columns, ``"book"`` ``title``, ``isbn``,
+            ``author``, ``year`` and ``publisher``. Values print as they are; missing ones as ``"unknown"``.
+        domain: ``"movie"`` or ``"book"``; with ``fields``, the item noun. fields: the columns describing an
+            item of your own data (:func:`~rella_hf.own_data_text.generic_item_template`); None: ReLLa's sentence.
 
     Returns:
         One text per row, in row order.
     """
-    if domain not in ITEM_TEXT_TEMPLATES:
+    if fields is None and domain not in ITEM_TEXT_TEMPLATES:
         raise ConfigError(f"domain={domain!r} has no item-text template; expected one of {', '.join(ITEM_TEXT_TEMPLATES)}")
-    template = ITEM_TEXT_TEMPLATES[domain]
+    template = ITEM_TEXT_TEMPLATES[domain] if fields is None else generic_item_template(domain, fields)
     pieces = list(string.Formatter().parse(template))
     fields = [field for _, field, _, _ in pieces if field]
     missing = [field for field in fields if field not in items.columns]

@@ -128,7 +128,9 @@ def make_builder(path: str, K: int = 5, retrieval: str = "recent", *, data_dir: 
     from .utils import fingerprint
 
     builder_class = get_builder_class(path)
-    corpus = get_corpus(builder_class.CORPUS)
+    if isinstance(config_kwargs.get("item_text_columns"), (list, tuple)):  # config fields stay scalar
+        config_kwargs["item_text_columns"] = ",".join(map(str, config_kwargs["item_text_columns"]))
+    corpus = get_corpus(builder_class.CORPUS, config_kwargs)
     # Options left at their defaults are not passed: ``datasets`` names the cache entry after the
     # keywords given, so every caller (CLI, training, demo) then shares one entry per build.
     defaults = builder_class.BUILDER_CONFIG_CLASS()

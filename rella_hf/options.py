@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar, Optional
 
 from .collaborative import COLLABORATIVE_MODES, check_collaborative
+from .corpora.interactions import SourceOptions, check_source_options
 from .errors import ConfigError
 from .prompts import HISTORY_FORMATS
 from .retrieval import ORDERS, RETRIEVALS
@@ -23,8 +24,14 @@ DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass
-class BuildOptions:
+class BuildOptions(SourceOptions):
     """Settings a ReLLa prompt dataset is built with (each is part of the dataset's cache fingerprint).
+
+    Parameters that describe your own files (``interactions`` and ``amazon-2023`` corpora; the others refuse them):
+        interactions_file, items_file, users_file, user_column, item_column, user_id_type, item_id_type,
+        rating_column, label_column, timestamp_column, timestamp_unit, rating_min, rating_max, rating_step,
+        item_text_columns, split_protocol, k_core, item_noun, item_noun_plural, interaction_verb, data_source,
+        data_license, category: see :class:`rella_hf.corpora.interactions.SourceOptions`.
 
     Parameters that control the prompts:
         K (`int`, defaults to `5`): history items each prompt shows.
@@ -112,6 +119,7 @@ class BuildOptions:
         if self.reads_retrieval and self.retrieval == "recent" and self.order != "chronological":
             raise ConfigError("order='similarity' needs retrieval='semantic'; recent histories are chronological")
         check_collaborative(self.collaborative, self.prior_strength)
+        check_source_options(self)
         for name in ("pca_dim", "max_prompt_tokens"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number or None")
@@ -138,8 +146,8 @@ class ReLLaDataArguments(BuildOptions):
     """
 
     dataset: str = field(default="ml-latest-small", metadata={
-        "help": "Corpus: ml-1m, ml-25m, ml-20m, ml-32m, ml-latest, ml-latest-small, ml-100k, BookCrossing, "
-                "or a published Hub repo / exported folder 'org/name'."})
+        "help": "Corpus: ml-1m, ml-25m, ml-20m, ml-32m, ml-latest, ml-latest-small, ml-100k, BookCrossing, interactions "
+                "(your own files), amazon-2023, or a published Hub repo / exported folder 'org/name'."})
     data_dir: Optional[str] = field(default=None, metadata={
         "help": "Folder with the corpus's original release files (None: download; ml-latest-small is bundled)."})
     cache_dir: Optional[str] = field(default=None, metadata={

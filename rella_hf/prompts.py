@@ -37,6 +37,7 @@ import numpy as np
 
 from .embeddings import ITEM_TEXT_TEMPLATES, item_texts
 from .errors import ConfigError
+from .own_data_text import GENERIC_TEMPLATES, generic_template, prompt_template_for
 
 __all__ = [
     "YES_ANSWER",
@@ -47,6 +48,9 @@ __all__ = [
     "RATING_FORMATS",
     "HISTORY_FORMATS",
     "ITEM_TEXT_TEMPLATES",
+    "GENERIC_TEMPLATES",
+    "generic_template",
+    "prompt_template_for",
     "item_texts",
     "answer_completion",
     "format_rating",
@@ -113,7 +117,7 @@ _TEMPLATE_ALIASES = {"ml-100k": "ml-1m", "ml-25m": "ml-latest", "ml-latest-small
 # gender -> (Possessive, Subject, subject)
 _PRONOUNS = {"male": ("His", "He", "he"), "female": ("Her", "She", "she")}
 
-RATING_FORMATS = ("int", "float1")
+RATING_FORMATS = ("int", "float1", "liked")
 HISTORY_FORMATS = ("list", "lines")
 
 
@@ -162,8 +166,19 @@ def format_rating(rating: float | int, rating_format: str) -> str:
         return str(int(value))
     if rating_format == "float1":
         return f"{float(rating):.1f}"
+    if rating_format == "liked":
+        return "liked" if float(rating) > 0 else "not liked"
     _check_choice("rating_format", rating_format, RATING_FORMATS)
     raise AssertionError("unreachable")
+
+
+def rating_suffix(rating: float | int, rating_format: str) -> str:
+    """What follows a history item's title: ``" (4 stars)"`` (``"star"`` at 1 or less), or for a binary
+    label (``rating_format="liked"``) ``" (liked)"`` / ``" (not liked)"``."""
+    if rating_format == "liked":
+        return f" ({format_rating(rating, rating_format)})"
+    unit = "star" if float(rating) <= 1 else "stars"
+    return f" ({format_rating(rating, rating_format)} {unit})"
 
 
 def history_item_text(title: str, rating: float | int, rating_format: str) -> str:
@@ -177,8 +192,7 @@ def history_item_text(title: str, rating: float | int, rating_format: str) -> st
         rating: the user's rating of it.
         rating_format: see :func:`format_rating`.
     """
-    unit = "star" if float(rating) <= 1 else "stars"
-    return f"{title} ({format_rating(rating, rating_format)} {unit})"
+    return f"{title}{rating_suffix(rating, rating_format)}"
 
 
 def format_history(items: Sequence[str], history_format: str = "list") -> str:
@@ -205,6 +219,8 @@ def format_history(items: Sequence[str], history_format: str = "list") -> str:
 
 
 def _resolve_template(domain_template: str) -> str:
+    if "{history}" in domain_template:  # a template text (:func:`generic_template`), not a name
+        return domain_template
     key = _TEMPLATE_ALIASES.get(domain_template, domain_template)
     _check_choice("domain_template", key, tuple(PROMPT_TEMPLATES))
     return key
@@ -221,7 +237,7 @@ def _split_templates(
     go on their own line between the history and the question; None leaves the paper's text as is.
     """
     key = _resolve_template(domain_template)
-    needed = PROFILE_FIELDS[key]
+    needed = PROFILE_FIELDS.get(key, ())
     count = len(target_titles)
     profiles = profiles or {}
     missing = [name for name in needed if name not in profiles]
@@ -233,7 +249,7 @@ def _split_templates(
     for name in needed:
         if len(profiles[name]) != count:
             raise ConfigError(f"profiles[{name!r}] has {len(profiles[name])} values but there are {count} samples")
-    head, tail = PROMPT_TEMPLATES[key].split("{history}")
+    head, tail = PROMPT_TEMPLATES.get(key, key).split("{history}")
     heads: list[str] = []
     tails: list[str] = []
     for index, title in enumerate(target_titles):
@@ -285,8 +301,7 @@ def _rating_suffixes(ratings: Sequence, rating_format: str) -> tuple[np.ndarray,
     for code in np.argsort(first, kind="stable"):
         rating = ratings[first[code]]
         rating = rating.item() if isinstance(rating, np.generic) and isinstance(ratings, np.ndarray) else rating
-        unit = "star" if float(rating) <= 1 else "stars"
-        suffixes[code] = f" ({format_rating(rating, rating_format)} {unit})"
+        suffixes[code] = rating_suffix(rating, rating_format)
     return codes.reshape(-1), suffixes
 
 

@@ -67,6 +67,7 @@ class SampleProtocol:
 
     def threshold_for(self, corpus: Corpus) -> float:
         """The label threshold in force: ``label_threshold``, or the corpus's default when it is None."""
+        corpus.check_label_threshold(self.label_threshold)
         return corpus.label_threshold if self.label_threshold is None else self.label_threshold
 
     def sample_sizes(self) -> dict[str, int | None]:
@@ -117,7 +118,7 @@ class LifelongSamples:
 #: Version of each protocol's sampler; a changed sampler makes new rows, so it enters the dataset
 #: cache key (:func:`sampler_version`). "keyed-hash-1": Book-Crossing's shuffles became
 #: :func:`shuffle_keys` (they were one sequential numpy stream, which Spark cannot replay).
-SAMPLER_VERSIONS = {"chronological": None, "shuffled_user": "keyed-hash-1"}
+SAMPLER_VERSIONS = {"chronological": None, "shuffled_user": "keyed-hash-1", "user_last_out": None}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -405,6 +406,50 @@ def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, si
             for name, (start, stop, chosen) in plan.items()}
 
 
+def last_out_codes(positions_from_end: np.ndarray) -> np.ndarray:
+    """Split code of each sample under the per-user last-out protocol, from its place counted from its
+    user's last rating: 0 (the last) -> test (2), 1 -> validation (1), the others -> train (0)."""
+    return np.where(positions_from_end == 0, 2, np.where(positions_from_end == 1, 1, 0)).astype(np.int8)
+
+
+def last_out_subsets(counts: dict[str, int], sizes: dict, seed: int) -> dict[str, tuple[int, int, np.ndarray | None]]:
+    """Split name -> ``(0, count, chosen)`` of the last-out protocol, in :func:`split_plan`'s form: ``chosen``
+    (sorted offsets into the split's samples in global order) is the seeded subset ``sizes`` asks for, drawn
+    as :func:`split_plan` draws it, or None to keep all. Only the counts enter, so Spark draws the same."""
+    plan = {}
+    for name in ("train", "validation", "test"):
+        size, count = sizes[name], counts[name]
+        chosen = None
+        if size is not None and size < count:
+            chosen = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+        plan[name] = (0, count, chosen)
+    return plan
+
+
+def last_out_plan(codes: np.ndarray, sizes: dict, seed: int) -> dict[str, np.ndarray]:
+    """Split name -> ranks (into the global sample order) kept by the last-out protocol: each split's samples
+    in global order, a seeded subset of them where ``sizes`` asks (:func:`last_out_subsets`)."""
+    names = ("train", "validation", "test")
+    members = {name: np.flatnonzero(codes == code).astype(np.int64) for code, name in enumerate(names)}
+    subsets = last_out_subsets({name: len(rows) for name, rows in members.items()}, sizes, seed)
+    return {name: members[name] if subsets[name][2] is None else members[name][subsets[name][2]] for name in names}
+
+
+def last_out_ranks(sample_positions: np.ndarray, group_starts: np.ndarray, n: int,
+                   protocol: SampleProtocol) -> dict[str, np.ndarray]:
+    """The per-user last-out protocol (SASRec / ML-25M style) on the global sample order: each user's last
+    eligible sample is test, the one before it validation, the rest train (``train_fraction`` and
+    ``validation_fraction`` do not apply and are refused)."""
+    if protocol.train_fraction is not None or protocol.validation_fraction is not None:
+        raise ConfigError("train_fraction / validation_fraction cut the global time order; split_protocol="
+                          "'user_last_out' puts each user's last sample in test and the one before in validation; "
+                          "drop the fractions")
+    ends = np.append(group_starts[1:], n)
+    group_end = ends[np.searchsorted(group_starts, sample_positions, side="right") - 1]
+    codes = last_out_codes(group_end - 1 - sample_positions)
+    return last_out_plan(codes, protocol.sample_sizes(), protocol.sample_seed)
+
+
 def split_fractions(corpus: Corpus, protocol: SampleProtocol) -> tuple[float, float]:
     """``(train_fraction, validation_fraction)`` of ``protocol`` with the corpus's defaults applied, checked.
 
@@ -483,9 +528,12 @@ def build_samples(
     threshold = protocol.threshold_for(corpus)
     inter = tables.interactions
     users = inter["user_id"].to_numpy()
+    if not np.issubdtype(users.dtype, np.integer):
+        # String user ids sort by their rank among the ids: the same order, one packed integer key.
+        users = np.unique(users, return_inverse=True)[1].reshape(-1).astype(np.int64)
     item_rows_all = item_rows(corpus, tables.items, inter["item_id"])
 
-    if corpus.protocol == "chronological":
+    if corpus.protocol in ("chronological", "user_last_out"):
         timestamps_all = inter["timestamp"].to_numpy(np.int64)
         # Item ids enter the sort keys as their rank among the catalogue's ids: same order, fewer bits.
         item_ranks = _item_ranks(tables.items)[item_rows_all]
@@ -522,15 +570,18 @@ def build_samples(
     else:  # pragma: no cover - registry guards this
         raise ConfigError(f"corpus {corpus.name} declares unknown protocol {corpus.protocol!r}")
 
-    train_fraction, validation_fraction = split_fractions(corpus, protocol)
     log = pd.DataFrame({
         "item_row": item_rows_all[log_order],
         "rating": inter["rating"].to_numpy(np.float32)[log_order],
         "timestamp": timestamps_all[log_order],
     })
     # Only the sampled positions become frames: the samples of the whole corpus are never materialised.
-    ranks = _sampled_ranks(len(sample_positions), train_fraction, validation_fraction, protocol.sample_sizes(),
-                           protocol.sample_seed, keep_validation=validation_fraction != 0)
+    if corpus.protocol == "user_last_out":
+        ranks = last_out_ranks(sample_positions, group_starts, len(log_order), protocol)
+    else:
+        train_fraction, validation_fraction = split_fractions(corpus, protocol)
+        ranks = _sampled_ranks(len(sample_positions), train_fraction, validation_fraction, protocol.sample_sizes(),
+                               protocol.sample_seed, keep_validation=validation_fraction != 0)
     log_item_rows, log_ratings, log_timestamps = (log[column].to_numpy() for column in ("item_row", "rating", "timestamp"))
     splits = {
         name: _sample_frame(tables, log_order, log_item_rows, log_ratings, log_timestamps, group_starts,
@@ -540,14 +591,16 @@ def build_samples(
     return LifelongSamples(corpus=corpus, users=tables.users, items=tables.items, log=log, splits=splits, protocol=protocol)
 
 
-def load_samples(name: str, data_dir=None, protocol: SampleProtocol | None = None, cache_dir=None) -> LifelongSamples:
+def load_samples(name: str, data_dir=None, protocol: SampleProtocol | None = None, cache_dir=None,
+                 settings=None) -> LifelongSamples:
     """Read a corpus (``data_dir`` or the download cache) and build its samples in one call.
 
     Args:
-        name: a registered corpus name ("ml-1m", "ml-latest-small", "BookCrossing", ...).
+        name: a registered corpus name ("ml-1m", "ml-latest-small", "BookCrossing", "interactions", ...).
         data_dir: folder of the release files; None downloads (ml-latest-small: the bundled copy).
         protocol: protocol fields (defaults reproduce the paper).
         cache_dir: download cache.
+        settings: the source fields of a corpus read from your files (a config or a mapping; see :func:`get_corpus`).
     """
-    corpus = get_corpus(name)
+    corpus = get_corpus(name, settings)
     return build_samples(corpus, corpus.read(data_dir, cache_dir=cache_dir), protocol)

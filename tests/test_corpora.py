@@ -224,7 +224,8 @@ def test_download_offline_says_pass_data_dir(tmp_path):
 
 def test_registry_metadata_is_complete():
     for name, corpus in CORPORA.items():
-        assert corpus.name == name and corpus.licence and corpus.citation
+        assert corpus.name == name and corpus.licence
+        assert corpus.citation or name == "interactions"  # your own log has no citation to record
         assert corpus.redistributable == (name == "ml-latest-small")
 
 

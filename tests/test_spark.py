@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from corpus_fixtures import bx_many_rating_lines, bx_rating_lines, ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
 
@@ -153,6 +154,32 @@ def test_split_fractions_and_min_history_are_honoured(spark, tmp_path, synth_fol
                                 min_history=50, train_fraction=0.5, validation_fraction=0.25, test_sample_size=100)
     assert _rows(on_spark) == _rows(inprocess)
     assert min(on_spark["test"]["history_length"]) >= 50
+
+
+@pytest.mark.parametrize("fmt,retrieval,protocol", [("csv", "recent", "global_time"), ("parquet", "semantic", "global_time"),
+                                                     ("jsonl.gz", "recent", "user_last_out")])
+def test_interactions_rows_are_identical(spark, tmp_path, char_embedder, fmt, retrieval, protocol):
+    # Your own log: string user and item ids, repeats of an item at another time, both split protocols.
+    from interaction_fixtures import items_frame, log_frame, write_corpus
+
+    log = log_frame(users=14, per_user=11, items=16)
+    log = pd.concat([log, log.iloc[[0]].assign(ts=log["ts"].iat[0] + 7)], ignore_index=True)
+    settings = write_corpus(tmp_path / "data", fmt, log=log, items=items_frame(16))
+    inprocess, on_spark = _both(spark, tmp_path, "interactions", K=3, retrieval=retrieval,
+                                data_dir=tmp_path / "data", chat_model=None, min_history=3, split_protocol=protocol, test_sample_size=9,
+                                train_sample_size=40, **settings)
+    assert _rows(on_spark) == _rows(inprocess)
+    assert on_spark["train"].features == inprocess["train"].features
+    assert inprocess["test"].features["user_id"].dtype == "string"
+
+
+def test_amazon_rows_are_identical(spark, tmp_path):
+    from test_amazon import CATEGORY, write_amazon
+
+    write_amazon(tmp_path / "data")
+    inprocess, on_spark = _both(spark, tmp_path, "amazon-2023", K=2, category=CATEGORY, data_dir=tmp_path / "data",
+                                chat_model=None, min_history=2)
+    assert _rows(on_spark) == _rows(inprocess)
 
 
 def _spark_error(spark, corpus: str, folder: Path) -> str:

@@ -94,7 +94,7 @@ def check_counts(corpus: Corpus, protocol: SampleProtocol, config: ReLLaConfig, 
     logger.info("%s: %d users, %d items, %d ratings -> samples %s", corpus.name, users, items, interactions, counts)
     most = most_ratings
     if sum(counts.values()) == 0:
-        if corpus.protocol == "chronological":
+        if corpus.protocol != "shuffled_user":
             raise ConfigError(
                 f"{corpus.name}: no sample is left after the min_history={protocol.min_history} filter (the most ratings "
                 f"any user has is {most}, so the longest history is {max(most - 1, 0)}); lower min_history or use a larger corpus"
@@ -115,7 +115,7 @@ def item_embeddings(samples: LifelongSamples, config: ReLLaConfig) -> np.ndarray
     from ..embeddings import embed_items, get_embedder
     from ..prompts import item_texts
 
-    texts = item_texts(samples.items, samples.corpus.domain)
+    texts = item_texts(samples.items, samples.corpus.domain, samples.corpus.item_text_fields())
     return embed_items(texts, get_embedder(config.embedder, pooling=config.pooling), pca_dim=config.pca_dim,
                        seed=config.seed)
 
@@ -180,9 +180,10 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         collaborative: the build's collaborative index; needed when ``config.collaborative`` is not "none".
     """
     from ..prompt_budget import fit_prompt_budgets
-    from ..prompts import answer_completion, render_prompts_flat, wrap_prompts
+    from ..prompts import answer_completion, prompt_template_for, render_prompts_flat, wrap_prompts
 
     corpus = samples.corpus
+    template = prompt_template_for(corpus)
     titles = samples.items["title"].to_numpy()
     item_ids = samples.items["item_id"].to_numpy()
     profiles = None
@@ -211,7 +212,7 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         shown_titles, shown_title_rows = _collaborative_titles(
             titles, shown_rows, collaborative.shown_item_means(frame, shown_positions, list_offsets))
     if config.max_prompt_tokens is None:
-        raw_prompts = render_prompts_flat(corpus.prompt_template, profiles, shown_titles, shown_title_rows, shown_ratings,
+        raw_prompts = render_prompts_flat(template, profiles, shown_titles, shown_title_rows, shown_ratings,
                                           list_offsets, target_titles, rating_format=corpus.rating_format,
                                           history_format=config.history_format, notes=notes)
         prompts = wrap_prompts(raw_prompts, tokenizer)
@@ -221,7 +222,7 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         history_titles = _split_lists(shown_titles[shown_title_rows], list_offsets)
         history_ratings = _split_lists(shown_ratings, list_offsets)
         fitted = fit_prompt_budgets(
-            corpus.prompt_template, profiles, history_titles, history_ratings, target_titles,
+            template, profiles, history_titles, history_ratings, target_titles,
             tokenizer=tokenizer, max_prompt_tokens=config.max_prompt_tokens, rating_format=corpus.rating_format,
             history_format=config.history_format, drop_orders=_drop_orders(samples, frame, selection, config, retriever),
             notes=notes,
@@ -235,11 +236,11 @@ def render_table(samples: LifelongSamples, frame, selection: HistorySelection, c
         shown_rows, shown_ratings, list_offsets, _ = shown_lists(selection)
     labels = frame["label"].to_numpy()
     completions = [answer_completion(prompt, bool(label)) for prompt, label in zip(prompts, labels)]
-    id_type = pa.string() if item_ids.dtype == object else pa.int64()
+    id_type = pa.string() if corpus.item_id_type == "string" else pa.int64()
     list_offsets = pa.array(list_offsets.astype(np.int32))
     columns = {
         "sample_id": pa.array(frame["sample_id"].to_numpy(), pa.int64()),
-        "user_id": pa.array(frame["user_id"].to_numpy(), pa.int64()),
+        "user_id": pa.array(frame["user_id"].to_numpy(), pa.string() if corpus.user_id_type == "string" else pa.int64()),
         "item_id": pa.array(frame["item_id"].to_numpy(), id_type),
         "rating": pa.array(frame["rating"].to_numpy(), pa.float32()),
         "label": pa.array(labels.astype(np.int64), pa.int64()),
@@ -263,13 +264,14 @@ _STATISTIC_DTYPES = {"item_prior_ratings": "int64", "item_mean_rating": "float32
 
 
 def features_for(corpus: Corpus, collaborative: str = "none") -> datasets.Features:
-    """The features of a ReLLa prompt dataset of ``corpus`` (item ids are ISBN strings for books); with
-    ``collaborative`` other than "none", the statistic columns of :mod:`rella_hf.collaborative` follow."""
-    item_id = datasets.Value("string") if corpus.domain == "book" else datasets.Value("int64")
+    """The features of a ReLLa prompt dataset of ``corpus`` (ids typed as the corpus says: ISBN strings for
+    books, strings or integers for your own files); with ``collaborative`` other than "none", the statistic
+    columns of :mod:`rella_hf.collaborative` follow."""
+    item_id = datasets.Value(corpus.item_id_type)
     statistics = {} if collaborative == "none" else {name: datasets.Value(dtype) for name, dtype in _STATISTIC_DTYPES.items()}
     return datasets.Features({
         "sample_id": datasets.Value("int64"),
-        "user_id": datasets.Value("int64"),
+        "user_id": datasets.Value(corpus.user_id_type),
         "item_id": item_id,
         "rating": datasets.Value("float32"),
         "label": datasets.Value("int64"),
@@ -363,7 +365,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     _prepared: _PreparedCorpus | None = None
 
     def _info(self) -> datasets.DatasetInfo:
-        corpus = get_corpus(self.CORPUS)
+        corpus = get_corpus(self.CORPUS, self.config)
         return datasets.DatasetInfo(
             description=f"ReLLa CTR prompts of {corpus.name} (build settings: {SETTINGS_FILENAME} beside the data).",
             features=features_for(corpus, self.config.collaborative),
@@ -373,7 +375,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
 
     def build_settings(self) -> dict:
         """The settings this builder records beside its data: the :class:`ReLLaConfig` fields and ``corpus``."""
-        return dict(self.config.build_settings(), corpus=get_corpus(self.CORPUS).name)
+        return dict(self.config.build_settings(), corpus=get_corpus(self.CORPUS, self.config).name)
 
     def is_prepared(self) -> bool:
         """Whether this builder's cache entry is complete (built by either engine)."""
@@ -397,7 +399,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     def release_folder(self, dl_manager) -> Path:
         """The folder holding the corpus's release files: ``config.data_dir``, else the bundled copy, else
         the official archive fetched, verified and unpacked through ``dl_manager``."""
-        corpus = get_corpus(self.CORPUS)
+        corpus = get_corpus(self.CORPUS, self.config)
         if self.config.data_dir is None:
             return corpus.download_with(dl_manager)
         folder = Path(self.config.data_dir)
@@ -406,7 +408,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
         return folder
 
     def _split_generators(self, dl_manager):
-        names = split_names(get_corpus(self.CORPUS), self.config.protocol())
+        names = split_names(get_corpus(self.CORPUS, self.config), self.config.protocol())
         if self.rendered_parquet is not None:
             return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name,
                                                                    "parquet_files": self.rendered_parquet.get(name, [])})
@@ -417,7 +419,7 @@ class ReLLaBuilder(datasets.ArrowBasedBuilder):
     def _corpus_at(self, folder: str) -> _PreparedCorpus:
         """The corpus of ``folder`` read, sampled and indexed: once per preparation, shared by every split."""
         if self._prepared is None or self._prepared.folder != folder:
-            self._prepared = prepare_corpus(get_corpus(self.CORPUS), folder, self.config)
+            self._prepared = prepare_corpus(get_corpus(self.CORPUS, self.config), folder, self.config)
         return self._prepared
 
     def _prepare_split(self, split_generator, *args, **kwargs):

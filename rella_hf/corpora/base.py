@@ -351,6 +351,20 @@ class Corpus:
 
     #: The ratings file of a chronological corpus (None where the reader is not split this way).
     ratings_file: ClassVar[RatingsFile | None] = None
+    #: Types of the ids in the built dataset: ``"int64"`` or ``"string"``.
+    user_id_type: ClassVar[str] = "int64"
+    item_id_type: ClassVar[str] = "int64"
+    #: Whether a user may rate the same item more than once (at different times).
+    allows_repeats: ClassVar[bool] = False
+    #: The :class:`~rella_hf.corpora.interactions.SourceOptions` fields this corpus reads (the rest stay at defaults).
+    source_fields: ClassVar[tuple[str, ...]] = ()
+
+    def item_text_fields(self) -> tuple[str, ...] | None:
+        """Item table columns that describe an item for SUBR when the corpus has no ReLLa sentence (None: it has one)."""
+        return None
+
+    def check_label_threshold(self, label_threshold) -> None:
+        """Raise :class:`~rella_hf.errors.ConfigError` when ``label_threshold`` cannot apply (every value can here)."""
 
     def read_tables(self, data_dir: Path) -> CorpusTables:  # pragma: no cover - abstract
         raise NotImplementedError

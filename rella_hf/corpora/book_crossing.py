@@ -60,6 +60,7 @@ class BookCrossing(Corpus):
 
     name = "BookCrossing"
     domain = "book"
+    item_id_type = "string"  # ISBNs
     prompt_template = "book-crossing"
     rating_format = "int"
     required_files = ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv")

@@ -129,7 +129,15 @@ def _protocol_description(corpus: Corpus) -> str:
         "semantic user behaviour retrieval, SUBR) keeps the K most similar to the target item by item-text "
         "embeddings; each configuration's build settings record the method, the embedder and the order."
     )
-    if corpus.protocol == "chronological":
+    if corpus.protocol == "user_last_out":
+        samples = (
+            "Each user's ratings are ordered by (timestamp, item). Each rating is a sample whose history is every "
+            "earlier rating of the same user; samples with fewer than `min_history` (default 5) earlier ratings are "
+            "dropped. Per user, the last rating is the test sample and the one before it the validation sample "
+            "(split_protocol `user_last_out`, SASRec style); the others are train samples. "
+            f"Label: 1 when the rating is above {corpus.label_threshold:g}."
+        )
+    elif corpus.protocol == "chronological":
         samples = (
             "All ratings are ordered by (timestamp, user, item). Each rating is a sample whose history is every "
             "earlier rating of the same user; samples with fewer than `min_history` (default 5) earlier ratings are "

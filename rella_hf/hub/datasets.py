@@ -110,7 +110,8 @@ def _resolve_build(dataset_dict, corpus: str | Corpus | None, build_config: dict
             "the source corpus is unknown: the dataset carries no rella-hf build settings and corpus was not "
             "given; pass corpus='ml-latest-small' (or the corpus it was built from)"
         )
-    corpus = _as_corpus(corpus)
+    # A corpus read from the user's files takes its source, licence and protocol from the settings.
+    corpus = get_corpus(corpus, build_config) if isinstance(corpus, str) else corpus
     recorded = build_config.get("corpus")
     if isinstance(recorded, str) and recorded.lower() != corpus.name.lower():
         raise ConfigError(f"corpus={corpus.name!r} disagrees with the build settings, which say the dataset was built "

@@ -119,7 +119,7 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
     from .render import render_input, render_partition, render_schema
     from .samples import corpus_counts, lifelong_log, select_samples, shuffled_log, split_sizes
 
-    corpus = get_corpus(corpus_name)
+    corpus = get_corpus(corpus_name, config)
     folder = _corpus_folder(corpus, data_dir)
     protocol = config.protocol()
     if corpus.ratings_file is not None:
@@ -130,7 +130,7 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
         # Book-Crossing: read and validated on the driver by its in-process reader (1.1 M ratings).
         source = None
         users, items, ratings = driver_ratings(spark, corpus, folder)
-    if corpus.protocol == "chronological":
+    if corpus.protocol in ("chronological", "user_last_out"):
         log = lifelong_log(ratings)
     elif corpus.protocol == "shuffled_user":
         log = shuffled_log(ratings, protocol.seed)
@@ -141,7 +141,7 @@ def prompt_frames(spark, corpus_name: str, data_dir, config) -> SparkBuild:
     if source is not None:
         source.raise_first_error(log)
     counts = corpus_counts(log)
-    if counts["repeaters"]:
+    if counts["repeaters"] and not corpus.allows_repeats:
         if source is not None:
             source.raise_duplicate()
         raise RuntimeError("a user rates an item twice but no repeated line was found")  # pragma: no cover

@@ -263,8 +263,8 @@ def driver_ratings(spark, corpus, data_dir) -> tuple[pd.DataFrame, pd.DataFrame,
     inter = tables.interactions
     item_ids = inter["item_id"].to_numpy()
     table = pa.table({
-        "user_id": pa.array(inter["user_id"].to_numpy(np.int64)),
-        "item_id": pa.array(item_ids, pa.string() if item_ids.dtype == object else pa.int64()),
+        "user_id": pa.array(inter["user_id"].to_numpy(), pa.string() if corpus.user_id_type == "string" else pa.int64()),
+        "item_id": pa.array(item_ids, pa.string() if corpus.item_id_type == "string" else pa.int64()),
         "item_row": pa.array(item_rows(corpus, tables.items, inter["item_id"])),
         "rating": pa.array(inter["rating"].to_numpy(np.float32)),
         "timestamp": pa.array(inter["timestamp"].to_numpy(np.int64)),

@@ -28,14 +28,15 @@ _SPARK_TYPES = {"int64": "long", "int32": "int", "float32": "float"}
 
 def render_schema(corpus, collaborative: str = "none") -> str:
     """Spark schema of the rendered rows of ``corpus``: the dataset's features
-    (:func:`rella_hf.builders.base.features_for`: item ids are strings for books; the collaborative
+    (:func:`rella_hf.builders.base.features_for`: ids typed as the corpus declares them; the collaborative
     statistic columns unless ``collaborative`` is "none") plus the split code."""
     from ..builders.base import _STATISTIC_DTYPES
 
-    item = "string" if corpus.domain == "book" else "long"
+    item = "string" if corpus.item_id_type == "string" else "long"
+    user = "string" if corpus.user_id_type == "string" else "long"
     statistics = "" if collaborative == "none" else "".join(
         f"{name} {_SPARK_TYPES[dtype]}, " for name, dtype in _STATISTIC_DTYPES.items())
-    return (f"sample_id long, user_id long, item_id {item}, rating float, label long, timestamp long, "
+    return (f"sample_id long, user_id {user}, item_id {item}, rating float, label long, timestamp long, "
             f"history_length int, history_item_ids array<{item}>, history_ratings array<float>, "
             f"raw_prompt string, prompt string, completion string, {statistics}split int")
 
@@ -67,7 +68,7 @@ def _context(broadcast) -> dict:
         _WORKER_CACHE.clear()  # a reused worker keeps one build's context, not every earlier one
         value = dict(value)
         config = value["config"]
-        value["corpus"] = get_corpus(value["corpus"])
+        value["corpus"] = get_corpus(value["corpus"], config)
         value["retriever"] = None
         if value["vectors"] is not None:
             value["retriever"] = SemanticRetriever(value["vectors"], value["items"]["item_id"].tolist())

@@ -35,11 +35,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..samples import shuffle_keys, split_fractions, split_plan
+from ..samples import last_out_ranks, last_out_subsets, shuffle_keys, split_fractions, split_plan
 
 _BUCKET_ROWS = 200_000
 SPLIT_CODES = ("train", "validation", "test")
 SELECTED_SCHEMA = "user_id long, pos int, sample_id long, split int"
+
+
+def selected_schema(corpus) -> str:
+    """:data:`SELECTED_SCHEMA` with the corpus's user id type (strings for some corpora read from your files)."""
+    return SELECTED_SCHEMA.replace("user_id long", "user_id string") if corpus.user_id_type == "string" else SELECTED_SCHEMA
 
 
 def lifelong_log(parsed):
@@ -136,6 +141,8 @@ def select_samples(log, corpus, protocol):
     from pyspark.sql import functions as F
 
     rows = log.filter(F.col("kind").isNull())
+    if corpus.protocol == "user_last_out":
+        return _select_last_out(rows, corpus, protocol)
     if corpus.protocol == "chronological":
         order = ("timestamp", "user_id", "item_id")
         eligible = rows.filter(F.col("pos") >= protocol.min_history)
@@ -151,7 +158,7 @@ def select_samples(log, corpus, protocol):
     plan = split_plan(n, train_fraction, validation_fraction, protocol.sample_sizes(), protocol.sample_seed,
                       keep_validation=validation_fraction != 0)
     if n == 0:
-        return log.sparkSession.createDataFrame([], SELECTED_SCHEMA), plan
+        return log.sparkSession.createDataFrame([], selected_schema(corpus)), plan
     buckets = max(1, math.ceil(n / _BUCKET_ROWS))
     # Buckets only need to grow with the first order column (any monotone cut gives the same
     # ranks); a float width keeps the literal in range for 63-bit user keys.
@@ -165,8 +172,68 @@ def select_samples(log, corpus, protocol):
     def rank(frame: pd.DataFrame) -> pd.DataFrame:  # a plain function: Spark reads its (absent) type hints
         return _rank_bucket(frame, order=order, offsets=offsets, plan=plan)
 
-    selected = bucketed.groupBy("bucket").applyInPandas(rank, SELECTED_SCHEMA)
+    selected = bucketed.groupBy("bucket").applyInPandas(rank, selected_schema(corpus))
     return selected, plan
+
+
+def _rank_last_out_bucket(frame: pd.DataFrame, *, offsets: dict, plan: dict) -> pd.DataFrame:
+    """``applyInPandas`` body of the last-out protocol: a bucket's samples in global order, each with its global
+    rank, its split code and, per split, its place among the split's samples (which the seeded subset keys)."""
+    frame = frame.iloc[np.lexsort([frame[column].to_numpy() for column in ("item_id", "user_id", "timestamp")])]
+    bucket = int(frame["bucket"].iat[0])
+    codes = frame["code"].to_numpy()
+    ranks = offsets[bucket]["all"] + np.arange(len(frame), dtype=np.int64)
+    keep = np.zeros(len(frame), dtype=bool)
+    for code, name in enumerate(SPLIT_CODES):
+        inside = codes == code
+        place = offsets[bucket][code] + np.cumsum(inside) - 1
+        chosen = plan[name][2]
+        if chosen is None:
+            keep |= inside
+        elif len(chosen):
+            at = np.clip(np.searchsorted(chosen, place), 0, len(chosen) - 1)
+            keep |= inside & (chosen[at] == place)
+    return pd.DataFrame({"user_id": frame["user_id"].to_numpy()[keep], "pos": frame["pos"].to_numpy()[keep],
+                         "sample_id": ranks[keep], "split": codes[keep].astype(np.int32)})
+
+
+def _select_last_out(rows, corpus, protocol):
+    """:func:`select_samples` for the per-user last-out protocol (:func:`rella_hf.samples.last_out_ranks`)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if protocol.train_fraction is not None or protocol.validation_fraction is not None:
+        last_out_ranks(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), 0, protocol)  # raises its error
+    total = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
+    eligible = (rows.withColumn("n", total).filter(F.col("pos") >= protocol.min_history)
+                .withColumn("from_end", F.col("n") - 1 - F.col("pos"))
+                .withColumn("code", F.when(F.col("from_end") == 0, 2).when(F.col("from_end") == 1, 1).otherwise(0))
+                .select("timestamp", "user_id", "item_id", "pos", "code"))
+    stats = eligible.agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("low"),
+                         F.max("timestamp").alias("high")).first()
+    n = int(stats["n"])
+    if n == 0:
+        plan = last_out_subsets({name: 0 for name in SPLIT_CODES}, protocol.sample_sizes(), protocol.sample_seed)
+        return rows.sparkSession.createDataFrame([], selected_schema(corpus)), plan
+    buckets = max(1, math.ceil(n / _BUCKET_ROWS))
+    width = float(max(1, math.ceil((int(stats["high"]) - int(stats["low"]) + 1) / buckets)))
+    bucketed = eligible.withColumn("bucket", F.floor((F.col("timestamp") - int(stats["low"])) / width).cast("long"))
+    counts = {}
+    for row in bucketed.groupBy("bucket", "code").count().collect():
+        counts.setdefault(int(row["bucket"]), {})[int(row["code"])] = int(row["count"])
+    offsets, running = {}, {"all": 0, 0: 0, 1: 0, 2: 0}
+    for bucket in sorted(counts):
+        offsets[bucket] = dict(running)
+        for code, count in counts[bucket].items():
+            running[code] += count
+            running["all"] += count
+    plan = last_out_subsets({name: running[code] for code, name in enumerate(SPLIT_CODES)}, protocol.sample_sizes(),
+                            protocol.sample_seed)
+
+    def rank(frame: pd.DataFrame) -> pd.DataFrame:  # a plain function: Spark reads its (absent) type hints
+        return _rank_last_out_bucket(frame, offsets=offsets, plan=plan)
+
+    return bucketed.groupBy("bucket").applyInPandas(rank, selected_schema(corpus)), plan
 
 
 def split_sizes(plan: dict) -> dict[str, int]:
