@@ -60,13 +60,10 @@ def skip_emulated_bf16(what: str) -> bool:
     return True
 
 
-def write_host_rows(bench: str, kind: str, text: str, path: Path = RESULTS) -> None:
-    """Put ``text`` between the ``<!-- {bench}:{kind}:start/end -->`` markers of RESULTS.md (appended when absent).
-
-    RESULTS.md keeps one block per benchmark and host kind (``bf16-native``, ``float32-only``); a run replaces
-    only its own block, so the other host kind's rows stay.
-    """
-    start, end = f"<!-- {bench}:{kind}:start -->", f"<!-- {bench}:{kind}:end -->"
+def replace_marked_block(marker: str, text: str, path: Path = RESULTS) -> None:
+    """Put ``text`` between the ``<!-- {marker}:start/end -->`` comments of ``path`` (appended when absent),
+    leaving every other block as it is."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     current = path.read_text() if path.exists() else "# Benchmark results\n"
     block = f"{start}\n{text.strip()}\n{end}"
     if start in current and end in current:
@@ -75,4 +72,13 @@ def write_host_rows(bench: str, kind: str, text: str, path: Path = RESULTS) -> N
     else:
         current = current.rstrip("\n") + f"\n\n{block}\n"
     path.write_text(current)
+
+
+def write_host_rows(bench: str, kind: str, text: str, path: Path = RESULTS) -> None:
+    """Put ``text`` between the ``<!-- {bench}:{kind}:start/end -->`` markers of RESULTS.md (appended when absent).
+
+    RESULTS.md keeps one block per benchmark and host kind (``bf16-native``, ``float32-only``); a run replaces
+    only its own block, so the other host kind's rows stay.
+    """
+    replace_marked_block(f"{bench}:{kind}", text, path)
     print(f"wrote the {kind} rows of {bench} into {path}")

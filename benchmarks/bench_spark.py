@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_facts, ml1m_shared_copy  # noqa: E402
+from _common import machine_facts, ml1m_shared_copy, replace_marked_block  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -207,15 +207,7 @@ def wait_for_grant(grant: Path, deadline: float) -> bool:
 
 
 def _replace_section(name: str, text: str) -> None:
-    start, end = f"<!-- bench_spark:{name}:start -->", f"<!-- bench_spark:{name}:end -->"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        current = before + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(current)
+    replace_marked_block(f"bench_spark:{name}", text, RESULTS)
 
 
 def equality(cap_gb: float, collaborative: str = "none") -> int:

@@ -224,12 +224,8 @@ def _config_defaults(parser, argv, prog) -> None:
     """The ``--config`` YAML's keys become the parser's defaults, so flags on the command line override them."""
     import yaml
 
-    path = None
-    for index, token in enumerate(argv):
-        if token == "--config" and index + 1 < len(argv):
-            path = argv[index + 1]
-        elif token.startswith("--config="):
-            path = token.split("=", 1)[1]
+    path = next((argv[index + 1] for index, token in enumerate(argv[:-1]) if token == "--config"), None)
+    path = path or next((token.split("=", 1)[1] for token in argv if token.startswith("--config=")), None)
     if path is None:
         return
     try:

@@ -18,6 +18,8 @@ import pyarrow as pa
 
 from .corpora import Corpus, CorpusTables, get_corpus
 from .errors import ConfigError, DataFormatError
+from .last_out import last_out_codes, last_out_plan, last_out_ranks, last_out_subsets  # noqa: F401 - re-exported
+from .subsets import seeded_positions, seeded_subset  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -343,40 +345,6 @@ def _item_ranks(items: pd.DataFrame) -> np.ndarray:
     return ranks
 
 
-def seeded_positions(count: int, size: int | None, seed: int) -> np.ndarray | None:
-    """Sorted positions of a seeded random subset of ``size`` out of ``count`` rows, or None to keep all.
-
-    The one subset draw of rella-hf: the split sample sizes (:func:`split_plan`), the evaluation rows of
-    ReiT, the demo's and the CLI's fixed test subsets all call it, so the same ``(count, size, seed)``
-    always picks the same rows.
-
-    Args:
-        count: rows to draw from.
-        size: rows to keep; None, or a size of at least ``count``, keeps every row (returns None).
-        seed: seed of the draw (``numpy.random.default_rng``).
-    """
-    if size is None or size >= count:
-        return None
-    if size < 0:
-        raise ConfigError(f"a subset size must be at least 0, got {size}; pass a size from 0 to {count} or None.")
-    return np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
-
-
-def seeded_subset(dataset, size: int | None, seed: int):
-    """A seeded subset of ``size`` rows of a ``datasets.Dataset``, in dataset order (see :func:`seeded_positions`).
-
-    The same rows for every prompt kind built from the same samples; the dataset itself when ``size``
-    is None or at least its length.
-
-    Args:
-        dataset: the rows to draw from (anything with ``len`` and ``select``).
-        size: rows to keep.
-        seed: seed of the draw.
-    """
-    positions = seeded_positions(len(dataset), size, seed)
-    return dataset if positions is None else dataset.select(positions.tolist())
-
-
 def split_plan(n: int, train_fraction: float, validation_fraction: float, sizes: dict, seed: int,
                keep_validation: bool) -> dict[str, tuple[int, int, np.ndarray | None]]:
     """Split name -> ``(start, stop, chosen)``: which ranks of the protocol's global order it keeps.
@@ -404,50 +372,6 @@ def _sampled_ranks(n: int, train_fraction: float, validation_fraction: float, si
     plan = split_plan(n, train_fraction, validation_fraction, sizes, seed, keep_validation)
     return {name: np.arange(start, stop, dtype=np.int64) if chosen is None else start + chosen
             for name, (start, stop, chosen) in plan.items()}
-
-
-def last_out_codes(positions_from_end: np.ndarray) -> np.ndarray:
-    """Split code of each sample under the per-user last-out protocol, from its place counted from its
-    user's last rating: 0 (the last) -> test (2), 1 -> validation (1), the others -> train (0)."""
-    return np.where(positions_from_end == 0, 2, np.where(positions_from_end == 1, 1, 0)).astype(np.int8)
-
-
-def last_out_subsets(counts: dict[str, int], sizes: dict, seed: int) -> dict[str, tuple[int, int, np.ndarray | None]]:
-    """Split name -> ``(0, count, chosen)`` of the last-out protocol, in :func:`split_plan`'s form: ``chosen``
-    (sorted offsets into the split's samples in global order) is the seeded subset ``sizes`` asks for, drawn
-    as :func:`split_plan` draws it, or None to keep all. Only the counts enter, so Spark draws the same."""
-    plan = {}
-    for name in ("train", "validation", "test"):
-        size, count = sizes[name], counts[name]
-        chosen = None
-        if size is not None and size < count:
-            chosen = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
-        plan[name] = (0, count, chosen)
-    return plan
-
-
-def last_out_plan(codes: np.ndarray, sizes: dict, seed: int) -> dict[str, np.ndarray]:
-    """Split name -> ranks (into the global sample order) kept by the last-out protocol: each split's samples
-    in global order, a seeded subset of them where ``sizes`` asks (:func:`last_out_subsets`)."""
-    names = ("train", "validation", "test")
-    members = {name: np.flatnonzero(codes == code).astype(np.int64) for code, name in enumerate(names)}
-    subsets = last_out_subsets({name: len(rows) for name, rows in members.items()}, sizes, seed)
-    return {name: members[name] if subsets[name][2] is None else members[name][subsets[name][2]] for name in names}
-
-
-def last_out_ranks(sample_positions: np.ndarray, group_starts: np.ndarray, n: int,
-                   protocol: SampleProtocol) -> dict[str, np.ndarray]:
-    """The per-user last-out protocol (SASRec / ML-25M style) on the global sample order: each user's last
-    eligible sample is test, the one before it validation, the rest train (``train_fraction`` and
-    ``validation_fraction`` do not apply and are refused)."""
-    if protocol.train_fraction is not None or protocol.validation_fraction is not None:
-        raise ConfigError("train_fraction / validation_fraction cut the global time order; split_protocol="
-                          "'user_last_out' puts each user's last sample in test and the one before in validation; "
-                          "drop the fractions")
-    ends = np.append(group_starts[1:], n)
-    group_end = ends[np.searchsorted(group_starts, sample_positions, side="right") - 1]
-    codes = last_out_codes(group_end - 1 - sample_positions)
-    return last_out_plan(codes, protocol.sample_sizes(), protocol.sample_seed)
 
 
 def split_fractions(corpus: Corpus, protocol: SampleProtocol) -> tuple[float, float]:

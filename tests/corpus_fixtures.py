@@ -170,3 +170,26 @@ def release_zip(folder: Path, archive_folder: str) -> bytes:
         for path in sorted(folder.iterdir()):
             bundle.write(path, f"{archive_folder}/{path.name}")
     return buffer.getvalue()
+
+
+def char_embedder(identity: str, dimensions: int, multiplier: int, seen: list | None = None):
+    """An :class:`~rella_hf.embeddings.ItemEmbedder` whose vectors count the characters of the item text
+    (deterministic, no model download); the texts it encodes are appended to ``seen`` when given."""
+    import numpy as np
+
+    from rella_hf.embeddings import ItemEmbedder
+
+    class CharEmbedder(ItemEmbedder):
+        pooling = "model"
+
+        def encode(self, texts, batch_size=32, progress=True):
+            if seen is not None:
+                seen.extend(texts)
+            vectors = np.zeros((len(texts), dimensions), dtype=np.float32)
+            for row, text in enumerate(texts):
+                for position, char in enumerate(text.encode()):
+                    vectors[row, (char * multiplier + position) % dimensions] += 1.0
+            return vectors
+
+    CharEmbedder.identity = identity
+    return CharEmbedder()

@@ -855,3 +855,13 @@ def test_a_calibration_of_other_weights_is_refused_on_export_and_load(tmp_path, 
     (source / "calibration.json").write_text("{cut")
     with pytest.raises(CalibrationError, match="does not parse"):
         hub.load_adapter(source, dtype="float32", device="cpu")
+
+
+def test_model_card_of_an_interactions_run_names_the_users_licence():
+    # The run's own settings configure the corpus the card describes (not the defaults' "no licence given").
+    from rella_hf.hub.cards import _training_summary
+
+    run = _training_summary({"dataset": "interactions", "K": 5, "train_type": "mixed", "test_type": "simple",
+                             "data_license": "CC-BY-4.0", "interactions_file": "events.csv"})
+    assert "CC-BY-4.0" in run["corpus"].licence
+    assert "Licence given" not in _training_summary({"dataset": "interactions", "K": 5})["corpus"].licence

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from corpus_fixtures import char_embedder as char_embedder_for
 from interaction_fixtures import FORMATS, items_frame, log_frame, write_corpus, write_frame
 
 import rella_hf
@@ -197,23 +198,9 @@ def test_ml_latest_small_through_interactions_gives_the_registered_corpus_sample
 @pytest.fixture
 def char_embedder(monkeypatch):
     """Deterministic item embeddings from the characters of the item text (no model download)."""
-    from rella_hf.embeddings import ItemEmbedder
-
     seen = []
-
-    class CharEmbedder(ItemEmbedder):
-        identity = "test:chars-interactions"
-        pooling = "model"
-
-        def encode(self, texts, batch_size=32, progress=True):
-            seen.extend(texts)
-            vectors = np.zeros((len(texts), 16), dtype=np.float32)
-            for row, text in enumerate(texts):
-                for position, char in enumerate(text.encode()):
-                    vectors[row, (char * 5 + position) % 16] += 1.0
-            return vectors
-
-    monkeypatch.setattr("rella_hf.embeddings.get_embedder", lambda name, **kwargs: CharEmbedder())
+    embedder = char_embedder_for("test:chars-interactions", 16, 5, seen)
+    monkeypatch.setattr("rella_hf.embeddings.get_embedder", lambda name, **kwargs: embedder)
     return seen
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus_fixtures import bx_many_rating_lines, bx_rating_lines, ml1m_ratings, write_book_crossing, write_ml1m, write_ml_latest
+from corpus_fixtures import char_embedder as char_embedder_for
 
 import rella_hf
 from rella_hf.builders import ReLLaConfig
@@ -52,20 +53,8 @@ def synth_folder(tmp_path_factory):
 @pytest.fixture
 def char_embedder(monkeypatch):
     """Deterministic item embeddings from characters (the driver computes embeddings, so patching works)."""
-    from rella_hf.embeddings import ItemEmbedder
-
-    class CharEmbedder(ItemEmbedder):
-        identity = "test:chars-spark"
-        pooling = "model"
-
-        def encode(self, texts, batch_size=32, progress=True):
-            vectors = np.zeros((len(texts), 24), dtype=np.float32)
-            for row, text in enumerate(texts):
-                for position, char in enumerate(text.encode()):
-                    vectors[row, (char * 7 + position) % 24] += 1.0
-            return vectors
-
-    monkeypatch.setattr("rella_hf.embeddings.get_embedder", lambda name, **kwargs: CharEmbedder())
+    embedder = char_embedder_for("test:chars-spark", 24, 7)
+    monkeypatch.setattr("rella_hf.embeddings.get_embedder", lambda name, **kwargs: embedder)
 
 
 def _rows(dataset) -> dict:

@@ -322,7 +322,8 @@ def _training_summary(reit: dict) -> dict[str, Any]:
     return {
         "K": K, "train_type": train_type, "dataset_config": dataset_config, "eval_config": names.get(test_type),
         "retrieval": _TRAIN_TYPE_RETRIEVAL.get(train_type), "shots": reit.get("shots"), "trained_on": trained_on,
-        "corpus": get_corpus(registered) if registered is not None else None,
+        # The run's settings configure corpora read from the user's files (their source and licence).
+        "corpus": get_corpus(registered, reit) if registered is not None else None,
     }
 
 
