@@ -6,7 +6,9 @@ history) two ways, each in a fresh process so peak RSS is its own:
 (a) fast  -- ``CTRScorer`` as it runs by default: length-sorted, ``inference_mode``, the yes/no
              rows of the LM head only, in float32; on a CPU in bf16 each prompt runs alone (no
              padding, so its score cannot depend on batch mates).
-(a') batched -- the same with ``batch_invariant=False``: right-padded batches of ``--batch-size``.
+(a') batched -- the same with ``batch_invariant=False``: right-padded batches of ``--batch-size``, the prompts'
+             shared prefix (chat system turn, the template's opening) run once per window.
+(a'') unshared -- batched without the shared prefix (``share_prefix=False``): every prompt runs whole.
 (b) naive -- ``naive_scores``: batches in dataset order with right padding, full
              ``[batch, length, vocab]`` logits and a softmax over all of them, which is what
              ``Trainer.evaluate`` + ``preprocess_logits_for_metrics`` does in the reference code.
@@ -20,7 +22,9 @@ float32 and ``--dtype bfloat16`` is skipped with one line (emulated). The defaul
 three paths) answers in about 5 minutes on 2 cores of a float32-only host; its rows go to
 ``benchmarks/RESULTS.md`` under the host's kind (``--no-write``: print only).
 
-Usage: python benchmarks/bench_scoring.py [--n 128] [--batch-size 8] [--dtype float32] [--paths fast,batched,naive]
+Throughput counts every prompt token, also those of a shared prefix run once (effective GFLOP/s).
+
+Usage: python benchmarks/bench_scoring.py [--n 128] [--batch-size 8] [--dtype float32] [--paths fast,batched,unshared,naive]
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (both paths)")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: from the hardware)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test-split sample")
-    parser.add_argument("--paths", default="fast,batched,naive", help="comma-separated: fast, batched, naive")
-    parser.add_argument("--worker", choices=["fast", "batched", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--paths", default="fast,batched,unshared,naive",
+                        help="comma-separated: fast, batched, unshared, naive")
+    parser.add_argument("--worker", choices=["fast", "batched", "unshared", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
     return parser.parse_args(argv)
@@ -75,10 +80,10 @@ def run_worker(args: argparse.Namespace) -> None:
     model, tokenizer = load_model(dtype=args.dtype)
     yes_ids, no_ids = answer_token_ids(tokenizer, prompts[0])
     lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
-    if args.worker in ("fast", "batched"):
+    if args.worker in ("fast", "batched", "unshared"):
         invariant = None if args.worker == "fast" else False
         scorer = CTRScorer(model, tokenizer, batch_size=args.batch_size, yes_ids=yes_ids, no_ids=no_ids,
-                           batch_invariant=invariant)
+                           batch_invariant=invariant, share_prefix=args.worker != "unshared")
         score = lambda batch: scorer.score(batch, progress=False)  # noqa: E731
     else:
         score = lambda batch: naive_scores(  # noqa: E731
@@ -174,6 +179,11 @@ def main(argv=None) -> None:
         cpu_ratio = results["naive"]["cpu_seconds"] / results["fast"]["cpu_seconds"]
         out(f"speed-up fast/naive: {speedup:.2f}x wall, {cpu_ratio:.2f}x CPU time; "
             f"max |score difference|: {difference:.2e}")
+    if {"batched", "unshared"} <= results.keys():
+        shared = results["batched"]["cpu_seconds"] / results["unshared"]["cpu_seconds"]
+        out(f"shared prefix: {results['batched']['prompts_per_s'] / results['unshared']['prompts_per_s']:.2f}x "
+            f"prompts/s ({1 / shared:.2f}x CPU time), max |score difference| "
+            f"{float(np.max(np.abs(scores['batched'] - scores['unshared']))):.1e}")
     for path, values in scores.items():
         labels_array = np.asarray(labels[: len(values)])
         if 0 < labels_array.sum() < len(labels_array):

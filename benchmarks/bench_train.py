@@ -51,9 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import host_facts, machine_facts, peak_rss_mb, skip_emulated_bf16, write_host_rows  # noqa: E402
 
 BASELINE = {"bf16": False, "model_dtype": "float32", "train_sampling_strategy": "random",
-            "completion_logits_only": False, "activation_checkpointing": False, "cpu_float32_attention": False}
+            "completion_logits_only": False, "activation_checkpointing": False, "cpu_float32_attention": False,
+            "shared_prefix": False}
 NEW = {"bf16": True, "model_dtype": None, "train_sampling_strategy": "group_by_length",
-       "completion_logits_only": True, "activation_checkpointing": False, "cpu_float32_attention": True}
+       "completion_logits_only": True, "activation_checkpointing": False, "cpu_float32_attention": True,
+       "shared_prefix": True}
 VARIANTS = {
     "float32 (before)": BASELINE,
     "+bf16 (autocast + bf16 weights)": {**BASELINE, "bf16": True, "model_dtype": None},
@@ -62,6 +64,7 @@ VARIANTS = {
     "+answer-only head": {**BASELINE, "completion_logits_only": True},
     "+activation checkpointing": {**BASELINE, "activation_checkpointing": True},
     "all but bf16 attention": {**NEW, "cpu_float32_attention": False},
+    "all but the shared prefix": {**NEW, "shared_prefix": False},
     "all (new default)": NEW,
 }
 #: The loss check compares precision and head, so both runs see the rows in the same (random) order.

@@ -6,7 +6,8 @@ by full fine-tuning of the top 15 decoder layers, which on this model reads the 
 fewer rows than LoRA does (``--finetuning lora --learning_rate 1e-3 --top_layers 30`` is the LoRA
 alternative, all linear layers r=16, about twice the wall time for a smaller gain; measured in
 ``experiments/reading.md``); on a float32-only host, where each step costs several times more, the
-``float32`` recipe trains the same rows with one validation scoring (:data:`RECIPES`). Each step's result is saved in the run
+``float32`` recipe trains the same rows with shorter prompts (K=4), the top 10 layers and one validation scoring
+(:data:`RECIPES`). Each step's result is saved in the run
 folder, so a rerun skips finished steps. The run ends with a per-stage timing table, the host's
 kind and the 15-minute budget (:func:`timing_table`).
 """
@@ -36,12 +37,13 @@ COMPARISONS = [("ReiT-recent", "zero-shot-recent"), ("ReiT-semantic", "zero-shot
 
 #: The demo's training recipe per compute dtype, fixed (never sized from a live speed probe, so a host kind's results
 #: reproduce): ``bfloat16`` on hosts that compute bf16 natively (``trainer_configs/demo-cpu.yaml``), ``float32`` on the
-#: others (``trainer_configs/demo-cpu-float32.yaml``): the same rows, one validation scoring instead of two, since
-#: each step costs several times more there (half the rows, N=384, measured no gain: README). A field given on the
-#: command line overrides its recipe value.
+#: others (``trainer_configs/demo-cpu-float32.yaml``): the same rows with K=4 prompts, the top 10 layers trained and one
+#: validation scoring instead of two, since each step costs several times more there (fewer rows, shorter prompts or
+#: smaller steps measured no significant gain: README "Host kinds"). A field given on the command line overrides its
+#: recipe value.
 RECIPES = {
-    "bfloat16": {"shots": 768, "eval_size": 100, "eval_every": 48, "learning_rate": 5e-5},
-    "float32": {"shots": 768, "eval_size": 100, "eval_every": 96, "learning_rate": 5e-5},
+    "bfloat16": {"K": 5, "shots": 768, "top_layers": 15, "eval_size": 100, "eval_every": 48, "learning_rate": 5e-5},
+    "float32": {"K": 4, "shots": 768, "top_layers": 10, "eval_size": 100, "eval_every": 96, "learning_rate": 5e-5},
 }
 #: The YAML that states each recipe for ``rella-hf train`` / ``train.py`` (a test keeps them equal).
 RECIPE_FILES = {"bfloat16": "trainer_configs/demo-cpu.yaml", "float32": "trainer_configs/demo-cpu-float32.yaml"}
@@ -60,6 +62,7 @@ class DemoConfig(ReLLaDataArguments):
     prompts with the demo model's own chat template.
     """
 
+    K: Optional[int] = field(default=None, metadata={"help": "History items shown per prompt; default: the recipe's."})
     chat_model: Optional[str] = field(default="auto", metadata={
         "help": "Tokenizer whose chat template wraps prompts; 'auto' = the demo model's, 'none' = Vicuna."})
     reads_retrieval: ClassVar[bool] = False
@@ -77,6 +80,8 @@ class DemoConfig(ReLLaDataArguments):
     total_batch_size: int = field(default=16, metadata={"help": "Rows per optimizer step (gradient accumulation)."})
     learning_rate: Optional[float] = field(default=None, metadata={
         "help": "Peak learning rate (measured: 5e-5 for full fine-tuning, 1e-3 for LoRA); default: the recipe's."})
+    lr_scheduler_type: str = field(default="linear", metadata={
+        "help": "Learning-rate schedule after the peak: 'linear' decays to 0 at the last step, 'constant' holds it."})
     lora_targets: str = field(default="all", metadata={"help": "LoRA on 'qv' (q_proj, v_proj: the paper) or 'all' linear layers.",
                                                          "choices": sorted(LORA_TARGET_SETS)})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)."})
@@ -84,8 +89,9 @@ class DemoConfig(ReLLaDataArguments):
     finetuning: str = field(default="full", metadata={
         "help": "lora: LoRA adapters; full: the decoder layers' own weights (set learning_rate to match).",
         "choices": ["lora", "full"]})
-    top_layers: Optional[int] = field(default=15, metadata={
-        "help": "Train only the last this-many decoder layers (None: all); cheaper steps."})
+    top_layers: Optional[int] = field(default=None, metadata={
+        "help": "Train only the last this-many decoder layers (the model's layer count: all); cheaper steps; "
+                "default: the recipe's."})
     eval_size: Optional[int] = field(default=None, metadata={
         "help": "Validation samples scored for AUC during training (0: none); default: the recipe's."})
     eval_every: Optional[int] = field(default=None, metadata={
@@ -97,7 +103,6 @@ class DemoConfig(ReLLaDataArguments):
         "help": "Measure the float32 (and native bf16) matmul rate for the timing table (a few seconds)."})
 
     def __post_init__(self):
-        super().__post_init__()
         if self.recipe == "auto":
             from .models import default_dtype
 
@@ -107,14 +112,15 @@ class DemoConfig(ReLLaDataArguments):
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        super().__post_init__()
         for name in ("K", "test_size", "shots", "train_batch_size", "total_batch_size", "score_batch_size", "lora_r",
                      "eval_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
         if self.eval_size < 0:
             raise ConfigError(f"eval_size={self.eval_size} must be >= 0 (0 trains without validation).")
-        if self.top_layers is not None and self.top_layers <= 0:
-            raise ConfigError(f"top_layers={self.top_layers} must be positive (or None for every layer).")
+        if self.top_layers <= 0:
+            raise ConfigError(f"top_layers={self.top_layers} must be positive (the model's layer count: every layer).")
         if self.finetuning not in ("lora", "full"):
             raise ConfigError(f"finetuning={self.finetuning!r} is not one of full, lora.")
         if self.lora_targets not in LORA_TARGET_SETS:
@@ -131,7 +137,8 @@ class DemoConfig(ReLLaDataArguments):
             **data, train_type="mixed", test_type="sequential", shots=self.shots, model_name_or_path=self.model,
             num_train_epochs=self.epochs,
             per_device_train_batch_size=self.train_batch_size, total_batch_size=self.total_batch_size,
-            learning_rate=self.learning_rate, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
+            learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type,
+            lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
             lora_dropout=self.lora_dropout, finetuning=self.finetuning, top_layers=self.top_layers,
             lora_target_modules=LORA_TARGET_SETS[self.lora_targets], eval_size=self.eval_size,
             compute_eval_loss=False, per_device_eval_batch_size=self.score_batch_size,
@@ -226,6 +233,16 @@ def timing_table(timing: dict) -> str:
     return "\n".join(lines)
 
 
+def _frozen_layer_states(config: DemoConfig, model):
+    """The recorder of the layers a full fine-tune of the top ``top_layers`` leaves frozen, or None."""
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if config.skip_training or config.finetuning != "full" or not config.top_layers or not layers:
+        return None
+    from .frozen_states import FrozenLayerStates
+
+    return FrozenLayerStates(layers - config.top_layers) if config.top_layers < layers else None
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run the demo and return the path of its ``report.md``.
 
@@ -267,7 +284,10 @@ def run_demo(config: DemoConfig) -> Path:
 
     model, tokenizer = load_model(config.model)
     stages["build"] = time.perf_counter() - build_started
-    scorer = CTRScorer(model, tokenizer, batch_size=config.score_batch_size)
+    # Full fine-tuning of the top layers leaves the bottom ones as they are: the tuned model's scoring replays
+    # their output for the test subset from the zero-shot pass (the same values, half the work at top_layers=15).
+    frozen_states = _frozen_layer_states(config, model)
+    scorer = CTRScorer(model, tokenizer, batch_size=config.score_batch_size, frozen_states=frozen_states)
     for kind, subset in subsets.items():
         with _timed(stages, "zero-shot scoring"):
             _score_setting(run_dir, f"zero-shot-{kind}", scorer, subset,
@@ -298,7 +318,8 @@ def run_demo(config: DemoConfig) -> Path:
         if calibration is None:
             logger.warning("%s has no calibration.json (trained before calibration existed?): raw scores only.",
                            adapter_dir)
-        tuned_scorer = CTRScorer(tuned, tokenizer, batch_size=config.score_batch_size, calibration=calibration)
+        tuned_scorer = CTRScorer(tuned, tokenizer, batch_size=config.score_batch_size, calibration=calibration,
+                                 frozen_states=frozen_states)
         for kind, subset in subsets.items():
             _score_setting(run_dir, f"ReiT-{kind}", tuned_scorer, subset,
                            {"stage": "ReiT", "K": config.K, "retrieval": kind, "model": config.model,

@@ -22,20 +22,28 @@ or caps its logits take the general route instead (left padding, ``logits_to_kee
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import logging
 import math
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rella_hf.errors import ConfigError, ModelError
+from rella_hf.lm_heads import (
+    _forward_parameters,
+    _input_device,
+    _runs_alone_by_default,
+    answer_head,
+    contiguous_lm_head_input,
+)
 from rella_hf.prompts import answer_completion, special_prefix_ids
+from rella_hf.shared_prefix import prefix_key_values, run_after_prefix, shared_prefix_length
 from rella_hf.utils import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch stays out of `import rella_hf`
@@ -173,86 +181,6 @@ def _wait_for_everyone() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _forward_parameters(model) -> tuple[set[str], bool]:
-    """Keyword names the underlying model's forward accepts, and whether it takes ``**kwargs``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(base.forward).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    return set(parameters), takes_kwargs
-
-
-#: Head settings that make logits more than ``lm_head(hidden)``; a model with any of them scores
-#: through its own forward.
-_SCALED_HEAD_SETTINGS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                         "logits_scaling")
-
-
-def _causal_lm_and_head(model):
-    """The causal LM under a possible PEFT wrapper, and its output embeddings (None when it has none)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get_head = getattr(causal_lm, "get_output_embeddings", None)
-    return causal_lm, get_head() if callable(get_head) else None
-
-
-def answer_head(model):
-    """``(backbone, lm_head)`` when the answer logits are ``lm_head(backbone(ids).last_hidden_state)``, else None.
-
-    That holds for the decoder-only LMs of transformers (Llama, Qwen, Mistral, GPT-2, ...), PEFT
-    wrapped or not. Not for heads that scale or cap their logits, nor for parameters partitioned
-    by DeepSpeed ZeRO-3 (the head's rows cannot be read directly there).
-
-    Args:
-        model: a causal LM, possibly a ``PeftModel``.
-    """
-    import torch
-
-    causal_lm, lm_head = _causal_lm_and_head(model)
-    backbone = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
-    if not isinstance(backbone, torch.nn.Module) or not isinstance(lm_head, torch.nn.Linear):
-        return None
-    config = getattr(causal_lm, "config", None)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _SCALED_HEAD_SETTINGS):
-        return None
-    if hasattr(lm_head.weight, "ds_id") or lm_head.weight.dim() != 2 or lm_head.weight.numel() == 0:
-        return None
-    return backbone, lm_head
-
-
-def contiguous_lm_head_input(model) -> None:
-    """Make the LM head's input contiguous (once per model).
-
-    ``logits_to_keep`` slices the last positions out of the hidden states; a non-contiguous 3-D
-    input makes ``torch.matmul`` expand the head's weight for every row, a ``batch x hidden x
-    vocabulary`` copy (4 x 576 x 49,152 values per SmolLM2 call, a third of a training step on CPU).
-
-    Args:
-        model: a causal LM, possibly wrapped (PEFT).
-    """
-    import torch
-
-    _, lm_head = _causal_lm_and_head(model)
-    if not isinstance(lm_head, torch.nn.Module) or getattr(lm_head, "_rella_contiguous_input", False):
-        return
-    lm_head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
-    lm_head._rella_contiguous_input = True
-
-
-def _runs_alone_by_default(model) -> bool:
-    """Whether prompts run one per forward pass by default: a CPU model in a 16-bit dtype."""
-    import torch
-
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        return False
-    return parameter.device.type == "cpu" and parameter.dtype in (torch.bfloat16, torch.float16)
-
-
-def _input_device(model) -> torch.device:
-    # With a device_map the embeddings sit on the first device; that is where inputs go.
-    return model.get_input_embeddings().weight.device
-
-
 class CTRScorer:
     """Batched zero-shot CTR scoring: P(yes) / (P(yes) + P(no)) at the answer position.
 
@@ -274,6 +202,14 @@ class CTRScorer:
             throughput there (``benchmarks/RESULTS.md``). Off elsewhere (GPUs need batches; float32
             moves scores by ~1e-5 at most).
         calibration: a :class:`~rella_hf.calibration.Calibration`; :meth:`score` stays raw, :meth:`calibrate` applies it.
+        share_prefix: run the tokens every prompt of a window starts with (chat system turn, the template's
+            opening) once per window and hand them to each batch as a key/value cache
+            (:mod:`rella_hf.shared_prefix`): ~20 % fewer tokens for ReLLa prompts, scores equal to ~1e-5 in
+            float32. Used on the fast path when prompts share a batch (not with ``batch_invariant``, where the
+            split point would depend on the other prompts of the window).
+        frozen_states: a :class:`~rella_hf.frozen_states.FrozenLayerStates` shared by the scorers of a base model
+            and of its fine-tune with frozen bottom layers: the first records the bottom layers' output per batch,
+            the second replays it for the same batches instead of running those layers (fast path only).
     """
 
     def __init__(
@@ -288,6 +224,8 @@ class CTRScorer:
         sort_window: int | None = None,
         batch_invariant: bool | None = None,
         calibration=None,
+        share_prefix: bool = True,
+        frozen_states=None,
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1.")
@@ -308,6 +246,9 @@ class CTRScorer:
         self._pad_id = pad if pad is not None else 0  # padded positions are masked out anyway
         self._answer_head = answer_head(model)
         self.batch_invariant = _runs_alone_by_default(model) if batch_invariant is None else batch_invariant
+        self.share_prefix = share_prefix and self._answer_head is not None and not self.batch_invariant
+        self.frozen_states = frozen_states if self._answer_head is not None else None
+        self._states_mode = None
         if self._answer_head is None:  # only the general route slices hidden states for the head
             contiguous_lm_head_input(model)
         names, takes_kwargs = _forward_parameters(model)
@@ -366,17 +307,24 @@ class CTRScorer:
         logits = self.model(**kwargs).logits
         return logits[:, -1, self.yes_ids + self.no_ids].float()
 
-    def _answer_logits_from_hidden(self, batch: list[list[int]]) -> torch.Tensor:
+    def _answer_logits_from_hidden(self, batch: list[list[int]], prefix=None) -> torch.Tensor:
+        """The fast path's answer logits; ``prefix`` is ``(length, key_values)`` of a prefix every row starts with."""
         import torch
 
         backbone, lm_head = self._answer_head
-        width = max(len(ids) for ids in batch)
+        skip = prefix[0] if prefix is not None else 0
+        width = max(len(ids) for ids in batch) - skip
         input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
         for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            input_ids[row, : len(ids) - skip] = torch.tensor(ids[skip:], dtype=torch.long)
         device = _input_device(self.model)
-        hidden = backbone(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
-        last = torch.tensor([len(ids) - 1 for ids in batch], device=hidden.device)
+        states = self.frozen_states
+        with states.around(backbone, self._states_mode, states.key(input_ids, skip)) if states else nullcontext():
+            if prefix is None:
+                hidden = backbone(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
+            else:
+                hidden = run_after_prefix(backbone, input_ids.to(device), prefix[1])
+        last = torch.tensor([len(ids) - 1 - skip for ids in batch], device=hidden.device)
         final = hidden[torch.arange(len(batch), device=hidden.device), last].float()
         rows = torch.tensor(self.yes_ids + self.no_ids, device=lm_head.weight.device)
         weight = lm_head.weight.index_select(0, rows).float()
@@ -395,11 +343,23 @@ class CTRScorer:
         no = torch.logsumexp(answer_logits[:, split:].double(), dim=-1)
         return torch.sigmoid(yes - no).cpu().numpy()
 
+    def _window_prefix(self, encoded: list[list[int]]):
+        """``(length, key_values)`` of the prefix all prompts of a window share, or None (not shared)."""
+        if not self.share_prefix:
+            return None
+        length = shared_prefix_length(encoded)
+        if not length:
+            return None
+        backbone, _ = self._answer_head
+        return length, prefix_key_values(backbone, encoded[0][:length], _input_device(self.model))
+
     def _score_local(self, prompts: Sequence[str], bar) -> np.ndarray:
         """Score prompts in this process only, updating ``bar`` (or None) as batches finish."""
         import torch
 
         scores = np.empty(len(prompts), dtype=np.float64)
+        if self.frozen_states is not None:
+            self._states_mode = self.frozen_states.mode_for(self.model)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -410,9 +370,14 @@ class CTRScorer:
                     # out-of-memory error shows up on the first batch, not at the end.
                     order = np.argsort([-len(ids) for ids in encoded], kind="stable")
                     step = 1 if self.batch_invariant else self.batch_size
+                    prefix = self._window_prefix(encoded)
                     for offset in range(0, len(order), step):
                         picked = order[offset : offset + step]
-                        logits = self._answer_logits([encoded[i] for i in picked])
+                        batch = [encoded[i] for i in picked]
+                        if prefix is None:
+                            logits = self._answer_logits(batch)
+                        else:
+                            logits = self._answer_logits_from_hidden(batch, prefix)
                         scores[start + picked] = self._yes_probability(logits)
                         if bar is not None:
                             bar.update(len(picked))

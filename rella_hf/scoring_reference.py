@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scoring import _input_device, answer_token_ids, encode_prompts
+from .lm_heads import _input_device
+from .scoring import answer_token_ids, encode_prompts
 
 
 def naive_scores(

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+#: History items of the float32 recipe (trainer_configs/demo-cpu-float32.yaml): shorter prompts to fit the budget.
+FLOAT32_K = 4
+
 
 def _write_small_ml_latest(folder):
     """40 users x 30 ratings of 60 movies, ml-latest's CSV layout (CRLF, quoted titles), seeded."""
@@ -28,14 +31,21 @@ def _write_small_ml_latest(folder):
 @pytest.mark.slow  # builds prompts, trains and scores (about a minute)
 @pytest.mark.parametrize("finetuning, weights", [("lora", "adapter_model.safetensors"), ("full", "model.safetensors")])
 def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in_isolated_cache, tiny_model_dir,
-                                                             finetuning, weights):
+                                                             finetuning, weights, caplog):
+    import logging
+
     from rella_hf.demo import STAGES, DemoConfig, run_demo
+
+    caplog.set_level(logging.INFO, logger="rella_hf.frozen_states")
 
     config = DemoConfig(output_dir=str(tmp_path / "demo"), data_dir=str(_write_small_ml_latest(tmp_path / "data")),
                         model=str(tiny_model_dir), K=3, test_size=24, shots=8, train_batch_size=4, total_batch_size=4,
                         eval_size=16, eval_every=1, lora_r=4, finetuning=finetuning, top_layers=1,
                         learning_rate=5e-5, probe_host=finetuning == "full")
     report = run_demo(config)
+    # A full fine-tune of the top layer scores the test subset from the zero-shot pass's frozen-layer states.
+    replayed = [record for record in caplog.records if "replaying the recorded output" in record.getMessage()]
+    assert len(replayed) == (2 if finetuning == "full" else 0)  # recent-K and SUBR subsets
     run_dir = report.parent
     text = report.read_text()
     assert "## Paired comparisons" in text and "## Validation AUC during training" in text
@@ -82,12 +92,12 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 
-@pytest.mark.parametrize("native_bf16, recipe, yaml_name, shots, eval_every, learning_rate", [
-    (True, "bfloat16", "demo-cpu.yaml", 768, 48, 5e-5),
-    (False, "float32", "demo-cpu-float32.yaml", 768, 96, 5e-5),
+@pytest.mark.parametrize("native_bf16, recipe, yaml_name, K, top_layers, shots, eval_every, learning_rate", [
+    (True, "bfloat16", "demo-cpu.yaml", 5, 15, 768, 48, 5e-5),
+    (False, "float32", "demo-cpu-float32.yaml", FLOAT32_K, 10, 768, 96, 5e-5),
 ])
 def test_demo_defaults_are_the_measured_recipe_of_the_host_kind_and_match_its_trainer_config(
-        monkeypatch, native_bf16, recipe, yaml_name, shots, eval_every, learning_rate):
+        monkeypatch, native_bf16, recipe, yaml_name, K, top_layers, shots, eval_every, learning_rate):
     """`make demo` and trainer_configs/demo-cpu*.yaml train the recipe measured for the host kind (README)."""
     import yaml
 
@@ -98,11 +108,11 @@ def test_demo_defaults_are_the_measured_recipe_of_the_host_kind_and_match_its_tr
     monkeypatch.setattr(rella_hf.models, "resolve_device", lambda device=None: torch.device("cpu"))
     demo = DemoConfig()
     assert demo.recipe == recipe and RECIPE_FILES[recipe] == f"trainer_configs/{yaml_name}"
-    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (5, shots, 16, learning_rate)
-    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", 15, eval_every, 200)
+    assert (demo.K, demo.shots, demo.total_batch_size, demo.learning_rate) == (K, shots, 16, learning_rate)
+    assert (demo.finetuning, demo.top_layers, demo.eval_every, demo.test_size) == ("full", top_layers, eval_every, 200)
     reit = demo.reit_config("unused")
     assert reit.shots == shots and reit.eval_steps == eval_every and reit.metric_for_best_model == "auc"
-    assert (reit.finetuning, reit.top_layers, reit.base_dtype) == ("full", 15, "float32")
+    assert (reit.finetuning, reit.top_layers, reit.base_dtype) == ("full", top_layers, "float32")
     assert reit.bf16 is native_bf16  # bf16 autocast only where the CPU computes bf16
 
     shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / RECIPE_FILES[recipe]).read_text())
@@ -120,6 +130,7 @@ def test_the_float32_switch_picks_the_float32_recipe_and_given_options_override_
     monkeypatch.setattr(rella_hf.models, "resolve_device", lambda device=None: torch.device("cpu"))
     monkeypatch.setenv("RELLA_HF_FORCE_FLOAT32", "1")
     assert DemoConfig().recipe == "float32" and DemoConfig().shots == RECIPES["float32"]["shots"]
+    assert (DemoConfig(K=5).K, DemoConfig(top_layers=30).top_layers) == (5, 30)  # given fields win
     chosen = DemoConfig(recipe="bfloat16", shots=32, eval_every=4)  # named recipe, two fields given
     assert (chosen.shots, chosen.eval_every, chosen.learning_rate) == (32, 4, RECIPES["bfloat16"]["learning_rate"])
     with pytest.raises(ConfigError, match="recipe='fp8' is not one of auto, bfloat16, float32"):

@@ -26,7 +26,9 @@ def test_every_dataclass_takes_its_dataset_options_from_one_declaration():
         fields = {item.name: item for item in dataclasses.fields(cls)}
         assert set(declared) <= set(fields), cls
         for name in declared:
-            if name != "chat_model":  # training and demo default to the model's own template ("auto")
+            # Training and demo default to the model's own template ("auto"); the demo takes K from the recipe of
+            # its host kind (rella_hf.demo.RECIPES), so its own K defaults to None.
+            if name != "chat_model" and (cls, name) != (DemoConfig, "K"):
                 assert fields[name].default == declared[name].default, (cls, name)
                 assert fields[name].metadata == declared[name].metadata, (cls, name)
 

@@ -649,6 +649,19 @@ def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, prompt_datase
     assert result.metrics["resumed_from"] is None and result.metrics["global_step"] == 1
 
 
+def test_rerunning_a_finished_run_keeps_its_training_time(tmp_path, prompt_datasets):
+    config = _config(tmp_path, save_strategy="steps", save_steps=4)  # 16 rows, 4 per step: 4 steps, saved at the end
+    data = build_training_data(config, prompt_datasets)
+    first = train_on_data(config, data)
+    assert first.metrics["train"]["train_runtime"] > 0 and first.metrics["resumed_from"] is None
+    # A rerun with resume finds the final checkpoint and trains nothing: the run's own timing stays.
+    again = train_on_data(_config(tmp_path, save_strategy="steps", save_steps=4, resume=True), data)
+    assert first.metrics["global_step"] == again.metrics["global_step"] == 4
+    assert again.metrics["train"] == first.metrics["train"] and again.metrics["resumed_from"] is None
+    written = json.loads((Path(config.output_dir) / "metrics.json").read_text())
+    assert written["train"]["train_runtime"] == first.metrics["train"]["train_runtime"]
+
+
 def test_eval_strategy_without_an_eval_subset_is_refused(tmp_path, prompt_datasets):
     config = _config(tmp_path, eval_size=0, eval_strategy="steps", eval_steps=1)
     data = build_training_data(config, prompt_datasets)

@@ -9,6 +9,12 @@ through its wrappers (DDP, DeepSpeed, PEFT), so distributed training is unchange
 
 Positions count real tokens only (``position_ids`` from the attention mask), the same positions
 the scorer gives a prompt, so the answer is trained where it is scored.
+
+With ``shared_prefix=True`` the tokens every row of a batch starts with (the chat system turn and
+the template's opening sentence) leave the rows as ``prefix_ids``: the trainer runs them once per
+batch and the rows continue from their keys and values (:mod:`rella_hf.shared_prefix`). The rows
+are left-padded after the prefix; the attention mask spans prefix and rows, positions continue
+after the prefix.
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ class LeftPaddingCompletionCollator:
     Args:
         pad_token_id: id written into the padded positions (masked out by ``attention_mask``).
         pad_to_multiple_of: round the batch width up to a multiple of this (None: the longest row).
+        shared_prefix: split off the prefix all rows share as ``prefix_ids`` (never a labelled token).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    shared_prefix: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(example["input_ids"]) for example in examples)
+        rows_labels = [_completion_labels(example, torch.as_tensor(example["input_ids"], dtype=torch.long))
+                       for example in examples]
+        skip = self._prefix_length(examples, rows_labels)
+        width = max(len(example["input_ids"]) for example in examples) - skip
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         rows = len(examples)
@@ -47,16 +58,30 @@ class LeftPaddingCompletionCollator:
         attention_mask = torch.zeros((rows, width), dtype=torch.long)
         labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
         for row, example in enumerate(examples):
-            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
+            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)[skip:]
             start = width - len(ids)
             input_ids[row, start:] = ids
             attention_mask[row, start:] = 1
-            labels[row, start:] = _completion_labels(example, ids)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            labels[row, start:] = rows_labels[row][skip:]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0) + skip
         # The answer window is read here, on the CPU: computed from device labels in the loss it
         # would cost a host sync every micro-step.
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                "labels": labels, "logits_to_keep": answer_window(labels)}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                 "labels": labels, "logits_to_keep": answer_window(labels)}
+        if skip:
+            batch["prefix_ids"] = torch.as_tensor(examples[0]["input_ids"][:skip], dtype=torch.long).unsqueeze(0)
+            batch["attention_mask"] = torch.cat([torch.ones((rows, skip), dtype=torch.long), attention_mask], dim=1)
+        return batch
+
+    def _prefix_length(self, examples, rows_labels) -> int:
+        if not self.shared_prefix:
+            return 0
+        from ..shared_prefix import shared_prefix_length
+
+        length = shared_prefix_length([example["input_ids"] for example in examples])
+        first_labelled = min(int((labels != IGNORE_INDEX).nonzero()[0]) if (labels != IGNORE_INDEX).any()
+                             else len(labels) for labels in rows_labels)
+        return min(length, first_labelled)
 
 
 def _completion_labels(example: dict[str, Any], ids):

@@ -25,9 +25,10 @@ import torch
 from accelerate.logging import get_logger
 from trl import SFTTrainer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..models import TRAINING_CONFIG_FILE
-from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, top_layer_indices, wants_activation_checkpointing
+from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, wants_activation_checkpointing
+from .top_layers import tied_parameter_names, train_top_decoder_layers
 
 if TYPE_CHECKING:
     from .data import TrainingData
@@ -220,8 +221,12 @@ class ReiTTrainer(SFTTrainer):
         window = inputs.get("logits_to_keep")
         if window is None:  # rows from another collator: read the window from the labels (one host sync)
             window = answer_window(labels)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=int(window))
+        prefix = inputs.get("prefix_ids")
+        if prefix is None:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=int(window))
+        else:
+            outputs = self._after_shared_prefix(model, prefix, inputs, int(window))
         loss, tokens, entropy, correct = answer_only_loss(outputs.logits, labels, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages the gradients across processes
@@ -231,6 +236,21 @@ class ReiTTrainer(SFTTrainer):
         pending = self._pending_answer_stats.get(mode)
         self._pending_answer_stats[mode] = step_stats if pending is None else pending + step_stats
         return (loss, outputs) if return_outputs else loss
+
+    @staticmethod
+    def _after_shared_prefix(model, prefix_ids, inputs, window: int):
+        """The model's outputs for rows that continue ``prefix_ids``, the prefix run once (with its graph)."""
+        from ..shared_prefix import cache_keyword, expanded_cache, outputs_cache
+
+        keyword = cache_keyword(model)
+        prefix_cache = outputs_cache(model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1))
+        if prefix_cache is None:
+            raise ModelError(f"{type(model).__name__} returned no key/value cache for the shared prefix; train with "
+                             "shared_prefix=false.")
+        key_values = [(layer.keys, layer.values) for layer in prefix_cache.layers]
+        cache = expanded_cache(key_values, inputs["input_ids"].shape[0], getattr(model, "config", None))
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     position_ids=inputs["position_ids"], use_cache=True, logits_to_keep=window, **{keyword: cache})
 
     @property
     def _pending_answer_stats(self) -> dict:
@@ -289,57 +309,6 @@ class ReiTTrainer(SFTTrainer):
         return metrics
 
 
-def tied_parameter_names(model) -> set[str]:
-    """Names of parameters that share their tensor with another parameter (a tied LM head), all but the first."""
-    seen: set[int] = set()
-    aliases = set()
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if id(parameter) in seen:
-            aliases.add(name)
-        seen.add(id(parameter))
-    return aliases
-
-
-def decoder_layers(model) -> list:
-    """The decoder blocks of a causal LM (``model.model.layers`` for Llama-style models).
-
-    Raises:
-        ConfigError: when the model keeps them elsewhere.
-    """
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
-        raise ConfigError(f"{type(model).__name__} keeps no decoder layers at model.layers; full fine-tuning "
-                          "with top_layers needs them there.")
-    return list(layers)
-
-
-def train_top_decoder_layers(model, top_layers: int | None) -> int:
-    """Freeze everything but the last ``top_layers`` decoder layers (all of them when None) and the final norm.
-
-    Embeddings and the LM head stay frozen: they are tied in SmolLM2, and the answer-only loss
-    would only move the rows of the answer tokens.
-
-    Args:
-        model: the base model (no adapter).
-        top_layers: how many of the last decoder layers train; None for all.
-
-    Returns:
-        The number of trainable parameters.
-
-    Raises:
-        ConfigError: ``top_layers`` exceeds the model's layer count.
-    """
-    layers = decoder_layers(model)
-    trained = top_layer_indices(top_layers, len(layers))
-    model.requires_grad_(False)
-    for index in trained:
-        layers[index].requires_grad_(True)
-    norm = getattr(model.model, "norm", None)
-    if norm is not None:
-        norm.requires_grad_(True)
-    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-
-
 def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, callbacks=None) -> ReiTTrainer:
     """An ``SFTTrainer`` for ``data`` with LoRA (or full fine-tuning), completion-only loss and CTR evaluation.
 
@@ -389,8 +358,12 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         from .collator import LeftPaddingCompletionCollator
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        collator = LeftPaddingCompletionCollator(pad_token_id=pad_id or 0)
-        from ..scoring import contiguous_lm_head_input
+        # One process only: DDP and DeepSpeed count on one forward call per backward; activation checkpointing
+        # turns the key/value cache off; the padding between prefix and rows needs a kernel that takes any mask.
+        share = (config.shared_prefix and config.world_size == 1 and not config.deepspeed
+                 and not config.activation_checkpointing and config.attn_implementation in (None, "sdpa", "eager"))
+        collator = LeftPaddingCompletionCollator(pad_token_id=pad_id or 0, shared_prefix=share)
+        from ..lm_heads import contiguous_lm_head_input
 
         contiguous_lm_head_input(model)
     num_layers = getattr(model.config, "num_hidden_layers", None)
@@ -481,6 +454,18 @@ def final_evaluation(trainer) -> dict:
     return trainer.evaluate()
 
 
+def _keep_finished_run_timing(metrics: dict, output_dir: Path, checkpoint: str | None, global_step: int) -> None:
+    """A rerun that resumed from the final checkpoint trained nothing: keep the run's own ``train`` block."""
+    if not checkpoint or not checkpoint.rstrip("/").rsplit("-", 1)[-1].isdigit():
+        return
+    if int(checkpoint.rstrip("/").rsplit("-", 1)[-1]) != global_step or not (output_dir / METRICS_FILE).is_file():
+        return
+    previous = json.loads((output_dir / METRICS_FILE).read_text())
+    if previous.get("train"):
+        metrics["train"] = previous["train"]
+        metrics["resumed_from"] = previous.get("resumed_from")
+
+
 def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=None, callbacks=None,
                   extra_metrics: dict | None = None) -> TrainingResult:
     """Train a LoRA adapter on prepared rows and write the outputs into ``config.output_dir``.
@@ -535,6 +520,7 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
         "world_size": config.world_size,
         **(extra_metrics or {}),
     }
+    _keep_finished_run_timing(metrics, output_dir, checkpoint, state.global_step)
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         settings = {"reit": config.reit_settings(), "training_arguments": config.to_dict()}
