@@ -248,10 +248,27 @@ def test_build_stops_on_sigterm_and_the_same_command_builds_the_same_rows(tmp_pa
     assert _rows(tmp_path / "built") == reference["rows"]
 
 
+def _write_ml_latest_small_format(folder: Path, movies: int = 3000, users: int = 200) -> Path:
+    """An ml-latest-small-format corpus of ``movies`` titles: enough MiniLM work (~20 s on one core) to interrupt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    items = np.arange(1, movies + 1)
+    lines = [f'{item},"Film {item}, The ({1930 + item % 90})",Drama|Comedy' for item in items]
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + "\n".join(lines) + "\n")
+    ratings = ["userId,movieId,rating,timestamp"]
+    for user in range(1, users + 1):
+        for offset, item in enumerate(rng.choice(items, size=20, replace=False)):
+            ratings.append(f"{user},{item},{rng.integers(1, 11) / 2:.1f},{1_000_000 + 1000 * user + offset}")
+    (folder / "ratings.csv").write_text("\n".join(ratings) + "\n")
+    return folder
+
+
 @pytest.mark.slow
 def test_embed_stops_on_ctrl_c_and_the_same_command_writes_the_same_vectors(tmp_path, shared):
     env = _env(tmp_path)
-    command = ["embed", "--dataset", "ml-latest-small", "--embedder", "minilm", "--output", str(tmp_path / "items.npy")]
+    data_dir = _write_ml_latest_small_format(tmp_path / "corpus")
+    command = ["embed", "--dataset", "ml-latest-small", "--data_dir", str(data_dir), "--embedder", "minilm",
+               "--output", str(tmp_path / "items.npy")]
     stderr_file = tmp_path / "stderr.txt"
     code, stderr, stopped = _interrupt(command, env, tmp_path,
                                        lambda: stderr_file.exists() and any(bar in stderr_file.read_text() for bar in
