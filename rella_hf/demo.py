@@ -236,7 +236,7 @@ def timing_table(timing: dict) -> str:
 def _frozen_layer_states(config: DemoConfig, model):
     """The recorder of the layers a full fine-tune of the top ``top_layers`` leaves frozen, or None."""
     layers = getattr(model.config, "num_hidden_layers", None)
-    if config.skip_training or config.finetuning != "full" or not config.top_layers or not layers:
+    if config.skip_training or config.finetuning != "full" or not layers:
         return None
     from .frozen_states import FrozenLayerStates
 

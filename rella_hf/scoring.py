@@ -43,7 +43,7 @@ from rella_hf.lm_heads import (
     contiguous_lm_head_input,
 )
 from rella_hf.prompts import answer_completion, special_prefix_ids
-from rella_hf.shared_prefix import prefix_key_values, run_after_prefix, shared_prefix_length
+from rella_hf.shared_prefix import forward_after_prefix, prefix_key_values, shared_prefix_length
 from rella_hf.utils import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch stays out of `import rella_hf`
@@ -282,10 +282,13 @@ class CTRScorer:
 
     # -- model calls ------------------------------------------------------------------------
 
-    def _answer_logits(self, batch: list[list[int]]) -> torch.Tensor:
-        """float32 ``[batch, yes + no]`` logits of the answer tokens after each sequence."""
+    def _answer_logits(self, batch: list[list[int]], prefix=None) -> torch.Tensor:
+        """float32 ``[batch, yes + no]`` logits of the answer tokens after each sequence.
+
+        ``prefix`` (from :meth:`_window_prefix`, fast path only) is the window's shared prefix.
+        """
         if self._answer_head is not None:
-            return self._answer_logits_from_hidden(batch)
+            return self._answer_logits_from_hidden(batch, prefix)
         import torch
 
         width = max(len(ids) for ids in batch)
@@ -323,7 +326,7 @@ class CTRScorer:
             if prefix is None:
                 hidden = backbone(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
             else:
-                hidden = run_after_prefix(backbone, input_ids.to(device), prefix[1])
+                hidden = forward_after_prefix(backbone, input_ids.to(device), prefix[1]).last_hidden_state
         last = torch.tensor([len(ids) - 1 - skip for ids in batch], device=hidden.device)
         final = hidden[torch.arange(len(batch), device=hidden.device), last].float()
         rows = torch.tensor(self.yes_ids + self.no_ids, device=lm_head.weight.device)
@@ -373,11 +376,7 @@ class CTRScorer:
                     prefix = self._window_prefix(encoded)
                     for offset in range(0, len(order), step):
                         picked = order[offset : offset + step]
-                        batch = [encoded[i] for i in picked]
-                        if prefix is None:
-                            logits = self._answer_logits(batch)
-                        else:
-                            logits = self._answer_logits_from_hidden(batch, prefix)
+                        logits = self._answer_logits([encoded[i] for i in picked], prefix)
                         scores[start + picked] = self._yes_probability(logits)
                         if bar is not None:
                             bar.update(len(picked))

@@ -43,11 +43,15 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]], minimum: int = MIN_
     return length if length >= minimum else 0
 
 
-def prefix_key_values(backbone, prefix_ids: Sequence[int] | torch.Tensor, device=None) -> list[tuple]:
-    """Per decoder layer, the ``(key, value)`` tensors of ``prefix_ids`` run through ``backbone`` at batch size 1.
+def prefix_key_values(module, prefix_ids: Sequence[int] | torch.Tensor, device=None, **kwargs) -> list[tuple]:
+    """Per decoder layer, the ``(key, value)`` tensors of ``prefix_ids`` run through ``module`` at batch size 1.
 
+    ``module`` is a backbone or a whole causal LM (``kwargs`` go to its forward, e.g. ``logits_to_keep=1``).
     Runs under the caller's grad mode: inside training the tensors carry the graph back to the
     trainable layers.
+
+    Raises:
+        ModelError: the forward returned no key/value cache.
     """
     import torch
 
@@ -55,13 +59,17 @@ def prefix_key_values(backbone, prefix_ids: Sequence[int] | torch.Tensor, device
     ids = ids.reshape(1, -1)
     if device is not None:
         ids = ids.to(device)
-    return [(layer.keys, layer.values) for layer in outputs_cache(backbone(input_ids=ids, use_cache=True)).layers]
-
-
-def outputs_cache(outputs):
-    """The key/value cache a forward returned (``cache`` since transformers 5.25, ``past_key_values`` before)."""
+    outputs = module(input_ids=ids, use_cache=True, **kwargs)
+    # transformers >= 5.25 returns the cache as `cache`, earlier versions as `past_key_values`.
     cache = getattr(outputs, "cache", None)
-    return cache if cache is not None else getattr(outputs, "past_key_values", None)
+    if cache is None:
+        cache = getattr(outputs, "past_key_values", None)
+    if cache is None:
+        from .errors import ModelError
+
+        raise ModelError(f"{type(module).__name__} returned no key/value cache for the shared prefix; run with the "
+                         "shared prefix off (shared_prefix=false / share_prefix=False).")
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def expanded_cache(key_values: list[tuple], batch_size: int, config=None):
@@ -85,13 +93,11 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def run_after_prefix(backbone, input_ids: torch.Tensor, key_values: list[tuple], **kwargs) -> torch.Tensor:
-    """``backbone``'s last hidden states of ``input_ids`` (``[rows, tokens]``) continuing the prefix in ``key_values``.
+def forward_after_prefix(module, input_ids: torch.Tensor, key_values: list[tuple], **kwargs):
+    """``module``'s outputs for ``input_ids`` (``[rows, tokens]``) continuing the prefix in ``key_values``.
 
-    Positions continue after the prefix; ``kwargs`` (an attention mask over prefix + rows, position
-    ids) go to the forward unchanged.
+    ``module`` is a backbone or a whole causal LM. Positions continue after the prefix; ``kwargs``
+    (an attention mask over prefix + rows, position ids, ``logits_to_keep``) go to the forward unchanged.
     """
-    config = getattr(backbone, "config", None)
-    cache = expanded_cache(key_values, input_ids.shape[0], config)
-    outputs = backbone(input_ids=input_ids, use_cache=True, **{cache_keyword(backbone): cache}, **kwargs)
-    return outputs.last_hidden_state
+    cache = expanded_cache(key_values, input_ids.shape[0], getattr(module, "config", None))
+    return module(input_ids=input_ids, use_cache=True, **{cache_keyword(module): cache}, **kwargs)

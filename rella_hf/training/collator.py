@@ -47,8 +47,8 @@ class LeftPaddingCompletionCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        rows_labels = [_completion_labels(example, torch.as_tensor(example["input_ids"], dtype=torch.long))
-                       for example in examples]
+        rows_ids = [torch.as_tensor(example["input_ids"], dtype=torch.long) for example in examples]
+        rows_labels = [_completion_labels(example, ids) for example, ids in zip(examples, rows_ids)]
         skip = self._prefix_length(examples, rows_labels)
         width = max(len(example["input_ids"]) for example in examples) - skip
         if self.pad_to_multiple_of:
@@ -57,8 +57,8 @@ class LeftPaddingCompletionCollator:
         input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((rows, width), dtype=torch.long)
         labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
-        for row, example in enumerate(examples):
-            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)[skip:]
+        for row, full_ids in enumerate(rows_ids):
+            ids = full_ids[skip:]
             start = width - len(ids)
             input_ids[row, start:] = ids
             attention_mask[row, start:] = 1
@@ -79,8 +79,8 @@ class LeftPaddingCompletionCollator:
         from ..shared_prefix import shared_prefix_length
 
         length = shared_prefix_length([example["input_ids"] for example in examples])
-        first_labelled = min(int((labels != IGNORE_INDEX).nonzero()[0]) if (labels != IGNORE_INDEX).any()
-                             else len(labels) for labels in rows_labels)
+        labelled = [(labels != IGNORE_INDEX).nonzero() for labels in rows_labels]
+        first_labelled = min(int(where[0]) if len(where) else len(labels) for where, labels in zip(labelled, rows_labels))
         return min(length, first_labelled)
 
 

@@ -25,7 +25,7 @@ import torch
 from accelerate.logging import get_logger
 from trl import SFTTrainer
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..models import TRAINING_CONFIG_FILE
 from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, wants_activation_checkpointing
 from .top_layers import tied_parameter_names, train_top_decoder_layers
@@ -240,17 +240,11 @@ class ReiTTrainer(SFTTrainer):
     @staticmethod
     def _after_shared_prefix(model, prefix_ids, inputs, window: int):
         """The model's outputs for rows that continue ``prefix_ids``, the prefix run once (with its graph)."""
-        from ..shared_prefix import cache_keyword, expanded_cache, outputs_cache
+        from ..shared_prefix import forward_after_prefix, prefix_key_values
 
-        keyword = cache_keyword(model)
-        prefix_cache = outputs_cache(model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1))
-        if prefix_cache is None:
-            raise ModelError(f"{type(model).__name__} returned no key/value cache for the shared prefix; train with "
-                             "shared_prefix=false.")
-        key_values = [(layer.keys, layer.values) for layer in prefix_cache.layers]
-        cache = expanded_cache(key_values, inputs["input_ids"].shape[0], getattr(model, "config", None))
-        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                     position_ids=inputs["position_ids"], use_cache=True, logits_to_keep=window, **{keyword: cache})
+        key_values = prefix_key_values(model, prefix_ids, logits_to_keep=1)
+        return forward_after_prefix(model, inputs["input_ids"], key_values, attention_mask=inputs["attention_mask"],
+                                    position_ids=inputs["position_ids"], logits_to_keep=window)
 
     @property
     def _pending_answer_stats(self) -> dict:
@@ -456,9 +450,8 @@ def final_evaluation(trainer) -> dict:
 
 def _keep_finished_run_timing(metrics: dict, output_dir: Path, checkpoint: str | None, global_step: int) -> None:
     """A rerun that resumed from the final checkpoint trained nothing: keep the run's own ``train`` block."""
-    if not checkpoint or not checkpoint.rstrip("/").rsplit("-", 1)[-1].isdigit():
-        return
-    if int(checkpoint.rstrip("/").rsplit("-", 1)[-1]) != global_step or not (output_dir / METRICS_FILE).is_file():
+    step = checkpoint.rstrip("/").rsplit("-", 1)[-1] if checkpoint else ""
+    if not step.isdigit() or int(step) != global_step or not (output_dir / METRICS_FILE).is_file():
         return
     previous = json.loads((output_dir / METRICS_FILE).read_text())
     if previous.get("train"):
