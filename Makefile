@@ -23,14 +23,22 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Two steps that both count: the fast tests first (a quick answer), then the `slow` ones (real models, launches,
-# end-to-end runs). `make test` fails when either step fails.
+# end-to-end runs). `make test` fails when either step fails. Each step runs on TEST_WORKERS pytest-xdist workers
+# (one torch thread each, whole files each, the longest first: tests/conftest.py; TEST_WORKERS=0 runs in one
+# process). Both steps share one SmolLM2 conversion.
+TEST_WORKERS ?= 2
 test: install lint
-	$(PY) -m pytest -q -m "not slow"
-	$(PY) -m pytest -q -m slow
+	@if [ -n "$$RELLA_HF_TEST_SMOLLM2_CACHE" ]; then made=""; else made="$$(mktemp -d)"; \
+	export RELLA_HF_TEST_SMOLLM2_CACHE="$$made"; fi; \
+	echo "pytest -m 'not slow' -n $(TEST_WORKERS) --dist loadfile"; \
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile && \
+	echo "pytest -m slow -n $(TEST_WORKERS) --dist loadfile" && \
+	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile; \
+	status=$$?; [ -z "$$made" ] || rm -rf "$$made"; exit $$status
 
 # The suite without the tests marked slow (real SmolLM2 loads, launched processes, the demo); CI runs `make test`.
 test-fast: install lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(VENV)/bin/rella-hf demo

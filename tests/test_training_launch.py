@@ -1,14 +1,14 @@
 """End-to-end launches of train.py through ``accelerate launch`` with 2 CPU processes: DDP, DeepSpeed ZeRO-2, ZeRO-3.
 
-Each trains the tiny random Llama of ``trainer_configs/smoke-cpu.yaml`` on the bundled
-ml-latest-small prompts for 4 optimizer steps (2 accumulation steps of 2 rows on each of the 2
-processes), scores the validation subset for AUC after every step (so a scoring that spoils the
+Each trains the tiny random Llama of ``trainer_configs/smoke-cpu.yaml`` on ml-latest-small prompts
+(the bundled corpus cut to its first 60 users, so the SUBR item embeddings take seconds) for 4
+optimizer steps (2 accumulation steps of 2 rows on each of the 2 processes), scores the validation subset for AUC after every step (so a scoring that spoils the
 next training step shows), saves a checkpoint every step, restores the best one, and saves the
 adapter; the test then loads that adapter with plain transformers + peft and scores again.
 DeepSpeed runs on its CPU accelerator (``DS_ACCELERATOR=cpu``, gloo process group). The first
 DeepSpeed launch on a machine compiles its shared-memory communication op (about 70-100 s);
 later launches reuse it from the torch extensions cache. The prompt datasets are built once per
-module (the first launch), so each further launch takes 30-60 s on 2 cores.
+module (the first launch).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import write_ml_latest_small_subset
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -48,6 +49,12 @@ def datasets_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("launch_datasets_cache")
 
 
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """ml-latest-small cut to 60 users (real titles, a few seconds of MiniLM)."""
+    return write_ml_latest_small_subset(tmp_path_factory.mktemp("launch_corpus"))
+
+
 def _launch(launcher_args: list[str], train_args: list[str], datasets_cache: Path,
             timeout: int = 900) -> subprocess.CompletedProcess:
     import torch
@@ -67,7 +74,7 @@ def _launch(launcher_args: list[str], train_args: list[str], datasets_cache: Pat
 
 @pytest.mark.parametrize("setup", list(SETUPS))
 def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft_scores(tmp_path, datasets_cache,
-                                                                                       setup):
+                                                                                       corpus_dir, setup):
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -79,7 +86,8 @@ def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft
 
     out = tmp_path / setup
     _launch([*SETUPS[setup], "--main_process_port", str(_free_port())],
-            ["--output_dir", str(out), "--eval_steps", "1", "--save_steps", "1"], datasets_cache)
+            ["--output_dir", str(out), "--data_dir", str(corpus_dir), "--eval_steps", "1", "--save_steps", "1"],
+            datasets_cache)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
@@ -101,7 +109,7 @@ def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft
     model = PeftModel.from_pretrained(base, str(out)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     validation = rella_hf.load_dataset("ml-latest-small", K=5, retrieval="semantic", order="chronological",
-                                       split="validation", cache_dir=datasets_cache)
+                                       split="validation", data_dir=corpus_dir, cache_dir=datasets_cache)
     rows = build_eval_rows(validation, 32, "sequential", seed=42)
     rescored = CTREvalCallback(rows["prompt"], rows["label"], tokenizer, batch_size=8).compute(model)
     assert rescored["eval_auc"] == pytest.approx(metrics["final_eval"]["eval_auc"], abs=1e-3)
