@@ -6,8 +6,8 @@ by full fine-tuning of the top 15 decoder layers, which on this model reads the 
 fewer rows than LoRA does (``--finetuning lora --learning_rate 1e-3 --top_layers 30`` is the LoRA
 alternative, all linear layers r=16, about twice the wall time for a smaller gain; measured in
 ``experiments/reading.md``); on a float32-only host, where each step costs several times more, the
-``float32`` recipe trains the same rows with shorter prompts (K=4), the top 10 layers and one validation scoring
-(:data:`RECIPES`). Each step's result is saved in the run
+``float32`` recipe trains 1,280 rows (N=640, 80 steps) with shorter prompts (K=4), the top 10 layers and one
+validation scoring (:data:`RECIPES`). Each step's result is saved in the run
 folder, so a rerun skips finished steps. The run ends with a per-stage timing table, the host's
 kind and the 15-minute budget (:func:`timing_table`).
 """
@@ -37,13 +37,13 @@ COMPARISONS = [("ReiT-recent", "zero-shot-recent"), ("ReiT-semantic", "zero-shot
 
 #: The demo's training recipe per compute dtype, fixed (never sized from a live speed probe, so a host kind's results
 #: reproduce): ``bfloat16`` on hosts that compute bf16 natively (``trainer_configs/demo-cpu.yaml``), ``float32`` on the
-#: others (``trainer_configs/demo-cpu-float32.yaml``): the same rows with K=4 prompts, the top 10 layers trained and one
-#: validation scoring instead of two, since each step costs several times more there (fewer rows, shorter prompts or
-#: smaller steps measured no significant gain: README "Host kinds"). A field given on the command line overrides its
-#: recipe value.
+#: others (``trainer_configs/demo-cpu-float32.yaml``): N=640 (1,280 rows, 80 steps) with K=4 prompts, the top 10 layers
+#: trained and one validation scoring instead of two, since each step costs several times more there (fewer rows,
+#: fewer trained layers, shorter prompts or smaller steps measured no significant gain: README "Host kinds"). A field
+#: given on the command line overrides its recipe value.
 RECIPES = {
     "bfloat16": {"K": 5, "shots": 768, "top_layers": 15, "eval_size": 100, "eval_every": 48, "learning_rate": 5e-5},
-    "float32": {"K": 4, "shots": 768, "top_layers": 10, "eval_size": 100, "eval_every": 96, "learning_rate": 5e-5},
+    "float32": {"K": 4, "shots": 640, "top_layers": 10, "eval_size": 100, "eval_every": 80, "learning_rate": 5e-5},
 }
 #: The YAML that states each recipe for ``rella-hf train`` / ``train.py`` (a test keeps them equal).
 RECIPE_FILES = {"bfloat16": "trainer_configs/demo-cpu.yaml", "float32": "trainer_configs/demo-cpu-float32.yaml"}

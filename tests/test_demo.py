@@ -94,7 +94,7 @@ def test_demo_scores_trains_compares_and_reruns_without_work(tmp_path, models_in
 
 @pytest.mark.parametrize("native_bf16, recipe, yaml_name, K, top_layers, shots, eval_every, learning_rate", [
     (True, "bfloat16", "demo-cpu.yaml", 5, 15, 768, 48, 5e-5),
-    (False, "float32", "demo-cpu-float32.yaml", FLOAT32_K, 10, 768, 96, 5e-5),
+    (False, "float32", "demo-cpu-float32.yaml", FLOAT32_K, 10, 640, 80, 5e-5),
 ])
 def test_demo_defaults_are_the_measured_recipe_of_the_host_kind_and_match_its_trainer_config(
         monkeypatch, native_bf16, recipe, yaml_name, K, top_layers, shots, eval_every, learning_rate):
