@@ -165,7 +165,7 @@ def reference(shared):
     done = run_cli(["build", *DATA, "--output_dir", str(root / "ref-built")], env, root)
     assert done.returncode == 0, done.stderr
     done = run_cli(["score", *DATA, "--model", shared["model"], "--limit", "2100", "--output_dir", str(root / "ref-run")],
-                env, root)
+                   env, root)
     assert done.returncode == 0, done.stderr
     config = _train_config(root / "ref-train.yaml", root / "ref-train")
     done = run_cli(["train", "--config", str(config)], env, root)

@@ -1,13 +1,13 @@
 """End-to-end launches of train.py through ``accelerate launch`` with 2 CPU processes: DDP, DeepSpeed ZeRO-2, ZeRO-3.
 
 Each trains the tiny random Llama of ``trainer_configs/smoke-cpu.yaml`` on ml-latest-small prompts
-(the bundled corpus cut to its first 60 users, so the SUBR item embeddings take seconds) for 4
-optimizer steps (2 accumulation steps of 2 rows on each of the 2 processes), scores the validation subset for AUC after every step (so a scoring that spoils the
-next training step shows), saves a checkpoint every step, restores the best one, and saves the
-adapter; the test then loads that adapter with plain transformers + peft and scores again.
-DeepSpeed runs on its CPU accelerator (``DS_ACCELERATOR=cpu``, gloo process group). The first
-DeepSpeed launch on a machine compiles its shared-memory communication op (about 70-100 s);
-later launches reuse it from the torch extensions cache. The prompt datasets are built once per
+(the bundled corpus cut to its 40 lightest users, so the SUBR item embeddings take seconds) for 4
+optimizer steps (2 accumulation steps of 2 rows on each of the 2 processes), scores the validation
+subset for AUC after every step (so a scoring that spoils the next training step shows), saves a
+checkpoint every step, restores the best one, and saves the adapter; the test then loads that
+adapter with plain transformers + peft and scores again. DeepSpeed runs on its CPU accelerator
+(``DS_ACCELERATOR=cpu``, gloo process group). The first DeepSpeed launch on a machine compiles its
+shared-memory communication op (about 45-100 s); later launches reuse it from the torch extensions cache. The prompt datasets are built once per
 module (the first launch).
 """
 
@@ -51,7 +51,7 @@ def datasets_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    """ml-latest-small cut to 60 users (real titles, a few seconds of MiniLM)."""
+    """ml-latest-small cut to its 40 lightest users (real titles, a few seconds of MiniLM)."""
     return write_ml_latest_small_subset(tmp_path_factory.mktemp("launch_corpus"))
 
 
