@@ -21,10 +21,11 @@ from common import EXPERIMENTS, RESULTS, collect_scores, dataset_dirs, machine
 RESAMPLES = 1000
 #: Score files of learning-curve points (``learning_curve.py``): K, method (none: LoRA on every layer; ``full15``:
 #: full fine-tuning of the top 15 layers), train type, N, epochs of the mixed run (none: 1), collaborative prompt mode
-#: (none: the paper's prompts), validation subset size (none: 200), seed, test prompt kind.
+#: (none: the paper's prompts), collaborative tokens (``ids``, the CoLLM route; ``ids3e-4``: another projector
+#: learning rate), validation subset size (none: 200), seed, test prompt kind.
 LEARNING_CURVE_SETTING = re.compile(
     r"recipe-lc-K(\d+)-(?:((?:full|lora)\d*)-)?(mixed|simple)-N(\d+)(?:-ep([\d.]+))?"
-    r"(?:-collab-(item\+user|item|all))?(?:-val(\d+))?-seed(\d+)-test-(recent|semantic)")
+    r"(?:-collab-(item\+user|item|all))?(?:-(ids[\d.e-]*))?(?:-val(\d+))?-seed(\d+)-test-(recent|semantic)")
 
 
 #: Published numbers drawn as reference lines (not measured here): SIM trained on 8,192 ML-1M samples, from the
@@ -68,9 +69,22 @@ def _comparisons(dataset, settings):
                 pairs.append((name, name.replace("-test-semantic", "-test-recent"), "SUBR vs recent-K test prompts, tuned"))
         curve_point = LEARNING_CURVE_SETTING.fullmatch(name)
         if curve_point:
-            K, method, train_type, shots, epochs, collaborative, validation, seed, kind = curve_point.groups()
+            K, method, train_type, shots, epochs, collaborative, ids, validation, seed, kind = curve_point.groups()
             prefix = f"recipe-lc-K{K}-{method + '-' if method else ''}"
             ep = f"-ep{epochs}" if epochs else ""
+            if ids:
+                without = name.replace(f"-{ids}-", "-", 1)
+                # The paper-prompt points of the first curves validated on 200 samples and carry no -val in their name.
+                without = next((other for other in (without, re.sub(r"-val\d+", "", without)) if other in names), None)
+                if without:
+                    pairs.append((name, without, "collaborative tokens vs the same prompts without them"))
+                factorization = name.rsplit("-test-", 1)[0] + "-factorization"
+                if factorization in names:
+                    pairs.append((name, factorization, "LLM with collaborative tokens vs its factorisation alone"))
+                for statistics in (f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
+                    if statistics in names:
+                        pairs.append((name, statistics, "collaborative-token LLM vs the statistics without an LLM"))
+                continue
             if collaborative:
                 paper = f"{prefix}{train_type}-N{shots}{ep}-seed{seed}-test-{kind}"
                 if paper in names:
@@ -99,7 +113,7 @@ def _comparisons(dataset, settings):
     baseline = "lightgbm-K10" if "lightgbm-K10" in names else next((name for name in names if name.startswith("lightgbm")), None)
     if baseline:
         for name in sorted(names, key=natural_key):
-            if name.startswith(("mixed-", "simple-", "zero-shot-", "recipe-lc-")):
+            if name.startswith(("mixed-", "simple-", "zero-shot-", "recipe-lc-")) and not name.endswith("-factorization"):
                 pairs.append((name, baseline, "LLM vs full-shot LightGBM"))
     lines = []
     for a, b, what in pairs:
@@ -131,8 +145,9 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     for name, values in metrics.items():
         match = LEARNING_CURVE_SETTING.fullmatch(name)
         if match:
-            K, method, train_type, shots, epochs, collaborative, _validation, _seed, kind = match.groups()
-            tuning = (method or "lora") + (f", collaborative {collaborative}" if collaborative else "")
+            K, method, train_type, shots, epochs, collaborative, ids, _validation, _seed, kind = match.groups()
+            tuning = (method or "lora") + (f", collaborative {collaborative}" if collaborative else "") \
+                + (f", collaborative tokens ({ids})" if ids else "")
             line = (kind, K, tuning, train_type, epochs or "1")
             points.setdefault(line, {}).setdefault(int(shots), []).append(values)
     if not points:

@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
                         help="collaborative statistics in the prompts (ours, not the paper's; points named -collab-<mode>)")
+    parser.add_argument("--collaborative_ids", action="store_true",
+                        help="the CoLLM route (ours): matrix-factorisation soft tokens for user and item (points named -ids)")
+    parser.add_argument("--id_projector_lr", type=float, default=1e-3)
     parser.add_argument("--validation_scores", action="store_true",
                         help="score finished points' validation subsets for calibrate_runs.py (runs before the calibration hook)")
     return parser.parse_args(argv)
@@ -51,11 +54,14 @@ def point_name(args, train_type: str, shots: int, seed: int) -> str:
     """Run name of one point; ``analyze.py`` parses it back (``lc-K5-mixed-N512-seed42`` for LoRA,
     ``lc-K5-full15-mixed-N512-seed42`` for full fine-tuning of the top 15 layers, ``full`` for all;
     ``-ep4`` after N when the mixed run trains 4 epochs instead of 1; ``-collab-item+user`` before the
-    seed for collaborative prompts; ``-val1000`` when validation scores other than 200 samples)."""
+    seed for collaborative prompts; ``-ids`` after it for collaborative tokens (``-ids3e-4`` for another
+    projector learning rate); ``-val1000`` when validation scores other than 200 samples)."""
     plain_lora = args.finetuning == "lora" and not args.top_layers  # the original points keep their names
     method = "" if plain_lora else f"{args.finetuning}{args.top_layers or ''}-"
     epochs = "" if args.epochs == 1 else f"-ep{args.epochs:g}"  # the mixed run's epochs; simple runs twice as many
     collaborative = "" if args.collaborative == "none" else f"-collab-{args.collaborative}"
+    if args.collaborative_ids:
+        collaborative += "-ids" if args.id_projector_lr == 1e-3 else f"-ids{args.id_projector_lr:g}"
     validation = "" if args.eval_size == 200 else f"-val{args.eval_size}"
     return f"lc-K{args.K}-{method}{train_type}-N{shots}{epochs}{collaborative}{validation}-seed{seed}"
 
@@ -74,6 +80,8 @@ def main(argv=None) -> None:
                     "--eval_every", str(args.eval_every), "--eval_size", str(args.eval_size),
                     "--patience", str(args.patience), "--finetuning", args.finetuning, "--test",
                     "--collaborative", args.collaborative, *(["--validation_scores"] if args.validation_scores else []),
+                    *(["--collaborative_ids", "--id_projector_lr", str(args.id_projector_lr)]
+                      if args.collaborative_ids else []),
                     *(["--top_layers", str(args.top_layers)] if args.top_layers else []),
                 ])
 

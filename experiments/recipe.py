@@ -55,20 +55,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test", action="store_true", help="score the fixed test subset with the best adapter")
     parser.add_argument("--collaborative", choices=["none", "item", "item+user", "all"], default="none",
                         help="collaborative statistics in the prompts (ours; none = the paper's prompts)")
+    parser.add_argument("--collaborative_ids", action="store_true",
+                        help="the CoLLM route (ours): one soft token per user and item from a matrix factorisation of the "
+                             "train split; the test also scores the factorisation alone")
+    parser.add_argument("--id_projector_lr", type=float, default=1e-3, help="learning rate of the token projector")
     parser.add_argument("--validation_scores", action="store_true",
                         help="for a finished run trained before the end-of-training calibration hook: score its validation "
                              "subset with the kept model into recipe/<name>/validation_scores.jsonl (calibrate_runs.py fits on it)")
     return parser.parse_args(argv)
 
 
-def training_data(args, config):
-    """The run's rows: real labels, or the sanity task's relabelled prompts."""
-    from rella_hf.training import build_training_data, load_prompt_datasets
+def training_data(args, config, model=None, tokenizer=None):
+    """The run's rows: real labels, or the sanity task's relabelled prompts (with ``--collaborative_ids`` the
+    factorisation is fitted and attached to ``model`` and its tokens added to ``tokenizer`` and the prompts)."""
+    from rella_hf.training import build_training_data, load_prompt_datasets, prepare_collaborative_ids
     from rella_hf.training.data import TrainingData, build_eval_rows, build_train_rows
     from rella_hf.training.sanity import relabel_by_shown_ratings
 
     prompt_datasets = load_prompt_datasets(config, MODEL)
     if args.task == "ctr":
+        prompt_datasets = prepare_collaborative_ids(config, prompt_datasets, model, tokenizer)
         return build_training_data(config, prompt_datasets)
     simple = prompt_datasets["simple"]
     train = build_train_rows(relabel_by_shown_ratings(simple["train"]), None, "simple", args.shots,
@@ -107,6 +113,7 @@ def run_config(args, adapter_dir):
         compute_eval_loss=False, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup_steps,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_target_modules=LORA_TARGETS[args.targets],
         finetuning=args.finetuning, top_layers=args.top_layers, collaborative=args.collaborative,
+        collaborative_ids=args.collaborative_ids, id_projector_lr=args.id_projector_lr,
         per_device_train_batch_size=args.train_batch_size, per_device_eval_batch_size=8,
         total_batch_size=args.total_batch_size, num_train_epochs=args.epochs, max_steps=args.max_steps,
         eval_strategy="steps", eval_steps=args.eval_every, save_strategy="steps", save_steps=args.eval_every,
@@ -152,7 +159,7 @@ def main(argv=None) -> None:
     config = run_config(args, adapter_dir)
     started = time.perf_counter()
     model, tokenizer = load_model_for_training(config)
-    data = training_data(args, config)
+    data = training_data(args, config, model, tokenizer)
     result = train_on_data(config, data, model, tokenizer,
                            extra_metrics={"task": args.task, "shots": args.shots, "K": args.K})
     train_seconds = time.perf_counter() - started
@@ -163,7 +170,8 @@ def main(argv=None) -> None:
     best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
     row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
            "shots": args.shots, "train_rows": result.metrics["train_rows"], "lr": args.lr, "targets": args.targets,
-           "collaborative": args.collaborative,
+           "collaborative": args.collaborative, "collaborative_ids": args.collaborative_ids,
+           "factorization": result.metrics.get("collaborative_ids"),
            "lora_r": args.lora_r, "finetuning": args.finetuning, "top_layers": args.top_layers,
            "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
            "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
@@ -178,15 +186,27 @@ def main(argv=None) -> None:
               f"{json.dumps(row['validation_auc_by_margin'])}", flush=True)
 
     if args.test and args.task == "ctr":
+        from rella_hf.collaborative_ids import add_id_tokens, collaborative_ids_of
+
         tuned, tokenizer = load_tuned_model(adapter_dir, MODEL)
         scorer = CTRScorer(tuned, tokenizer, batch_size=8)
+        ids = collaborative_ids_of(tuned)
         common = dict(data_dir=data_dir(args.dataset), embedder=EMBEDDER, chat_model=MODEL, collaborative=args.collaborative)
         for kind in ("recent", "semantic"):
             subset = test_subset(rella_hf.load_dataset(args.dataset, K=args.K, retrieval=kind, **common)["test"])
+            if ids is not None:
+                subset = add_id_tokens(subset, ids)
+                if kind == "recent":  # the factorisation alone, on the same samples: what the tokens carry
+                    factorization = ids.factorization.predict(subset["user_id"], subset["item_id"])
+                    meta = {"stage": f"recipe {args.name} factorisation", "dataset": args.dataset, "seed": args.seed}
+                    save_scores(run_dir, f"recipe-{args.name}-factorization", subset["label"], factorization, meta)
+                    row["test_factorization"] = ctr_metrics(subset["label"], factorization)
+                    print(f"{key} test factorisation alone: {json.dumps(row['test_factorization'])}", flush=True)
             score_start = time.perf_counter()
             scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"recipe-{args.name}-test-{kind}")
             meta = {"stage": f"recipe {args.name}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
-                    "shots": args.shots, "seed": args.seed, "model": MODEL, "collaborative": args.collaborative}
+                    "shots": args.shots, "seed": args.seed, "model": MODEL, "collaborative": args.collaborative,
+                    "collaborative_ids": args.collaborative_ids}
             save_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
             row[f"test_{kind}"] = {**ctr_metrics(scored["label"], scored["score"]),
                                    "seconds": round(time.perf_counter() - score_start, 1)}

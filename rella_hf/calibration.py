@@ -541,7 +541,7 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
     labels = np.asarray(rows["label"], dtype=np.int64)
     if len(labels) < least or min(labels.sum(), len(labels) - labels.sum()) < rare:
         try:
-            rows = (more_rows or _validation_rows_loader(trainer.args, data))(max(END_OF_TRAINING_ROWS, least))
+            rows = (more_rows or _validation_rows_loader(trainer.args, data, trainer.model))(max(END_OF_TRAINING_ROWS, least))
         except (RellaError, OSError) as error:
             logger.warning("No calibration written: the %d validation samples are too few for %s and more could "
                            "not be loaded (%s); run `rella-hf calibrate` on a larger validation split.",
@@ -568,10 +568,11 @@ def fit_after_training(trainer, data, output_dir: str | os.PathLike, method: str
     return calibration
 
 
-def _validation_rows_loader(config, data):
-    """``size -> rows`` drawing a larger seeded subset of the run's validation split."""
+def _validation_rows_loader(config, data, model=None):
+    """``size -> rows`` drawing a larger seeded subset of the run's validation split (with ``model``'s collaborative tokens)."""
 
     def load(size: int):
+        from .collaborative_ids import with_collaborative_tokens
         from .models import TINY_RANDOM_LLAMA
         from .training.data import build_eval_rows, load_prompt_datasets
         from .training.tiny import TINY_TOKENIZER_SOURCE
@@ -582,7 +583,7 @@ def _validation_rows_loader(config, data):
         name = config.model_name_or_path
         chat_model = config.chat_model if config.chat_model != "auto" else (
             TINY_TOKENIZER_SOURCE if name == TINY_RANDOM_LLAMA else name)
-        source = load_prompt_datasets(config, chat_model)[config.test_type][data.eval_split]
+        source = with_collaborative_tokens(load_prompt_datasets(config, chat_model)[config.test_type][data.eval_split], model)
         rows = build_eval_rows(source, size, config.test_type, config.sample_seed)
         known = dict(zip(data.eval["sample_id"], data.eval["prompt"]))
         if any(known.get(sample, prompt) != prompt for sample, prompt in zip(rows["sample_id"], rows["prompt"])):

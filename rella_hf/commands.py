@@ -491,6 +491,7 @@ def cmd_evaluate(argv):
 def cmd_calibrate(argv):
     data, args, _ = _parse((ReLLaDataArguments, CalibrateArguments), argv, "rella-hf calibrate")
     from .calibration import calibrate_on_dataset, fit_calibration, model_fingerprint
+    from .collaborative_ids import with_collaborative_tokens
     from .report import read_score_pairs
 
     if args.split == "test":
@@ -503,9 +504,8 @@ def cmd_calibrate(argv):
     if target is None:
         raise UsageError(f"--model {args.model} is no local folder; pass --output_dir for calibration.json")
     _check_output_folder("--output_dir", target)
-    owner = args.adapter or args.model
     name = f"{args.model} + {args.adapter}" if args.adapter else args.model
-    fingerprint = model_fingerprint(owner)
+    fingerprint = model_fingerprint(args.adapter or args.model)
     if args.scores:
         if args.method == "content_free":
             raise UsageError("--scores with --method content_free: the content-free fit scores its own prompts")
@@ -522,6 +522,7 @@ def cmd_calibrate(argv):
             from .samples import seeded_subset
 
             dataset = seeded_subset(dataset, args.limit, args.seed)
+        dataset = with_collaborative_tokens(dataset, scorer.model)
         calibration = calibrate_on_dataset(scorer, dataset, args.method, fingerprint=fingerprint, model=name,
                                            split=args.split)
     Path(target).mkdir(parents=True, exist_ok=True)

@@ -331,6 +331,9 @@ def load_tuned_model(output_dir: str | os.PathLike, base_model: str | os.PathLik
 
     A ``finetuning="full"`` run leaves a complete model (``config.json`` + weights) in
     ``output_dir``; a LoRA run leaves ``adapter_model.safetensors``, applied to ``base_model``.
+    A run with ``collaborative_ids`` also left its collaborative tokens
+    (:mod:`rella_hf.collaborative_ids`); they are attached and the run's tokenizer returned, so prompts
+    rewritten by :func:`rella_hf.collaborative_ids.add_id_tokens` score as in training.
     Either is loaded in ``dtype``, by default the precision the run trained in
     (:func:`adapter_compute_dtype`).
 
@@ -346,15 +349,23 @@ def load_tuned_model(output_dir: str | os.PathLike, base_model: str | os.PathLik
     Raises:
         ModelError: ``output_dir`` holds neither an adapter nor a model.
     """
+    from .collaborative_ids import SETTINGS_FILE, attach_saved_collaborative_ids
+
     folder = Path(output_dir)
     dtype = dtype if dtype is not None else adapter_compute_dtype(folder)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
         base, tokenizer = load_model(base_model, dtype=dtype, cache_dir=cache_dir)
-        return PeftModel.from_pretrained(base, str(folder)).eval(), tokenizer
+        if (folder / SETTINGS_FILE).is_file():  # the run's tokenizer knows the collaborative tokens
+            tokenizer = load_tokenizer(folder)
+        tuned = PeftModel.from_pretrained(base, str(folder)).eval()
+        attach_saved_collaborative_ids(tuned, tokenizer, folder)
+        return tuned, tokenizer
     if (folder / "config.json").is_file():
-        return load_model(folder, dtype=dtype, cache_dir=cache_dir)
+        tuned, tokenizer = load_model(folder, dtype=dtype, cache_dir=cache_dir)
+        attach_saved_collaborative_ids(tuned, tokenizer, folder)
+        return tuned, tokenizer
     raise ModelError(f"{folder} holds neither adapter_config.json (a LoRA run) nor config.json (a full fine-tune); "
                      "point to a ReiT training output folder.")
 

@@ -461,6 +461,8 @@ def score_dataset(
 ) -> datasets.Dataset:
     """Score every prompt of a ``datasets`` split and add a ``score`` column next to the labels (and
     ``score_calibrated`` beside it, here and in ``scores.parquet``, when the scorer carries a calibration).
+    When the scorer's model carries collaborative tokens (:mod:`rella_hf.collaborative_ids`), the prompts of a
+    ReLLa prompt dataset gain them first (prompts that already hold them are left as they are).
 
     With ``output_dir``, scores are saved shard by shard (``shard_size`` prompts each, written
     atomically), so an interrupted run resumes where it stopped; each shard records a digest of
@@ -487,6 +489,10 @@ def score_dataset(
         )
     if shard_size < 1:
         raise ConfigError(f"shard_size={shard_size} must be at least 1.")
+    if prompt_column == "prompt" and {"user_id", "item_id", "raw_prompt"} <= set(dataset.column_names):
+        from .collaborative_ids import with_collaborative_tokens
+
+        dataset = with_collaborative_tokens(dataset, scorer.model)  # a model trained with them reads its tokens
     total = len(dataset)
     rank, count = _process_rank_and_count()
     is_main = rank == 0

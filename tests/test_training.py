@@ -92,7 +92,7 @@ def calibration_top_up_from_the_fixture(monkeypatch, prompt_datasets):
     """
     from rella_hf.training.data import build_eval_rows
 
-    def loader(config, data):
+    def loader(config, data, model=None):
         return lambda size: build_eval_rows(prompt_datasets[config.test_type][data.eval_split], size, config.test_type,
                                             config.sample_seed)
 

@@ -40,6 +40,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 _TRAINING_CONFIG_NAME = "training_config.json"  # rella_hf.models.TRAINING_CONFIG_FILE (kept import-free here)
 _METRICS_NAME = "metrics.json"
 _CALIBRATION_NAME = "calibration.json"  # rella_hf.calibration.CALIBRATION_FILE (kept import-free here)
+# rella_hf.collaborative_ids.SETTINGS_FILE / WEIGHTS_FILE: a run's collaborative tokens (kept import-free here).
+_COLLABORATIVE_FILES = ("collaborative_ids.json", "collaborative_ids.safetensors")
 _LOCAL_BASE_WARNING = "Base model %s is a local path; pass base_model=<Hub id> so others can load the adapter."
 
 
@@ -83,7 +85,7 @@ def _resolve_base(base_model: str | None, adapter_config: dict, training_config:
 def _adapter_repo_files(folder: Path) -> list[str]:
     """The files of an exported adapter folder that belong in the repository, README.md first."""
     names = (README_NAME, *_ADAPTER_REQUIRED_FILES, *_TOKENIZER_FILES, _TRAINING_CONFIG_NAME, _METRICS_NAME,
-             _CALIBRATION_NAME)
+             _CALIBRATION_NAME, *_COLLABORATIVE_FILES)
     present = sorted(name for name in names[1:] if (folder / name).is_file())
     return [README_NAME] + present
 
@@ -118,12 +120,12 @@ def _copy_adapter_files(source: Path, out_dir: Path, adapter_config: dict, train
     """Copy the adapter, tokenizer, (redacted) training config and metrics into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Leftovers of an earlier export must not be uploaded.
-    for name in (*_TOKENIZER_FILES, _CALIBRATION_NAME):
+    for name in (*_TOKENIZER_FILES, _CALIBRATION_NAME, *_COLLABORATIVE_FILES):
         if (out_dir / name).is_file() and not (source / name).is_file():
             (out_dir / name).unlink()
     shutil.copyfile(source / "adapter_model.safetensors", out_dir / "adapter_model.safetensors")
     atomic_write_text(out_dir / "adapter_config.json", json_text(adapter_config) + "\n")
-    for name in _TOKENIZER_FILES:
+    for name in (*_TOKENIZER_FILES, *_COLLABORATIVE_FILES):
         if (source / name).is_file():
             shutil.copyfile(source / name, out_dir / name)
     atomic_write_text(out_dir / training_config_path.name, json_text(training_config) + "\n")
@@ -334,7 +336,8 @@ def load_adapter(
     Returns:
         ``rella_hf.scoring.CTRScorer`` over the ``PeftModel``, with the adapter's own tokenizer
         when it ships one (else the base model's), and the adapter's ``calibration.json`` when it
-        has one (raw scores unchanged; ``scorer.calibrate`` gives the calibrated probabilities).
+        has one (raw scores unchanged; ``scorer.calibrate`` gives the calibrated probabilities); a run with
+        collaborative tokens gets them attached (rewrite prompts with :func:`rella_hf.collaborative_ids.add_id_tokens`).
 
     Raises:
         CalibrationError: when the adapter's ``calibration.json`` does not parse or was fitted for
@@ -364,7 +367,26 @@ def load_adapter(
             pass
     peft_model = PeftModel.from_pretrained(model, source, is_trainable=False, **hub_kwargs)
     peft_model.eval()
+    collaborative_folder = _collaborative_ids_folder(source, hub_kwargs)
+    if collaborative_folder is not None:
+        from ..collaborative_ids import attach_saved_collaborative_ids
+
+        attach_saved_collaborative_ids(peft_model, tokenizer, collaborative_folder)
     return CTRScorer(peft_model, tokenizer, batch_size=batch_size, calibration=calibration)
+
+
+def _collaborative_ids_folder(source: str, hub_kwargs: dict) -> Path | None:
+    """The folder holding the adapter's collaborative tokens (local, or downloaded from the Hub); None without them."""
+    if Path(source).is_dir():
+        return Path(source) if (Path(source) / _COLLABORATIVE_FILES[0]).is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        paths = [hf_hub_download(source, name, **hub_kwargs) for name in _COLLABORATIVE_FILES]
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    return Path(paths[0]).parent
 
 
 def _adapter_calibration(source: str, hub_kwargs: dict):

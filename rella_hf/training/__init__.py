@@ -35,6 +35,7 @@ _EXPORTS = {
     "build_eval_rows": "data",
     "build_training_data": "data",
     "load_prompt_datasets": "data",
+    "prepare_collaborative_ids": "id_tokens",
     "tokenize_rows": "data",
     "CTREvalCallback": "callbacks",
     "TrainingResult": "trainer",

@@ -204,6 +204,17 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
             the first trained layer, so a step costs less; the layers below keep their pretrained
             function.
 
+    Parameters that add collaborative tokens (:mod:`rella_hf.collaborative_ids`; ours, not the paper's):
+        collaborative_ids (`bool`, defaults to `False`): fit a matrix factorisation on the train split
+            and put one soft token per user and per item into every prompt; a projector from the
+            factorisation's vectors into the embedding space trains with the rest and is saved beside
+            the adapter (``collaborative_ids.safetensors``). The backward pass then runs through every
+            layer (the tokens enter at the bottom), so ``top_layers`` saves less.
+        id_vector_dim (`int`, defaults to `32`), id_fit_epochs (`int`, defaults to `20`): the factorisation
+            (at most that many epochs; the one with the best validation-split AUC is kept).
+        id_projector_lr (`float` or `None`, defaults to `1e-3`): the projector's learning rate (it starts
+            from random weights); None uses ``learning_rate``.
+
     Parameters that control batching and resuming:
         total_batch_size (`int` or `None`, defaults to `256`): samples per optimizer step across
             all processes; sets ``gradient_accumulation_steps = total / (per_device_train_batch_size
@@ -313,6 +324,20 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
                           "at the first trained layer, so steps are cheaper."},
     )
 
+    # Collaborative tokens (the CoLLM route; ours, not the paper's).
+    collaborative_ids: bool = field(
+        default=False,
+        metadata={"help": "Add one soft token per user and per item: matrix-factorisation vectors fitted on the "
+                          "train split, mapped into the LLM's embedding space by a projector that trains with ReiT."},
+    )
+    id_vector_dim: int = field(default=32, metadata={"help": "Factor size of the matrix factorisation."})
+    id_fit_epochs: int = field(
+        default=20, metadata={"help": "Most passes of the matrix factorisation over the train split (the epoch with the "
+                                      "best validation AUC is kept)."})
+    id_projector_lr: Optional[float] = field(
+        default=1e-3, metadata={"help": "Learning rate of the collaborative-token projector (None: learning_rate)."}
+    )
+
     # Batching and resuming.
     total_batch_size: Optional[int] = field(
         default=256, metadata={"help": "Samples per optimizer step over all processes (sets gradient accumulation)."}
@@ -361,11 +386,13 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
 
     def _validate_reit_fields(self) -> None:
+        if self.id_projector_lr is not None and not self.id_projector_lr > 0:
+            raise ConfigError(f"id_projector_lr={self.id_projector_lr!r} must be positive, or None for learning_rate.")
         if self.train_type not in TRAIN_TYPES:
             raise ConfigError(f"train_type={self.train_type!r} is not one of {', '.join(TRAIN_TYPES)}; pick one of them.")
         if self.test_type not in TEST_TYPES:
             raise ConfigError(f"test_type={self.test_type!r} is not one of {', '.join(TEST_TYPES)}; pick one of them.")
-        for name in ("K", "shots", "pool_size", "lora_r"):
+        for name in ("K", "shots", "pool_size", "lora_r", "id_vector_dim", "id_fit_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name}={value!r} must be a positive integer.")
@@ -462,7 +489,7 @@ class ReiTConfig(SFTConfig, ReiTDataArguments, ModelConfig):
             "eval_split", "compute_eval_loss", "model_name_or_path", "model_revision", "model_dtype", "dtype",
             "attn_implementation", "load_in_8bit", "load_in_4bit", "bnb_4bit_quant_type", "completion_logits_only",
             "shared_prefix", "cpu_float32_attention", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "finetuning",
-            "top_layers",
+            "top_layers", "collaborative_ids", "id_vector_dim", "id_fit_epochs", "id_projector_lr",
             "total_batch_size", "early_stopping_patience", "resume",
         )
         # retrieval is not a setting of the run: train_type / test_type choose the prompt kinds.

@@ -28,6 +28,7 @@ from trl import SFTTrainer
 from ..errors import ConfigError
 from ..models import TRAINING_CONFIG_FILE
 from .config import TINY_RANDOM_LLAMA, ReiTConfig, lora_config, wants_activation_checkpointing
+from .id_tokens import CollaborativeTokensMixin
 from .top_layers import tied_parameter_names, train_top_decoder_layers
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def check_evaluation_setup(config: ReiTConfig, data: TrainingData) -> None:
         )
 
 
-class ReiTTrainer(SFTTrainer):
+class ReiTTrainer(CollaborativeTokensMixin, SFTTrainer):
     """``SFTTrainer`` with an answer-only LM head and an evaluation that can skip the loss loop.
 
     With ``completion_logits_only=True`` (the default) batches come left-padded from
@@ -289,8 +290,10 @@ class ReiTTrainer(SFTTrainer):
         design; transformers would warn that the checkpoint lacks ``lm_head.weight``. Those keys are
         dropped from the warning and the weights re-tied; any other missing key is still reported.
         """
+        from ..collaborative_ids import ATTRIBUTE
+
         shared = tied_parameter_names(self.model)
-        missing = [key for key in load_result.missing_keys if key not in shared]
+        missing = [key for key in load_result.missing_keys if key not in shared and ATTRIBUTE not in key]
         if len(missing) < len(load_result.missing_keys):
             self.model.tie_weights()
         return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
@@ -377,6 +380,7 @@ def build_trainer(config: ReiTConfig, data: TrainingData, model, tokenizer, call
         peft_config=lora_config(config, num_layers) if config.finetuning == "lora" else None,
         callbacks=all_callbacks,
     )
+    trainer.unfreeze_collaborative_projector()  # LoRA wrapping and top-layer freezing froze it with the base weights
     if ctr_callback is not None:
         ctr_callback.attach(trainer)
     if trainer.args.device.type == "cpu":
@@ -513,6 +517,7 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
         "world_size": config.world_size,
         **(extra_metrics or {}),
     }
+    metrics.update(trainer.collaborative_metrics())
     _keep_finished_run_timing(metrics, output_dir, checkpoint, state.global_step)
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -532,22 +537,31 @@ def train_on_data(config: ReiTConfig, data: TrainingData, model=None, tokenizer=
     return TrainingResult(output_dir=output_dir, metrics=_json_ready(metrics), config=config)
 
 
-def prepare_training_data(config: ReiTConfig, chat_model: str | None) -> TrainingData:
+def prepare_training_data(config: ReiTConfig, chat_model: str | None, model=None, tokenizer=None) -> TrainingData:
     """Build (or load from cache) the prompt datasets and take the run's rows from them.
 
-    The main process builds the datasets first; the others then read them from the cache.
+    The main process builds the datasets first; the others then read them from the cache. With
+    ``collaborative_ids`` the factorisation is fitted and attached to ``model`` and its tokens added
+    to ``tokenizer`` and the prompts (:func:`~rella_hf.training.id_tokens.prepare_collaborative_ids`).
 
     Args:
         config: the run configuration.
         chat_model: tokenizer that wraps the prompts (see :func:`resolve_model_source`).
+        model, tokenizer: the model to train and its tokenizer (needed with ``collaborative_ids``).
     """
     from ..models import outside_zero3_init
     from .data import build_training_data, load_prompt_datasets
+    from .id_tokens import prepare_collaborative_ids
 
+    if config.collaborative_ids and (model is None or tokenizer is None):
+        raise ConfigError("collaborative_ids=true needs the model and tokenizer to attach the collaborative tokens to")
     # Item embedders load on the main process alone: under ZeRO-3 they must not partition (that
     # would wait for the other processes, which wait at the barrier).
     with _main_process_first(), outside_zero3_init():
         prompt_datasets = load_prompt_datasets(config, chat_model)
+    if config.collaborative_ids:
+        with _main_process_first():
+            prompt_datasets = prepare_collaborative_ids(config, prompt_datasets, model, tokenizer)
     return build_training_data(config, prompt_datasets)
 
 
@@ -566,7 +580,7 @@ def run_training(config: ReiTConfig, callbacks=None) -> TrainingResult:
     model, tokenizer = load_model_for_training(config, model_path)
     if config.chat_model != "auto":
         check_prompt_wrapping(tokenizer, chat_model)
-    data = prepare_training_data(config, chat_model)
+    data = prepare_training_data(config, chat_model, model, tokenizer)
     extra = {"dataset": config.dataset, "K": config.K, "train_type": config.train_type,
              "test_type": config.test_type, "shots": config.shots}
     return train_on_data(config, data, model, tokenizer, callbacks, extra_metrics=extra)
