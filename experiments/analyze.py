@@ -81,17 +81,15 @@ def _comparisons(dataset, settings):
                 factorization = name.rsplit("-test-", 1)[0] + "-factorization"
                 if factorization in names:
                     pairs.append((name, factorization, "LLM with collaborative tokens vs its factorisation alone"))
-                for statistics in (f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
-                    if statistics in names:
-                        pairs.append((name, statistics, "collaborative-token LLM vs the statistics without an LLM"))
-                continue
-            if collaborative:
+            elif collaborative:
                 paper = f"{prefix}{train_type}-N{shots}{ep}-seed{seed}-test-{kind}"
                 if paper in names:
                     pairs.append((name, paper, "collaborative prompts vs the paper's, same N (validation subsets differ)"))
+            if ids or collaborative:
+                llm = "collaborative-token LLM" if ids else "collaborative-prompt LLM"
                 for statistics in (f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
                     if statistics in names:
-                        pairs.append((name, statistics, "collaborative-prompt LLM vs the statistics without an LLM"))
+                        pairs.append((name, statistics, f"{llm} vs the statistics without an LLM"))
                 continue
             if train_type == "mixed":
                 other = f"{prefix}simple-N{shots}{ep}-seed{seed}-test-{kind}"

@@ -323,6 +323,7 @@ def test_an_exported_adapter_carries_its_tokens_and_load_adapter_attaches_them(t
     result = train_on_data(config, data, model, tokenizer)
     exported = export_adapter(result.output_dir, tmp_path / "repo", base_model=_tiny_path())
     assert (exported / SETTINGS_FILE).is_file() and (exported / WEIGHTS_FILE).is_file()
+    assert "This adapter reads collaborative tokens" in (exported / "README.md").read_text()
     scorer = load_adapter(exported, base_model=_tiny_path(), batch_size=2)
     assert collaborative_ids_of(scorer.model) is not None
     # score_dataset gives a prompt dataset the tokens itself: raw prompts score as the rewritten ones do.

@@ -613,6 +613,7 @@ def test_model_card_is_complete_and_passes_metadata_parsing(tmp_path, trained_ad
                      'load_adapter("my-org/rella-adapter")', "peft 0.", "transformers 5.", "The user may redistribute the "
                                                                                            "data set"):
         assert expected in card.text, expected
+    assert "collaborative tokens" not in card.text  # said only of adapters that read them
     for unfilled in ("{{", "{%", "not recorded", "None", "runtime", "hub_token"):
         assert unfilled not in card.text, unfilled
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

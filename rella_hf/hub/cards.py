@@ -396,6 +396,7 @@ def write_model_card(out_dir: Path, *, repo_id: str | None, training_config: dic
         "repo_id": repo_id or str(out_dir),
         # False, not None: the template tests it, and the renderer refuses None as an unfilled field.
         "calibration": calibration_fields(calibration) or False,
+        "collaborative_ids": bool(reit_settings(training_config).get("collaborative_ids")),
         "library_versions": library_versions(("rella-hf", "transformers", "peft", "trl", "torch", "huggingface_hub")),
         "rella_citation": RELLA_CITATION,
     }
