@@ -78,6 +78,9 @@ def _comparisons(dataset, settings):
                 without = next((other for other in (without, re.sub(r"-val\d+", "", without)) if other in names), None)
                 if without:
                     pairs.append((name, without, "collaborative tokens vs the same prompts without them"))
+                sentences = name.replace(f"-{ids}-", "-collab-item+user-", 1)
+                if not collaborative and sentences in names:
+                    pairs.append((name, sentences, "collaborative tokens vs collaborative sentences (item+user), same N"))
                 factorization = name.rsplit("-test-", 1)[0] + "-factorization"
                 if factorization in names:
                     pairs.append((name, factorization, "LLM with collaborative tokens vs its factorisation alone"))
@@ -271,6 +274,9 @@ def main() -> None:
             "python experiments/recipe.py --task sanity --name sanity-K5-all-r16-lr1e-3 --K 5 --shots 1024 --targets all "
             "--lora_r 16 --eval_size 200   # the sanity task",
             "python experiments/learning_curve.py --shots 512 2048 8192 --seeds 42 43   # ReiT learning curves",
+            "python experiments/learning_curve.py --dataset ml-1m --finetuning full --top_layers 15 --lr 5e-5 "
+            "--train_types mixed --shots 2048 --eval_size 1000 --eval_every 64 --collaborative item+user "
+            "[--collaborative_ids]   # #33: statistics [+ collaborative tokens]; tokens alone: no --collaborative",
             "python experiments/collect_scores.py     # pack loose score files into runs/<dataset>/scores.parquet",
             "python experiments/analyze.py            # this file", "```", ""]
     reading = EXPERIMENTS / "reading.md"

@@ -9,11 +9,13 @@ space, so that one token per user and per item carries the collaborative signal 
 
 The tokens are added to the tokenizer (ids from ``first_token_id`` on); a hook on the model's input
 embeddings replaces their rows by the projected vectors, so every code path that feeds token ids
-(training with or without a shared prefix, the scorer, DDP) needs nothing else. Users and items
+(training with or without a shared prefix, validation, the scorer) needs nothing else; the module is
+a registered submodule, so it moves and replicates with the model (multi-process training with
+collaborative tokens is not tested yet). Users and items
 the factorisation never saw (row 0 of each table) get a zero vector. The projector trains with ReiT;
 :meth:`CollaborativeIdTokens.save` writes it beside the adapter (or the fine-tuned model) as
 ``collaborative_ids.safetensors`` + ``collaborative_ids.json``, and :func:`rella_hf.models.load_tuned_model`
-/ :func:`rella_hf.load_adapter` attach it again. Prompts gain their tokens with :func:`add_id_tokens`.
+/ :func:`rella_hf.hub.load_adapter` attach it again. Prompts gain their tokens with :func:`add_id_tokens`.
 
 Leakage: the factorisation reads the train split only (never validation or test ratings). A train
 sample's own rating is among the ratings its vectors were fitted on (as in CoLLM); validation and
