@@ -37,16 +37,24 @@ def decoder_layer_list(model):
 
 
 def bottom_layers_fingerprint(model, count: int) -> str | None:
-    """A digest of the first ``count`` decoder layers' parameters (values and dtypes), or None without layers."""
+    """A digest of the first ``count`` decoder layers' parameters (values and dtypes), or None without layers.
+
+    Collaborative tokens (:mod:`rella_hf.collaborative_ids`) change what enters those layers, so their
+    tables and projector are part of the digest too.
+    """
+    from .collaborative_ids import collaborative_ids_of
+
     layers = decoder_layer_list(model)
     if layers is None or count <= 0 or count > len(layers):
         return None
     digest = hashlib.sha1()
-    for layer in layers[:count]:
-        for name, parameter in layer.named_parameters():
-            tensor = parameter.detach()
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.float().cpu().numpy().tobytes())
+    tokens = collaborative_ids_of(model)
+    named = [name_tensor for layer in layers[:count] for name_tensor in layer.named_parameters()]
+    named += [(f"collaborative_ids.{name}", tensor) for name, tensor in (tokens.state_dict() if tokens else {}).items()]
+    for name, tensor in named:
+        tensor = tensor.detach()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -367,3 +367,24 @@ def test_run_training_with_collaborative_ids_on_a_built_corpus(tmp_path, monkeyp
     assert (result.output_dir / "adapter_model.safetensors").is_file()
     training_config = json.loads((result.output_dir / "training_config.json").read_text())
     assert training_config["reit"]["collaborative_ids"] is True
+
+
+def test_frozen_bottom_states_are_never_replayed_across_different_collaborative_tokens(smollm2_tokenizer):
+    """The demo's replay of bottom-layer states keys on their weights; tokens change what enters them, so a model
+    with tokens (or with other projector weights) never replays another's states."""
+    import copy
+
+    from rella_hf.frozen_states import bottom_layers_fingerprint
+    from rella_hf.models import load_model
+    from rella_hf.training.tiny import build_tiny_random_llama
+
+    plain, tokenizer = load_model(str(build_tiny_random_llama()), dtype="float32")
+    with_tokens = copy.deepcopy(plain)
+    module = _module(tokenizer)
+    attach_collaborative_ids(with_tokens, module)
+    retrained = copy.deepcopy(with_tokens)
+    with torch.no_grad():
+        collaborative_ids_of(retrained).projector[0].bias.add_(0.1)
+    prints = [bottom_layers_fingerprint(model, 1) for model in (plain, with_tokens, retrained)]
+    assert len(set(prints)) == 3
+    assert bottom_layers_fingerprint(copy.deepcopy(with_tokens), 1) == prints[1]
