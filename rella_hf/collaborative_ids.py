@@ -24,6 +24,7 @@ test samples' ratings never are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ ITEM_TOKEN = "<rella_item_{}>"
 
 __all__ = ["ATTRIBUTE", "CollaborativeIdTokens", "MatrixFactorization", "SETTINGS_FILE", "WEIGHTS_FILE", "add_id_tokens",
            "attach_collaborative_ids", "attach_saved_collaborative_ids", "collaborative_ids_of",
-           "fit_matrix_factorization", "id_sentence", "with_collaborative_tokens"]
+           "detached_collaborative_ids", "fit_matrix_factorization", "id_sentence", "with_collaborative_tokens"]
 
 
 def _keys(ids) -> np.ndarray:
@@ -272,16 +273,13 @@ class CollaborativeIdTokens(torch.nn.Module):
             state_dict: this module's state (keys without prefix) when the caller gathered it (ZeRO-3);
                 default: :meth:`state_dict`.
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        from .utils import atomic_write_text
+        from .utils import atomic_write_bytes, atomic_write_text
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
-        temporary = folder / (WEIGHTS_FILE + ".tmp")
-        save_file({key: value.detach().cpu().contiguous() for key, value in state.items()}, str(temporary))
-        os.replace(temporary, folder / WEIGHTS_FILE)
+        atomic_write_bytes(folder / WEIGHTS_FILE, save({key: value.detach().cpu().contiguous() for key, value in state.items()}))
         settings = {"first_token_id": self.first_token_id, "item_noun": self.item_noun,
                     "hidden_size": self.projector[-1].out_features, "global_bias": self.factorization.global_bias,
                     "validation_auc": self.factorization.validation_auc,
@@ -327,10 +325,32 @@ class CollaborativeIdTokens(torch.nn.Module):
         return True
 
 
+def _owner(model):
+    """The model the tokens are attached to: the base model under a PEFT wrapper, else ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def collaborative_ids_of(model) -> CollaborativeIdTokens | None:
     """The :class:`CollaborativeIdTokens` attached to ``model`` (under PEFT wrappers too), or None."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base, ATTRIBUTE, None)
+    return getattr(_owner(model), ATTRIBUTE, None)
+
+
+@contextlib.contextmanager
+def detached_collaborative_ids(model):
+    """Take the attached tokens off ``model`` for the duration (its ``state_dict`` then lacks them), then put them back.
+
+    Yields:
+        The detached :class:`CollaborativeIdTokens`, or None when ``model`` carries none (nothing changes then).
+    """
+    owner, module = _owner(model), collaborative_ids_of(model)
+    if module is None:
+        yield None
+        return
+    delattr(owner, ATTRIBUTE)
+    try:
+        yield module
+    finally:
+        setattr(owner, ATTRIBUTE, module)
 
 
 def attach_collaborative_ids(model, module: CollaborativeIdTokens) -> None:
@@ -342,7 +362,7 @@ def attach_collaborative_ids(model, module: CollaborativeIdTokens) -> None:
     Raises:
         ModelError: when ``model`` already carries collaborative tokens.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _owner(model)
     if getattr(base, ATTRIBUTE, None) is not None:
         raise ModelError("the model already carries collaborative tokens")
     embeddings = base.get_input_embeddings()

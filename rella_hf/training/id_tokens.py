@@ -13,6 +13,7 @@ from ..collaborative_ids import (
     add_id_tokens,
     attach_collaborative_ids,
     collaborative_ids_of,
+    detached_collaborative_ids,
     fit_matrix_factorization,
 )
 from ..errors import ConfigError
@@ -121,22 +122,14 @@ class CollaborativeTokensMixin:
 
     def _save(self, output_dir=None, state_dict=None):
         """Save the model or adapter without the collaborative tokens, and them beside it in their own files."""
-        ids = collaborative_ids_of(self.model)
-        if ids is None:
-            return super()._save(output_dir, state_dict)
         marker = ATTRIBUTE + "."
         own_state = None
         if state_dict:  # gathered by the caller (ZeRO-3): our keys go to our file
             own_state = {key.split(marker, 1)[1]: value for key, value in state_dict.items() if marker in key}
             state_dict = {key: value for key, value in state_dict.items() if marker not in key}
-        base = self.accelerator.unwrap_model(self.model)
-        base = base.get_base_model() if hasattr(base, "get_base_model") else base
-        delattr(base, ATTRIBUTE)
-        try:
+        with detached_collaborative_ids(self.model) as ids:
             super()._save(output_dir, state_dict)
-        finally:
-            setattr(base, ATTRIBUTE, ids)
-        if self.args.should_save:
+        if ids is not None and self.args.should_save:
             ids.save(output_dir if output_dir is not None else self.args.output_dir, own_state or None)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -150,7 +143,7 @@ class CollaborativeTokensMixin:
         self._load_collaborative_ids(self.state.best_model_checkpoint)
 
     def _load_collaborative_ids(self, folder) -> None:
-        ids = collaborative_ids_of(self.accelerator.unwrap_model(self.model))
+        ids = collaborative_ids_of(self.model)
         if ids is not None and folder and not ids.load_weights(folder):
             raise ConfigError(f"{folder} holds no collaborative_ids.safetensors, but this run trains collaborative "
                               "tokens; resume it from a checkpoint of a run with collaborative_ids=true")
