@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, ModelError
+from .utils import unwrap_adapter
 
 if TYPE_CHECKING:
     import datasets
@@ -325,14 +326,9 @@ class CollaborativeIdTokens(torch.nn.Module):
         return True
 
 
-def _owner(model):
-    """The model the tokens are attached to: the base model under a PEFT wrapper, else ``model`` itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def collaborative_ids_of(model) -> CollaborativeIdTokens | None:
     """The :class:`CollaborativeIdTokens` attached to ``model`` (under PEFT wrappers too), or None."""
-    return getattr(_owner(model), ATTRIBUTE, None)
+    return getattr(unwrap_adapter(model), ATTRIBUTE, None)
 
 
 @contextlib.contextmanager
@@ -342,7 +338,7 @@ def detached_collaborative_ids(model):
     Yields:
         The detached :class:`CollaborativeIdTokens`, or None when ``model`` carries none (nothing changes then).
     """
-    owner, module = _owner(model), collaborative_ids_of(model)
+    owner, module = unwrap_adapter(model), collaborative_ids_of(model)
     if module is None:
         yield None
         return
@@ -362,7 +358,7 @@ def attach_collaborative_ids(model, module: CollaborativeIdTokens) -> None:
     Raises:
         ModelError: when ``model`` already carries collaborative tokens.
     """
-    base = _owner(model)
+    base = unwrap_adapter(model)
     if getattr(base, ATTRIBUTE, None) is not None:
         raise ModelError("the model already carries collaborative tokens")
     embeddings = base.get_input_embeddings()

@@ -18,6 +18,8 @@ import logging
 import weakref
 from typing import TYPE_CHECKING
 
+from .utils import unwrap_adapter
+
 if TYPE_CHECKING:
     import torch
 
@@ -28,7 +30,7 @@ def decoder_layer_list(model):
     """The decoder layers (a ``ModuleList``) under PEFT and task-head wrappers, or None."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     for owner in (getattr(base, "model", None), base, getattr(getattr(base, "model", None), "model", None)):
         layers = getattr(owner, "layers", None)
         if isinstance(layers, torch.nn.ModuleList):

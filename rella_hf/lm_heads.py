@@ -9,13 +9,15 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING
 
+from .utils import unwrap_adapter
+
 if TYPE_CHECKING:
     import torch
 
 
 def _forward_parameters(model) -> tuple[set[str], bool]:
     """Keyword names the underlying model's forward accepts, and whether it takes ``**kwargs``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     parameters = inspect.signature(base.forward).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     return set(parameters), takes_kwargs
@@ -29,7 +31,7 @@ _SCALED_HEAD_SETTINGS = ("final_logit_softcapping", "logit_scale", "output_multi
 
 def _causal_lm_and_head(model):
     """The causal LM under a possible PEFT wrapper, and its output embeddings (None when it has none)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm = unwrap_adapter(model)
     get_head = getattr(causal_lm, "get_output_embeddings", None)
     return causal_lm, get_head() if callable(get_head) else None
 

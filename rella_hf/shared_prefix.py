@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .utils import unwrap_adapter
+
 if TYPE_CHECKING:
     import torch
 
@@ -88,7 +90,7 @@ def cache_keyword(model) -> str:
     """The forward keyword that takes a key/value cache: ``cache`` (transformers >= 5.25) or ``past_key_values``."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     base = getattr(base, "module", base)  # DDP
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 

@@ -19,6 +19,16 @@ from typing import Any, Callable
 import numpy as np
 
 
+def unwrap_adapter(model):
+    """The model under a PEFT wrapper (``get_base_model()``), else ``model`` itself.
+
+    Hooks, forward signatures and layer lists live on the underlying causal LM, whether or not an
+    adapter wraps it; every layer asks this one function instead of testing for the wrapper itself.
+    """
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
 def cache_root() -> Path:
     """Root folder of rella-hf's caches: ``$RELLA_HF_CACHE`` or ``~/.cache/rella_hf``.
 

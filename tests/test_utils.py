@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rella_hf.utils import build_folder_once
+from rella_hf.utils import build_folder_once, unwrap_adapter
 
 
 def test_a_folder_is_built_once_and_a_failed_build_leaves_nothing_taken_for_complete(tmp_path):
@@ -35,3 +35,15 @@ def test_a_folder_is_built_once_and_a_failed_build_leaves_nothing_taken_for_comp
     assert (target / "weights.bin").read_text() == "complete"
     assert json.loads((target / "done.json").read_text()) == {"builds": 1}
     assert build_folder_once(target, "done.json", build) == target and len(calls) == 1
+
+
+def test_unwrap_adapter_returns_the_model_under_a_peft_wrapper_and_a_plain_model_itself():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rella_hf.training.tiny import TINY_LLAMA_SHAPE
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, **TINY_LLAMA_SHAPE))
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert unwrap_adapter(wrapped) is model
+    assert unwrap_adapter(model) is model

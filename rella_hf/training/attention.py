@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import unwrap_adapter
+
 #: The ``attn_implementation`` name this module registers with transformers.
 FLOAT32_CPU_TRAINING_SDPA = "rella_sdpa_float32_cpu_training"
 
@@ -70,7 +72,7 @@ def use_float32_cpu_training_attention(model, autocast_bf16: bool = False) -> bo
     Returns:
         Whether the model was switched.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_adapter(model)
     config = getattr(base, "config", None)
     computes_bf16 = base.dtype == torch.bfloat16 or (autocast_bf16 and base.dtype == torch.float32)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa" or not computes_bf16:
