@@ -88,9 +88,13 @@ def _comparisons(dataset, settings):
                 paper = f"{prefix}{train_type}-N{shots}{ep}-seed{seed}-test-{kind}"
                 if paper in names:
                     pairs.append((name, paper, "collaborative prompts vs the paper's, same N (validation subsets differ)"))
+                fewer = name.replace("-collab-all-", "-collab-item+user-", 1)
+                if collaborative == "all" and fewer in names:
+                    pairs.append((name, fewer, "collaborative all vs item+user (+ the shown items' community means), same N"))
             if ids or collaborative:
                 llm = "collaborative-token LLM" if ids else "collaborative-prompt LLM"
-                for statistics in (f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
+                same_numbers = (f"logistic-stats-all-recentK{K}",) if collaborative == "all" else ()
+                for statistics in (*same_numbers, f"logistic-stats-recentK{K}", "logistic-stats", "lightgbm-K10-collab"):
                     if statistics in names:
                         pairs.append((name, statistics, f"{llm} vs the statistics without an LLM"))
                 continue

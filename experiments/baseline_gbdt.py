@@ -18,6 +18,8 @@ count, smoothed mean and positive rate; the user's history length and mean), the
 ``lightgbm-K10-collab``). ``--logistic`` fits logistic regressions on the statistics alone
 (``logistic-stats``) and on the statistics plus the mean rating of the K most recent history items
 the recent-K prompt shows (``logistic-stats-recentK``): whether the LLM adds anything beyond the numbers.
+``logistic-stats-all-recentK`` adds what the ``collaborative="all"`` recent-K prompt states besides: each
+shown item's rating and community mean (most recent last) and the mean of their differences.
 """
 
 from __future__ import annotations
@@ -99,7 +101,33 @@ def logistic_features(statistics: pd.DataFrame, history: pd.DataFrame | None) ->
                np.nan_to_num(statistics["user_mean_rating"].to_numpy(np.float64))]
     if history is not None:
         columns.append(np.nan_to_num(history["recent_mean_rating"].to_numpy(np.float64)))
+        # collaborative="all": the shown items one by one (an empty slot as 0; its flag is the length above).
+        shown = sorted(column for column in history if column.startswith(("shown_rating_", "shown_mean_")))
+        columns += [np.nan_to_num(history[column].to_numpy(np.float64)) for column in shown]
+        if shown:
+            columns.append(np.nan_to_num(history["shown_mean_difference"].to_numpy(np.float64)))
     return np.stack(columns, axis=1)
+
+
+def shown_item_table(samples, frame, index, K: int, with_means: bool) -> pd.DataFrame:
+    """The recent-K prompt's history numbers: their mean rating; with ``with_means`` each shown item's
+    rating and leak-free community mean (oldest first, as shown) and the mean rating-minus-community-mean."""
+    from rella_hf.retrieval import recent_history
+
+    shown = recent_history(frame["history_offset"].to_numpy(), frame["history_length"].to_numpy(), K)
+    present = np.arange(shown.positions.shape[1])[None, :] < shown.lengths[:, None]
+    ratings = np.where(present, samples.log["rating"].to_numpy(np.float64)[np.maximum(shown.positions, 0)], np.nan)
+    table = {"recent_mean_rating": np.nanmean(ratings, axis=1)}
+    if with_means:
+        flat_positions, list_offsets = shown.flat()
+        means = np.full(ratings.shape, np.nan)
+        # flat() lists the same slots (the first `lengths` of each row) row by row, in slot order.
+        means[present] = index.shown_item_means(frame, flat_positions, list_offsets)
+        for slot in range(K):
+            table[f"shown_rating_{slot}"] = ratings[:, slot]
+            table[f"shown_mean_{slot}"] = means[:, slot]
+        table["shown_mean_difference"] = np.nanmean(ratings - means, axis=1)
+    return pd.DataFrame(table)
 
 
 def fit_logistic(samples, tables, statistics, labels, with_recent: bool):
@@ -189,29 +217,28 @@ def main() -> None:
 
 def run_logistic(dataset: str, K: int, results_file) -> None:
     """The two logistic baselines of one dataset (statistics alone; plus the recent-K shown mean)."""
+    from rella_hf.collaborative import CollaborativeIndex
     from rella_hf.metrics import ctr_metrics
-    from rella_hf.retrieval import recent_history
     from rella_hf.samples import load_samples
 
     samples = load_samples(dataset, data_dir=data_dir(dataset))
-    statistics = {name: collaborative_table(samples, frame) for name, frame in samples.splits.items()}
+    index = CollaborativeIndex(samples, PRIOR_STRENGTH)
+    statistics = {name: index.statistics(frame).frame() for name, frame in samples.splits.items()}
     labels = {name: frame["label"].to_numpy() for name, frame in samples.splits.items()}
-    ratings = samples.log["rating"].to_numpy(np.float64)
-    recent = {}
-    for name, frame in samples.splits.items():
-        shown = recent_history(frame["history_offset"].to_numpy(), frame["history_length"].to_numpy(), K)
-        values = np.where(shown.positions >= 0, ratings[np.maximum(shown.positions, 0)], np.nan)
-        recent[name] = pd.DataFrame({"recent_mean_rating": np.nanmean(values, axis=1)})
     subset = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(labels["test"]), size=TEST_SUBSET, replace=False))
-    for with_recent in (False, True):
-        setting = f"{dataset}/logistic-stats" + (f"-recentK{K}" if with_recent else "")
+    variants = {"logistic-stats": (False, False, "the collaborative statistics"),
+                f"logistic-stats-recentK{K}": (True, False, f"the collaborative statistics + recent-{K} mean rating"),
+                f"logistic-stats-all-recentK{K}": (True, True, f"the collaborative statistics + the recent-{K} items' "
+                                                               "ratings and community means (collaborative='all')")}
+    for name_of_setting, (with_recent, with_means, described) in variants.items():
+        setting = f"{dataset}/{name_of_setting}"
         if setting in done(results_file):
             continue
         start = time.perf_counter()
+        recent = {name: shown_item_table(samples, frame, index, K, with_means) for name, frame in samples.splits.items()}
         validation_auc, test_scores = fit_logistic(samples, recent, statistics, labels, with_recent)
         metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
-        meta = {"stage": "statistics baseline", "dataset": dataset, "K": K,
-                "model": "logistic regression on the collaborative statistics" + (f" + recent-{K} mean rating" if with_recent else "")}
+        meta = {"stage": "statistics baseline", "dataset": dataset, "K": K, "model": f"logistic regression on {described}"}
         save_scores(RUNS / dataset, setting.split("/", 1)[1], labels["test"][subset], test_scores[subset], meta)
         append_result(results_file, {"setting": setting, **meta, **metrics, "validation_auc": validation_auc,
                                      "full_test": ctr_metrics(labels["test"], test_scores),
