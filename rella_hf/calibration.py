@@ -38,8 +38,7 @@ from .errors import MetricError, RellaError
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
-#: The end-of-training validation scores (label, raw score per line), kept so a calibration can be refitted
-#: or checked later without the weights.
+#: The end-of-training validation scores (label, raw score per line): a calibration can be refitted without the weights.
 VALIDATION_SCORES_FILE = "validation_scores.jsonl"
 FORMAT = "rella-hf-calibration"
 FORMAT_VERSION = 1
@@ -394,7 +393,7 @@ _TARGET = re.compile(r"\*\*\*.*?\*\*\*", re.DOTALL)
 
 
 def content_free_prompt(raw_prompt: str, placeholder: str = "N/A") -> str:
-    """The raw prompt with its history and target replaced by ``placeholder`` (profile text is kept).
+    """The raw prompt with its history and target replaced by ``placeholder`` (profile kept, collaborative tokens neutral).
 
     Args:
         raw_prompt: an unwrapped prompt of :func:`rella_hf.prompts.render_prompts`.
@@ -412,7 +411,8 @@ def content_free_prompt(raw_prompt: str, placeholder: str = "N/A") -> str:
         text = _HISTORY_LIST.sub(lambda match: placeholder, text, count=1)
     else:
         raise CalibrationError("the prompt has no history list or lines; pass raw prompts of rella_hf.prompts templates.")
-    return text
+    from .collaborative_ids import neutral_id_tokens
+    return neutral_id_tokens(text)
 
 
 def content_free_prompts(raw_prompts: Sequence[str], placeholders: Sequence[str] = CONTENT_FREE_PLACEHOLDERS) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,10 +47,11 @@ SETTINGS_FILE = "collaborative_ids.json"
 WEIGHTS_FILE = "collaborative_ids.safetensors"
 USER_TOKEN = "<rella_user_{}>"
 ITEM_TOKEN = "<rella_item_{}>"
+_ID_TOKEN = re.compile(r"<rella_(user|item)_\d+>")
 
 __all__ = ["ATTRIBUTE", "CollaborativeIdTokens", "MatrixFactorization", "SETTINGS_FILE", "WEIGHTS_FILE", "add_id_tokens",
-           "attach_collaborative_ids", "attach_saved_collaborative_ids", "collaborative_ids_of",
-           "detached_collaborative_ids", "fit_matrix_factorization", "id_sentence", "with_collaborative_tokens"]
+           "attach_collaborative_ids", "attach_saved_collaborative_ids", "collaborative_ids_of", "detached_collaborative_ids",
+           "fit_matrix_factorization", "id_sentence", "neutral_id_tokens", "with_collaborative_tokens"]
 
 
 def _keys(ids) -> np.ndarray:
@@ -206,6 +208,12 @@ def id_sentence(user_row: int, item_row: int, item_noun: str = "item") -> str:
     """The prompt line that carries one sample's two collaborative tokens."""
     return (f"The collaborative tokens of the user and of this {item_noun}: "
             f"{USER_TOKEN.format(user_row)} {ITEM_TOKEN.format(item_row)}.")
+
+
+def neutral_id_tokens(text: str) -> str:
+    """``text`` with every collaborative token replaced by row 0 of its table (an unknown user / item:
+    zeros), so a content-free prompt keeps the token line but carries no collaborative signal."""
+    return _ID_TOKEN.sub(lambda match: f"<rella_{match.group(1)}_0>", text)
 
 
 class CollaborativeIdTokens(torch.nn.Module):

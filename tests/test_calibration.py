@@ -159,6 +159,21 @@ def test_content_free_prompts_replace_history_and_target():
         content_free_prompt("no template here")
 
 
+def test_content_free_prompts_carry_the_tokens_of_an_unknown_user_and_item():
+    from rella_hf.collaborative_ids import id_sentence
+    from rella_hf.prompts import render_prompt
+
+    def with_tokens(user_row, item_row, titles, target):
+        head, _, question = render_prompt("ml-latest", None, titles, [4.0], target, "float1").rpartition("\n")
+        return f"{head}\n{id_sentence(user_row, item_row, 'movie')}\n{question}"
+
+    prompts = [with_tokens(7, 12, ["Heat (1995)"], "Alien (1979)"), with_tokens(3, 40, ["Up (2009)"], "Jaws (1975)")]
+    free = content_free_prompt(prompts[0])
+    assert "<rella_user_0> <rella_item_0>" in free and "<rella_user_7>" not in free and "<rella_item_12>" not in free
+    assert content_free_prompt(prompts[1]) == free
+    assert len(content_free_prompts(prompts)) == 3
+
+
 def test_content_free_correction_moves_the_neutral_input_to_one_half():
     calibration = fit_content_free([0.7, 0.8, 0.75], fingerprint="name:m")
     assert calibration.transform([0.75])[0] == pytest.approx(0.5)
