@@ -113,3 +113,38 @@ def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft
     rows = build_eval_rows(validation, 32, "sequential", seed=42)
     rescored = CTREvalCallback(rows["prompt"], rows["label"], tokenizer, batch_size=8).compute(model)
     assert rescored["eval_auc"] == pytest.approx(metrics["final_eval"]["eval_auc"], abs=1e-3)
+
+
+@pytest.mark.parametrize("setup", ["ddp", "zero3"])
+def test_two_process_launch_with_collaborative_tokens_saves_the_projector_whole_and_reloads_to_its_scores(
+        tmp_path, datasets_cache, corpus_dir, setup):
+    """The CoLLM route across processes: DDP replicates the projector and reduces its gradients; ZeRO-3
+    partitions it, so its save must gather it (an empty partition would load as a shape error)."""
+    from safetensors.torch import load_file
+
+    import rella_hf
+    from rella_hf.collaborative_ids import WEIGHTS_FILE, add_id_tokens, collaborative_ids_of
+    from rella_hf.models import load_tuned_model
+    from rella_hf.training import CTREvalCallback, build_eval_rows
+    from rella_hf.training.tiny import build_tiny_random_llama
+
+    out = tmp_path / f"{setup}-ids"
+    _launch([*SETUPS[setup], "--main_process_port", str(_free_port())],
+            ["--output_dir", str(out), "--data_dir", str(corpus_dir), "--eval_steps", "2", "--save_steps", "2",
+             "--collaborative_ids", "true", "--id_vector_dim", "4"], datasets_cache)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 4
+    assert metrics["collaborative_ids"]["users"] > 0
+    projector = load_file(str(out / WEIGHTS_FILE))
+    assert projector and all(tensor.numel() > 0 for tensor in projector.values())
+
+    model, tokenizer = load_tuned_model(out, str(build_tiny_random_llama()))
+    module = collaborative_ids_of(model)
+    assert module is not None and all(
+        tensor.shape == module.state_dict()[key].shape for key, tensor in projector.items())
+    validation = rella_hf.load_dataset("ml-latest-small", K=5, retrieval="semantic", order="chronological",
+                                       split="validation", data_dir=corpus_dir, cache_dir=datasets_cache)
+    rows = build_eval_rows(add_id_tokens(validation, module), 32, "sequential", seed=42)
+    rescored = CTREvalCallback(rows["prompt"], rows["label"], tokenizer, batch_size=8).compute(model.eval())
+    assert rescored["eval_auc"] == pytest.approx(metrics["final_eval"]["eval_auc"], abs=1e-3)
