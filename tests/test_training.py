@@ -347,6 +347,23 @@ def test_lora_on_the_top_layers_adapts_only_them_and_the_backward_stops_there(tm
         _config(tmp_path, top_layers=0)
 
 
+def test_top_layers_find_the_decoder_blocks_under_an_adapter_and_refuse_a_model_without_them():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rella_hf.errors import ConfigError
+    from rella_hf.training.tiny import TINY_LLAMA_SHAPE
+    from rella_hf.training.top_layers import decoder_layers
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, **TINY_LLAMA_SHAPE))
+    assert decoder_layers(model) == list(model.model.layers)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert decoder_layers(wrapped) == list(model.model.layers)
+    with pytest.raises(ConfigError, match="no decoder layers"):
+        decoder_layers(torch.nn.Linear(2, 2))
+
+
 def test_full_finetuning_trains_only_the_top_layers_and_writes_a_whole_model(tmp_path, prompt_datasets, monkeypatch):
     import torch
     import transformers.trainer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..frozen_states import decoder_layer_list
 from .config import top_layer_indices
 
 
@@ -18,12 +19,13 @@ def tied_parameter_names(model) -> set[str]:
 
 
 def decoder_layers(model) -> list:
-    """The decoder blocks of a causal LM (``model.model.layers`` for Llama-style models).
+    """The decoder blocks of a causal LM (``model.model.layers`` for Llama-style models; see
+    :func:`rella_hf.frozen_states.decoder_layer_list`).
 
     Raises:
         ConfigError: when the model keeps them elsewhere.
     """
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers = decoder_layer_list(model)
     if layers is None:
         raise ConfigError(f"{type(model).__name__} keeps no decoder layers at model.layers; full fine-tuning "
                           "with top_layers needs them there.")
