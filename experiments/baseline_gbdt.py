@@ -216,7 +216,8 @@ def main() -> None:
 
 
 def run_logistic(dataset: str, K: int, results_file) -> None:
-    """The two logistic baselines of one dataset (statistics alone; plus the recent-K shown mean)."""
+    """The three logistic baselines of one dataset (statistics alone; plus the recent-K shown mean; plus the shown
+    items' ratings and community means)."""
     from rella_hf.collaborative import CollaborativeIndex
     from rella_hf.metrics import ctr_metrics
     from rella_hf.samples import load_samples
@@ -230,12 +231,16 @@ def run_logistic(dataset: str, K: int, results_file) -> None:
                 f"logistic-stats-recentK{K}": (True, False, f"the collaborative statistics + recent-{K} mean rating"),
                 f"logistic-stats-all-recentK{K}": (True, True, f"the collaborative statistics + the recent-{K} items' "
                                                                "ratings and community means (collaborative='all')")}
+    shown_tables: dict[bool, dict] = {}
     for name_of_setting, (with_recent, with_means, described) in variants.items():
         setting = f"{dataset}/{name_of_setting}"
         if setting in done(results_file):
             continue
         start = time.perf_counter()
-        recent = {name: shown_item_table(samples, frame, index, K, with_means) for name, frame in samples.splits.items()}
+        if with_means not in shown_tables:
+            shown_tables[with_means] = {name: shown_item_table(samples, frame, index, K, with_means)
+                                        for name, frame in samples.splits.items()}
+        recent = shown_tables[with_means]
         validation_auc, test_scores = fit_logistic(samples, recent, statistics, labels, with_recent)
         metrics = ctr_metrics(labels["test"][subset], test_scores[subset])
         meta = {"stage": "statistics baseline", "dataset": dataset, "K": K, "model": f"logistic regression on {described}"}

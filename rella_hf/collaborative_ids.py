@@ -213,7 +213,8 @@ def id_sentence(user_row: int, item_row: int, item_noun: str = "item") -> str:
 def neutral_id_tokens(text: str) -> str:
     """``text`` with every collaborative token replaced by row 0 of its table (an unknown user / item:
     zeros), so a content-free prompt keeps the token line but carries no collaborative signal."""
-    return _ID_TOKEN.sub(lambda match: f"<rella_{match.group(1)}_0>", text)
+    neutral = {"user": USER_TOKEN.format(0), "item": ITEM_TOKEN.format(0)}
+    return _ID_TOKEN.sub(lambda match: neutral[match.group(1)], text)
 
 
 class CollaborativeIdTokens(torch.nn.Module):
