@@ -6,15 +6,17 @@ optimizer steps (2 accumulation steps of 2 rows on each of the 2 processes), sco
 subset for AUC after every step (so a scoring that spoils the next training step shows), saves a
 checkpoint every step, restores the best one, and saves the adapter; the test then loads that
 adapter with plain transformers + peft and scores again. DeepSpeed runs on its CPU accelerator
-(``DS_ACCELERATOR=cpu``, gloo process group). The first DeepSpeed launch on a machine compiles its
-shared-memory communication op (about 45-100 s); later launches reuse it from the torch extensions cache. The prompt datasets are built once per
-module (the first launch).
+(``DS_ACCELERATOR=cpu``, gloo process group). The first DeepSpeed launch of the module compiles its
+shared-memory communication op (about 45-100 s) into the module's own torch extensions folder; later launches reuse
+it. The user's folder (``~/.cache/torch_extensions``) is left alone: a launch killed mid-compile leaves a ``lock`` file
+there on which every later compile waits forever. The prompt datasets are built once per module (the first launch).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,30 +52,45 @@ def datasets_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def torch_extensions_dir(tmp_path_factory) -> Path:
+    """The module's own torch extensions folder: DeepSpeed's CPU op compiles once here, with no stale lock to meet."""
+    return tmp_path_factory.mktemp("torch_extensions")
+
+
+@pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
     """ml-latest-small cut to its 40 lightest users (real titles, a few seconds of MiniLM)."""
     return write_ml_latest_small_subset(tmp_path_factory.mktemp("launch_corpus"))
 
 
-def _launch(launcher_args: list[str], train_args: list[str], datasets_cache: Path,
-            timeout: int = 900) -> subprocess.CompletedProcess:
+def _launch(launcher_args: list[str], train_args: list[str], datasets_cache: Path, torch_extensions_dir: Path,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``accelerate launch ... train.py``; on a timeout kill the launcher *and* its ranks (their own process
+    group), so no rank lives on holding a compile lock, and fail with what they printed."""
     import torch
 
     command = [*ACCELERATE, *launcher_args, str(REPO / "train.py"),
                "--config", str(REPO / "trainer_configs" / "smoke-cpu.yaml"), *train_args]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               HF_DATASETS_CACHE=str(datasets_cache))
+               HF_DATASETS_CACHE=str(datasets_cache), TORCH_EXTENSIONS_DIR=str(torch_extensions_dir))
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
-    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if completed.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited {completed.returncode}:\n{completed.stdout[-4000:]}\n"
-                    f"{completed.stderr[-8000:]}")
-    return completed
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command)} still ran after {timeout} s:\n{stdout[-4000:]}\n{stderr[-8000:]}")
+    if process.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {process.returncode}:\n{stdout[-4000:]}\n{stderr[-8000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("setup", list(SETUPS))
 def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft_scores(tmp_path, datasets_cache,
+                                                                                       torch_extensions_dir,
                                                                                        corpus_dir, setup):
     import torch
     from peft import PeftModel
@@ -87,7 +104,7 @@ def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft
     out = tmp_path / setup
     _launch([*SETUPS[setup], "--main_process_port", str(_free_port())],
             ["--output_dir", str(out), "--data_dir", str(corpus_dir), "--eval_steps", "1", "--save_steps", "1"],
-            datasets_cache)
+            datasets_cache, torch_extensions_dir)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
@@ -117,7 +134,7 @@ def test_two_process_launch_validates_every_step_and_saves_an_adapter_plain_peft
 
 @pytest.mark.parametrize("setup", ["ddp", "zero3"])
 def test_two_process_launch_with_collaborative_tokens_saves_the_projector_whole_and_reloads_to_its_scores(
-        tmp_path, datasets_cache, corpus_dir, setup):
+        tmp_path, datasets_cache, torch_extensions_dir, corpus_dir, setup):
     """The CoLLM route across processes: DDP replicates the projector and reduces its gradients; ZeRO-3
     partitions it, so its save must gather it (an empty partition would load as a shape error)."""
     from safetensors.torch import load_file
@@ -131,7 +148,7 @@ def test_two_process_launch_with_collaborative_tokens_saves_the_projector_whole_
     out = tmp_path / f"{setup}-ids"
     _launch([*SETUPS[setup], "--main_process_port", str(_free_port())],
             ["--output_dir", str(out), "--data_dir", str(corpus_dir), "--eval_steps", "2", "--save_steps", "2",
-             "--collaborative_ids", "true", "--id_vector_dim", "4"], datasets_cache)
+             "--collaborative_ids", "true", "--id_vector_dim", "4"], datasets_cache, torch_extensions_dir)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4
