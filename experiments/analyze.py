@@ -224,9 +224,11 @@ def _recipe_section() -> list[str]:
         curve = ", ".join(f"{entry['step']}: {entry['eval_auc']:.3f}" for entry in row["validation_curve"])
         best = row.get("best_validation") or {}
         tests = " / ".join(f"{row[key]['auc']:.4f}" for key in ("test_recent", "test_semantic") if key in row) or "-"
+        # A restored line (recipe.py --restore_row) has no training wall time.
+        seconds = "-" if row["train_seconds"] is None else f"{row['train_seconds']:,.0f}"
         out.append(f"| {row['setting'].split('/')[-1]} | {row['task']} | {row['K']} | {row['train_type']} | "
                    f"{row['train_rows']} | {row['lr']:g} | {_tuning(row)} | {row['total_batch_size']} | "
-                   f"{row['steps']} | {curve} | {best.get('eval_auc', float('nan')):.3f} | {row['train_seconds']:,.0f} | "
+                   f"{row['steps']} | {curve} | {best.get('eval_auc', float('nan')):.3f} | {seconds} | "
                    f"{tests} |")
     return out + [""]
 

@@ -12,6 +12,8 @@ better one. With ``--test`` the best adapter then scores the fixed 1,000-sample 
 recent-K and SUBR prompts (scores under ``runs/<dataset>/scores/``). One JSON line per finished
 run goes to ``results/recipe.jsonl`` (settings, validation curve, wall times, test metrics); a run
 killed mid-way continues from its last checkpoint when started again with the same arguments.
+``--restore_row`` appends the line of a run whose test scores were saved but whose process ended before
+writing it, rebuilt from the run's ``metrics.json`` and saved scores (marked ``restored``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--validation_scores", action="store_true",
                         help="for a finished run trained before the end-of-training calibration hook: score its validation "
                              "subset with the kept model into recipe/<name>/validation_scores.jsonl (calibrate_runs.py fits on it)")
+    parser.add_argument("--restore_row", action="store_true",
+                        help="append the results line of a finished run whose process ended before writing it, rebuilt "
+                             "from recipe/<name>/metrics.json and its test scores in scores.parquet (same arguments "
+                             "as the run)")
     return parser.parse_args(argv)
 
 
@@ -137,6 +143,60 @@ def write_validation_scores(args, adapter_dir) -> None:
     print(f"{adapter_dir.name} validation ({len(scores)} samples): {json.dumps(ctr_metrics(rows['label'], scores))}")
 
 
+def result_row(args, key: str, metrics: dict, train_type: str, compute_dtype: str) -> dict:
+    """The results line of a trained run from its arguments and its training metrics (``metrics.json``)."""
+    history = metrics["eval_history"]
+    best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
+    return {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": train_type,
+            "shots": args.shots, "train_rows": metrics["train_rows"], "lr": args.lr, "targets": args.targets,
+            "collaborative": args.collaborative, "collaborative_ids": args.collaborative_ids,
+            "factorization": metrics.get("collaborative_ids"),
+            "lora_r": args.lora_r, "finetuning": args.finetuning, "top_layers": args.top_layers,
+            "total_batch_size": metrics["total_batch_size"], "epochs": args.epochs,
+            "steps": metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
+            "compute_dtype": compute_dtype, "validation_curve": history, "best_validation": best,
+            "final_train_loss": metrics["train"].get("train_loss")}
+
+
+def restore_row(args, key: str, results_file: Path) -> dict:
+    """Rebuild and append the line of a run whose test scores were saved but whose line was not.
+
+    A run resumed over several sessions can have its test scores committed (``scores.parquet``) by a session
+    that ended before :func:`append_result`. The line comes from the run's ``metrics.json`` and
+    ``training_config.json`` and the saved test scores; the training wall time is unknown (``None``).
+
+    Raises:
+        SystemExit: when the run's files or scores are missing, or the arguments contradict its training config.
+    """
+    from rella_hf.metrics import ctr_metrics
+    from rella_hf.report import read_score_pairs
+
+    adapter_dir = RUNS / args.dataset / "recipe" / args.name
+    try:
+        metrics = json.loads((adapter_dir / "metrics.json").read_text())
+        reit = json.loads((adapter_dir / "training_config.json").read_text())["reit"]
+    except FileNotFoundError as error:
+        raise SystemExit(f"{error.filename}: missing; --restore_row needs the run's metrics.json and training_config.json")
+    given = {"K": args.K, "shots": args.shots, "train_type": args.train_type, "finetuning": args.finetuning,
+             "top_layers": args.top_layers, "collaborative": args.collaborative, "eval_size": args.eval_size}
+    contradicted = {name: (value, reit.get(name)) for name, value in given.items() if reit.get(name) != value}
+    if contradicted:
+        raise SystemExit(f"{adapter_dir / 'training_config.json'}: the run was trained with other arguments "
+                         f"(given, trained): {contradicted}")
+    pairs = read_score_pairs(RUNS / args.dataset)
+    row = result_row(args, key, metrics, reit["train_type"], reit["compute_dtype"])
+    for kind in ("factorization", "recent", "semantic"):
+        setting = f"recipe-{args.name}-{kind}" if kind == "factorization" else f"recipe-{args.name}-test-{kind}"
+        if setting in pairs:
+            row[f"test_{kind}"] = ctr_metrics(*pairs[setting])
+        elif kind != "factorization":
+            raise SystemExit(f"{RUNS / args.dataset}: no saved scores named {setting}; the run's test was not scored")
+    row.update(train_seconds=None, train_seconds_from_step=None,
+               restored="rebuilt from metrics.json and the saved test scores; training wall time unknown")
+    append_result(results_file, row)
+    return row
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import rella_hf
@@ -150,6 +210,10 @@ def main(argv=None) -> None:
     key = f"{args.dataset}/{args.task}/{args.name}"
     if args.validation_scores:
         write_validation_scores(args, RUNS / args.dataset / "recipe" / args.name)
+        return
+    if args.restore_row and key not in done(results_file):
+        row = restore_row(args, key, results_file)
+        print(f"{key} restored: test {json.dumps({kind: row[f'test_{kind}']['auc'] for kind in ('recent', 'semantic')})}")
         return
     if key in done(results_file):
         print(f"{key} is done: {json.dumps(done(results_file)[key]['best_validation'])}")
@@ -166,18 +230,9 @@ def main(argv=None) -> None:
     # train_seconds covers this process only: a resumed run says from which step it was timed.
     resumed_from = result.metrics["resumed_from"]
     resumed_from_step = int(Path(resumed_from).name.rsplit("-", 1)[-1]) if resumed_from else 0
-    history = result.metrics["eval_history"]
-    best = max(history, key=lambda entry: entry["eval_auc"]) if history else {}
-    row = {"setting": key, "task": args.task, "dataset": args.dataset, "K": args.K, "train_type": config.train_type,
-           "shots": args.shots, "train_rows": result.metrics["train_rows"], "lr": args.lr, "targets": args.targets,
-           "collaborative": args.collaborative, "collaborative_ids": args.collaborative_ids,
-           "factorization": result.metrics.get("collaborative_ids"),
-           "lora_r": args.lora_r, "finetuning": args.finetuning, "top_layers": args.top_layers,
-           "total_batch_size": result.metrics["total_batch_size"], "epochs": args.epochs,
-           "steps": result.metrics["global_step"], "eval_size": args.eval_size, "seed": args.seed,
-           "compute_dtype": config.compute_dtype, "validation_curve": history, "best_validation": best,
-           "final_train_loss": result.metrics["train"].get("train_loss"), "train_seconds": round(train_seconds, 1),
-           "train_seconds_from_step": resumed_from_step}
+    row = result_row(args, key, result.metrics, config.train_type, config.compute_dtype)
+    row.update(train_seconds=round(train_seconds, 1), train_seconds_from_step=resumed_from_step)
+    best = row["best_validation"]
     print(f"{key}: best validation {json.dumps(best)} after {round(train_seconds)} s", flush=True)
 
     if args.task == "sanity" and data.eval is not None:
