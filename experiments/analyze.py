@@ -266,7 +266,9 @@ def main() -> None:
     for name in ("zero_shot", "few_shot", "baseline", "prompt_signal", "recipe"):
         for row in _rows(name):
             parts = [f"{key.removesuffix('seconds').rstrip('_') or 'total'} {row[key]:,.1f}"
-                     for key in row if key.endswith("seconds")]
+                     for key in row if key.endswith("seconds") and row[key] is not None]
+            if row.get("restored"):  # recipe.py --restore_row: the training time was not recorded
+                parts.insert(0, "train unknown (line restored)")
             timings.append(f"| {row['setting']} | {', '.join(parts)} | {row.get('finished', '')} | {row.get('machine', '')} |")
     out += ["## Wall times", "", "| setting | seconds (per stage) | finished | machine |", "|---|---|---|---|", *timings, ""]
     out += ["## Commands", "", "```bash",
