@@ -143,6 +143,11 @@ def write_validation_scores(args, adapter_dir) -> None:
     print(f"{adapter_dir.name} validation ({len(scores)} samples): {json.dumps(ctr_metrics(rows['label'], scores))}")
 
 
+def score_setting(name: str, kind: str) -> str:
+    """The saved-scores setting of a run's test: ``kind`` is recent, semantic or factorization (alone)."""
+    return f"recipe-{name}-factorization" if kind == "factorization" else f"recipe-{name}-test-{kind}"
+
+
 def result_row(args, key: str, metrics: dict, train_type: str, compute_dtype: str) -> dict:
     """The results line of a trained run from its arguments and its training metrics (``metrics.json``)."""
     history = metrics["eval_history"]
@@ -185,12 +190,14 @@ def restore_row(args, key: str, results_file: Path) -> dict:
                          f"(given, trained): {contradicted}")
     pairs = read_score_pairs(RUNS / args.dataset)
     row = result_row(args, key, metrics, reit["train_type"], reit["compute_dtype"])
-    for kind in ("factorization", "recent", "semantic"):
-        setting = f"recipe-{args.name}-{kind}" if kind == "factorization" else f"recipe-{args.name}-test-{kind}"
-        if setting in pairs:
-            row[f"test_{kind}"] = ctr_metrics(*pairs[setting])
-        elif kind != "factorization":
+    factorization = score_setting(args.name, "factorization")
+    if factorization in pairs:  # only runs with collaborative tokens score the factorisation alone
+        row["test_factorization"] = ctr_metrics(*pairs[factorization])
+    for kind in ("recent", "semantic"):
+        setting = score_setting(args.name, kind)
+        if setting not in pairs:
             raise SystemExit(f"{RUNS / args.dataset}: no saved scores named {setting}; the run's test was not scored")
+        row[f"test_{kind}"] = ctr_metrics(*pairs[setting])
     row.update(train_seconds=None, train_seconds_from_step=None,
                restored="rebuilt from metrics.json and the saved test scores; training wall time unknown")
     append_result(results_file, row)
@@ -211,12 +218,13 @@ def main(argv=None) -> None:
     if args.validation_scores:
         write_validation_scores(args, RUNS / args.dataset / "recipe" / args.name)
         return
-    if args.restore_row and key not in done(results_file):
+    finished = done(results_file)
+    if args.restore_row and key not in finished:
         row = restore_row(args, key, results_file)
         print(f"{key} restored: test {json.dumps({kind: row[f'test_{kind}']['auc'] for kind in ('recent', 'semantic')})}")
         return
-    if key in done(results_file):
-        print(f"{key} is done: {json.dumps(done(results_file)[key]['best_validation'])}")
+    if key in finished:
+        print(f"{key} is done: {json.dumps(finished[key]['best_validation'])}")
         return
     run_dir = RUNS / args.dataset
     adapter_dir = run_dir / "recipe" / args.name
@@ -254,15 +262,15 @@ def main(argv=None) -> None:
                 if kind == "recent":  # the factorisation alone, on the same samples: what the tokens carry
                     factorization = ids.factorization.predict(subset["user_id"], subset["item_id"])
                     meta = {"stage": f"recipe {args.name} factorisation", "dataset": args.dataset, "seed": args.seed}
-                    save_scores(run_dir, f"recipe-{args.name}-factorization", subset["label"], factorization, meta)
+                    save_scores(run_dir, score_setting(args.name, "factorization"), subset["label"], factorization, meta)
                     row["test_factorization"] = ctr_metrics(subset["label"], factorization)
                     print(f"{key} test factorisation alone: {json.dumps(row['test_factorization'])}", flush=True)
             score_start = time.perf_counter()
-            scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / f"recipe-{args.name}-test-{kind}")
+            scored = score_dataset(scorer, subset, output_dir=run_dir / "partial" / score_setting(args.name, kind))
             meta = {"stage": f"recipe {args.name}", "dataset": args.dataset, "K": args.K, "retrieval": kind,
                     "shots": args.shots, "seed": args.seed, "model": MODEL, "collaborative": args.collaborative,
                     "collaborative_ids": args.collaborative_ids}
-            save_scores(run_dir, f"recipe-{args.name}-test-{kind}", scored["label"], scored["score"], meta)
+            save_scores(run_dir, score_setting(args.name, kind), scored["label"], scored["score"], meta)
             row[f"test_{kind}"] = {**ctr_metrics(scored["label"], scored["score"]),
                                    "seconds": round(time.perf_counter() - score_start, 1)}
             print(f"{key} test {kind}: {json.dumps(row[f'test_{kind}'])}", flush=True)

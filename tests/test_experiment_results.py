@@ -28,7 +28,7 @@ def recipe(monkeypatch, tmp_path):
     return module
 
 
-def _saved_run(runs: Path, scored_kinds=("recent", "semantic"), train_type="mixed") -> dict:
+def _saved_run(runs: Path, scored_kinds=("recent", "semantic")) -> dict:
     from rella_hf.report import pack_scores, write_scores
 
     run_dir = runs / "ml-latest-small"
@@ -38,7 +38,7 @@ def _saved_run(runs: Path, scored_kinds=("recent", "semantic"), train_type="mixe
     metrics = {"eval_history": history, "train_rows": 128, "total_batch_size": 16, "global_step": 8,
                "train": {"train_loss": 0.65}}
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics))
-    reit = {"K": 5, "shots": 64, "train_type": train_type, "finetuning": "full", "top_layers": 15,
+    reit = {"K": 5, "shots": 64, "train_type": "mixed", "finetuning": "full", "top_layers": 15,
             "collaborative": "none", "eval_size": 1000, "compute_dtype": "bfloat16"}
     (adapter_dir / "training_config.json").write_text(json.dumps({"reit": reit, "training_arguments": {}}))
     rng = np.random.default_rng(0)
@@ -71,9 +71,9 @@ def test_restore_row_refuses_other_arguments_and_unscored_runs(recipe, tmp_path)
     _saved_run(tmp_path / "runs", scored_kinds=("recent",))
     results = tmp_path / "recipe.jsonl"
     key = f"ml-latest-small/ctr/{NAME}"
-    other_shots = recipe.parse_args([*ARGS[:-2], "--eval_size", "200", "--restore_row"])
+    other_eval_size = recipe.parse_args([*ARGS[:-2], "--eval_size", "200", "--restore_row"])
     with pytest.raises(SystemExit, match=r"trained with other arguments.*eval_size"):
-        recipe.restore_row(other_shots, key, results)
+        recipe.restore_row(other_eval_size, key, results)
     with pytest.raises(SystemExit, match=f"no saved scores named recipe-{NAME}-test-semantic"):
         recipe.restore_row(recipe.parse_args([*ARGS, "--restore_row"]), key, results)
     assert not results.exists()
