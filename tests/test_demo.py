@@ -122,6 +122,22 @@ def test_demo_defaults_are_the_measured_recipe_of_the_host_kind_and_match_its_tr
     assert (shipped["total_batch_size"], shipped["learning_rate"]) == (demo.total_batch_size, demo.learning_rate)
 
 
+def test_the_demo_keeps_the_papers_prompts_by_default_and_hands_collaborative_to_its_training(monkeypatch):
+    """Measured (experiments/reading.md): at the demo's N=768 the statistics sentences lose to the paper's prompts."""
+    import rella_hf.models
+    from rella_hf.demo import DemoConfig
+    from rella_hf.errors import ConfigError
+
+    monkeypatch.setattr(rella_hf.models, "resolve_device", lambda device=None: torch.device("cpu"))
+    default = DemoConfig()
+    assert default.collaborative == "none" and default.reit_config("unused").collaborative == "none"
+    chosen = DemoConfig(collaborative="item+user", prior_strength=4.0)
+    reit = chosen.reit_config("unused")
+    assert (reit.collaborative, reit.prior_strength) == ("item+user", 4.0)
+    with pytest.raises(ConfigError, match="collaborative"):
+        DemoConfig(collaborative="items")
+
+
 def test_the_float32_switch_picks_the_float32_recipe_and_given_options_override_it(monkeypatch):
     import rella_hf.models
     from rella_hf.demo import RECIPES, DemoConfig
