@@ -162,6 +162,10 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     panels = dict(zip(("recent", "semantic"), axes))
     rows = ["| K | tuning | train | epochs (mixed) | test prompts | N | seeds | test AUC (mean) | 95 % CI (first seed) |",
             "|---|---|---|---|---|---|---|---|---|"]
+    # One colour per setting in both panels, so that one legend below them serves both.
+    settings = sorted({line[1:] for line in points}, key=lambda setting: (int(setting[0]), setting))
+    palette = plt.get_cmap("tab20" if len(settings) > 10 else "tab10")
+    colors = {setting: palette(index % palette.N) for index, setting in enumerate(settings)}
     for (kind, K, method, train_type, epochs), by_shots in sorted(points.items(),
                                                                   key=lambda item: (item[0][0], int(item[0][1]), item[0])):
         shots = sorted(by_shots)
@@ -169,6 +173,7 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
         lows = [mean - by_shots[n][0]["auc_ci"][0] for n, mean in zip(shots, means)]
         highs = [by_shots[n][0]["auc_ci"][1] - mean for n, mean in zip(shots, means)]
         panels[kind].errorbar(shots, means, yerr=[lows, highs], marker="o", capsize=3,
+                              color=colors[(K, method, train_type, epochs)],
                               label=f"{method}, {train_type}, K={K}" + (f", {epochs} epochs" if epochs != "1" else ""))
         for n, mean in zip(shots, means):
             low, high = by_shots[n][0]["auc_ci"]
@@ -190,10 +195,17 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
         axis.set_xscale("log", base=2)
         axis.set_xlabel("N training samples (mixed: 2N rows; simple: N rows, twice the epochs)")
         axis.set_title(f"{'SUBR' if kind == 'semantic' else 'recent-K'} test prompts")
-        axis.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("test AUC (1,000 fixed samples)")
     figure.suptitle(f"ReiT learning curve, {dataset_dir.name}")
-    figure.tight_layout()
+    # Below the panels, not inside: inside, it hid the points at the largest N.
+    legend = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    rows_of_legend = -(-len(legend) // 3)
+    figure.set_size_inches(11, 4.6 + 0.17 * rows_of_legend)
+    figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.17 * rows_of_legend / (4.6 + 0.17 * rows_of_legend) + 0.01, 1, 1))
     figure.savefig(dataset_dir / "learning_curve.png", dpi=120)
     plt.close(figure)
     return ["Learning curve (`experiments/learning_curve.py`):", "", *rows, "",
