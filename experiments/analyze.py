@@ -202,10 +202,11 @@ def _learning_curve(dataset_dir, metrics) -> list[str]:
     for axis in axes:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    rows_of_legend = -(-len(legend) // 3)
-    figure.set_size_inches(11, 4.6 + 0.17 * rows_of_legend)
+    legend_height = 0.17 * -(-len(legend) // 3)  # inches: 3 columns of 7-point entries
+    width, panels_height = figure.get_size_inches()
+    figure.set_size_inches(width, panels_height + legend_height)
     figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=7, frameon=False)
-    figure.tight_layout(rect=(0, 0.17 * rows_of_legend / (4.6 + 0.17 * rows_of_legend) + 0.01, 1, 1))
+    figure.tight_layout(rect=(0, legend_height / (panels_height + legend_height) + 0.01, 1, 1))
     figure.savefig(dataset_dir / "learning_curve.png", dpi=120)
     plt.close(figure)
     return ["Learning curve (`experiments/learning_curve.py`):", "", *rows, "",
